@@ -1,0 +1,95 @@
+"""Run configuration: the one place where the chain's parameters and their defaults live.
+
+The notebooks' ``parameters`` cells mirror these fields; papermill overrides them, and
+``PipelineConfig.from_parameters`` turns the notebook's variables into a checked config.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, Optional
+
+#: Weight sources understood by :mod:`helpers.weights`.
+DEFAULT_WEIGHTS = "torchvision"
+
+#: Environment variable that names an S3-compatible endpoint when ``s3_endpoint`` is empty.
+S3_ENDPOINT_ENV = "FRUITS_S3_ENDPOINT"
+
+#: Image file extensions read by the chain (compared in lower case).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+
+
+@dataclass
+class PipelineConfig:
+    """Parameters of one run of the processing chain.
+
+    Attributes:
+        input_path: folder (local path or ``s3://bucket/prefix``) holding ``<Split>/<Class>/*.jpg``.
+        output_path: folder that receives features, PCA, CSV, plots and ``manifest.json``.
+        variance_target: PCA keeps the smallest k whose cumulative explained variance reaches it.
+        k: fixed number of PCA components; overrides ``variance_target`` when given.
+        image_size: side in pixels the images are resized to before MobileNetV2.
+        weights: ``"torchvision"`` (offline ImageNet weights, default), ``"imagenet"`` (Keras'
+            own download; needs internet), or a path to a ``.weights.h5`` file (local or ``s3://``).
+        sample_limit: featurize at most this many images (first by path), for quick runs.
+        spark_master: Spark master URL for a new session; ``""`` uses the running session (Livy,
+            ``pyspark`` shell) or Spark's default (YARN on EMR).
+        s3_endpoint: S3-compatible endpoint (e.g. ``http://127.0.0.1:8333``); ``""`` means AWS S3
+            through the cluster's own file system and credentials.
+        batch_size: images per model call inside the Spark UDF (raise it on GPU executors).
+        pca_method: ``"spark-ml"`` (pyspark.ml PCA) or ``"gram"`` (distributed Gram matrix).
+        seed: seed for anything random (sample grid choice).
+    """
+
+    input_path: str
+    output_path: str
+    variance_target: float = 0.95
+    k: Optional[int] = None
+    image_size: int = 224
+    weights: str = DEFAULT_WEIGHTS
+    sample_limit: Optional[int] = None
+    spark_master: str = "local[*]"
+    s3_endpoint: str = ""
+    batch_size: int = 64
+    pca_method: str = "spark-ml"
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        if not self.input_path:
+            raise ValueError("input_path is empty: give the folder that holds the images")
+        if not self.output_path:
+            raise ValueError("output_path is empty: give the folder for the results")
+        if not 0.0 < float(self.variance_target) <= 1.0:
+            raise ValueError(f"variance_target must be in (0, 1], got {self.variance_target!r}")
+        if self.k is not None and int(self.k) < 1:
+            raise ValueError(f"k must be a positive number of components or None, got {self.k!r}")
+        if int(self.image_size) < 32:
+            raise ValueError(f"image_size must be at least 32 pixels, got {self.image_size!r}")
+        if self.sample_limit is not None and int(self.sample_limit) < 1:
+            raise ValueError(f"sample_limit must be positive or None, got {self.sample_limit!r}")
+        if int(self.batch_size) < 1:
+            raise ValueError(f"batch_size must be positive, got {self.batch_size!r}")
+        if self.pca_method not in ("spark-ml", "gram"):
+            raise ValueError(f"pca_method must be 'spark-ml' or 'gram', got {self.pca_method!r}")
+        self.variance_target = float(self.variance_target)
+        self.image_size = int(self.image_size)
+        self.batch_size = int(self.batch_size)
+        self.k = None if self.k is None else int(self.k)
+        self.sample_limit = None if self.sample_limit is None else int(self.sample_limit)
+
+    @property
+    def effective_s3_endpoint(self) -> str:
+        """The S3 endpoint to configure: the parameter, else ``$FRUITS_S3_ENDPOINT``, else ``""``."""
+        return self.s3_endpoint or os.environ.get(S3_ENDPOINT_ENV, "")
+
+    @classmethod
+    def from_parameters(cls, parameters: Dict[str, Any]) -> "PipelineConfig":
+        """Build a config from a notebook's parameter variables, ignoring unrelated names."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        known = {key: value for key, value in parameters.items() if key in names}
+        return cls(**known)
+
+    def as_dict(self) -> Dict[str, Any]:
+        """Plain-dict view, for the manifest and the report."""
+        return dataclasses.asdict(self)
