@@ -71,10 +71,9 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "RGB":
         return image
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16/32-bit grayscale: scale to 8 bits instead of clipping.
+        # 16-bit (or 32-bit integer) grayscale: map the 16-bit range onto 8 bits.
         array = np.asarray(image, dtype=np.float64)
-        peak = array.max() if array.size else 0.0
-        scale = 255.0 / peak if peak > 255 else 1.0
+        scale = 255.0 / 65535.0 if array.size and array.max() > 255 else 1.0
         return Image.fromarray(np.clip(array * scale, 0, 255).astype(np.uint8)).convert("RGB")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")

@@ -1,0 +1,211 @@
+"""Features: MobileNetV2 ImageNet embeddings of encoded images, in one process or in Spark.
+
+Owns the feature extractor (MobileNetV2 without its classifier, average-pooled: 1280 floats
+per image) and the Spark pandas UDF that runs it on executors. Both go through the same
+code path: :func:`helpers.images.decode_batch` then :class:`FeatureExtractor`, so a feature
+computed in a test, in a notebook cell or on an EMR executor is the same number.
+
+Public contract (relied on by other code and checks)::
+
+    extract_features(contents, image_size=224) -> np.ndarray  # float32, shape (n, 1280)
+"""
+from __future__ import annotations
+
+import threading
+import uuid
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import pandas as pd
+from pyspark import Accumulator
+from pyspark.broadcast import Broadcast
+from pyspark.sql import Column, SparkSession
+from pyspark.sql.functions import pandas_udf
+from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, StructType
+
+from helpers.config import DEFAULT_WEIGHTS
+from helpers.images import ImageDecodeError, decode_batch, decode_image
+from helpers.weights import WeightSet, build_model, load_weight_set
+
+#: Length of one feature vector (MobileNetV2's last convolution, average-pooled).
+FEATURE_DIM = 1280
+
+#: What the Spark UDF returns per image: the features, or the reason it failed.
+FEATURE_RESULT_TYPE = StructType(
+    [
+        StructField("features", ArrayType(FloatType()), True),
+        StructField("error", StringType(), True),
+    ]
+)
+
+_cache_lock = threading.Lock()
+_extractors: Dict[Tuple, "FeatureExtractor"] = {}
+_threads_configured = False
+
+
+class FeatureExtractor:
+    """MobileNetV2 features of uint8 RGB pixel batches, traced once as a ``tf.function``.
+
+    Args:
+        weight_set: weights and their preprocessing flavour (see :mod:`helpers.weights`).
+        image_size: side of the square input the model is built for.
+        batch_size: images per model call; larger batches use more memory (GPU: raise it).
+    """
+
+    def __init__(self, weight_set: WeightSet, image_size: int, batch_size: int = 64) -> None:
+        import tensorflow as tf
+        from keras.applications import imagenet_utils
+
+        self.image_size = image_size
+        self.batch_size = batch_size
+        self.model = build_model(weight_set, image_size=image_size, include_top=False)
+        mode = weight_set.preprocess_mode
+        model = self.model
+
+        @tf.function(
+            input_signature=[tf.TensorSpec([None, image_size, image_size, 3], tf.uint8)],
+            reduce_retracing=True,
+        )
+        def infer(pixels):
+            inputs = imagenet_utils.preprocess_input(tf.cast(pixels, tf.float32), mode=mode)
+            return model(inputs, training=False)
+
+        self._infer = infer
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        """Features of ``pixels`` (``(n, size, size, 3)`` uint8) as ``(n, 1280)`` float32."""
+        if len(pixels) == 0:
+            return np.zeros((0, FEATURE_DIM), dtype=np.float32)
+        chunks = [
+            self._infer(pixels[start : start + self.batch_size]).numpy()
+            for start in range(0, len(pixels), self.batch_size)
+        ]
+        return np.concatenate(chunks).astype(np.float32, copy=False)
+
+
+def configure_tensorflow_threads(threads: int) -> None:
+    """Limit TensorFlow to ``threads`` cores in this process (once, before any model runs).
+
+    Spark runs one Python worker per concurrent task; giving each ``spark.task.cpus`` threads
+    keeps workers x threads equal to the executor's cores instead of oversubscribing them.
+    """
+    global _threads_configured
+    if _threads_configured:
+        return
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        pass  # TensorFlow already started in this process; keep its settings.
+    _threads_configured = True
+
+
+def get_extractor(
+    weights: Union[str, WeightSet] = DEFAULT_WEIGHTS,
+    image_size: int = 224,
+    batch_size: int = 64,
+) -> FeatureExtractor:
+    """The process-wide extractor for these weights and size, built on first use."""
+    weight_key = weights if isinstance(weights, str) else weights.source
+    key = (weight_key, image_size, batch_size)
+    with _cache_lock:
+        if key not in _extractors:
+            weight_set = load_weight_set(weights) if isinstance(weights, str) else weights
+            _extractors[key] = FeatureExtractor(weight_set, image_size, batch_size)
+        return _extractors[key]
+
+
+def extract_features(
+    contents: Sequence[bytes],
+    image_size: int = 224,
+    weights: Union[str, WeightSet] = DEFAULT_WEIGHTS,
+    batch_size: int = 64,
+) -> np.ndarray:
+    """MobileNetV2 ImageNet features of encoded images.
+
+    Args:
+        contents: encoded image bytes (JPEG, PNG, ...), one entry per image.
+        image_size: images are resized to ``image_size x image_size`` (bilinear).
+        weights: weight source (default: torchvision's ImageNet weights, offline).
+        batch_size: images per model call.
+
+    Returns:
+        float32 array of shape ``(len(contents), 1280)``, in the order of ``contents``.
+
+    Raises:
+        ImageDecodeError: an entry is not a readable image; the message gives its index.
+    """
+    pixels = []
+    for index, content in enumerate(contents):
+        try:
+            pixels.append(decode_image(content, image_size))
+        except ImageDecodeError as error:
+            raise ImageDecodeError(f"image {index}: {error}") from None
+    if not pixels:
+        return np.zeros((0, FEATURE_DIM), dtype=np.float32)
+    return get_extractor(weights, image_size, batch_size)(np.stack(pixels))
+
+
+def _extractor_for_broadcast(
+    weights: Broadcast, token: str, image_size: int, batch_size: int, threads: int
+) -> FeatureExtractor:
+    """The worker's extractor for broadcast weights: built once per Python worker process.
+
+    ``token`` names the broadcast (made on the driver): worker-side broadcasts carry no id.
+    """
+    key = ("broadcast", token, image_size, batch_size)
+    with _cache_lock:
+        if key not in _extractors:
+            configure_tensorflow_threads(threads)
+            _extractors[key] = FeatureExtractor(weights.value, image_size, batch_size)
+        return _extractors[key]
+
+
+def featurize_udf(
+    spark: SparkSession,
+    weight_set: WeightSet,
+    image_size: int,
+    batch_size: int,
+    threads_per_task: int,
+    images_through_model: Optional[Accumulator] = None,
+):
+    """A pandas UDF ``binary content -> struct<features: array<float>, error: string>``.
+
+    The weights travel once to each executor as a broadcast (no download, no file on the
+    executors); each Python worker builds the model on its first batch and keeps it for the
+    following tasks. Images that fail to decode get ``features = null`` and the reason in
+    ``error``; the batch goes on. ``images_through_model`` (an accumulator), when given,
+    counts the images that went through the CNN.
+    """
+    broadcast_weights = spark.sparkContext.broadcast(weight_set.without_top())
+    token = uuid.uuid4().hex
+
+    @pandas_udf(FEATURE_RESULT_TYPE)  # type: ignore[call-overload]
+    def featurize(contents: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
+        extractor = _extractor_for_broadcast(
+            broadcast_weights, token, image_size, batch_size, threads_per_task
+        )
+        for batch in contents:
+            pixels, errors = decode_batch(batch.tolist(), image_size)
+            vectors = extractor(pixels)
+            if images_through_model is not None:
+                images_through_model.add(len(vectors))
+            yield _result_frame(vectors, errors)
+
+    return featurize
+
+
+def _result_frame(vectors: np.ndarray, errors: List[Optional[str]]) -> pd.DataFrame:
+    """One row per input: its feature vector, or ``None`` and the decode error."""
+    rows: List[Optional[np.ndarray]] = []
+    next_vector = iter(vectors)
+    for error in errors:
+        rows.append(next(next_vector) if error is None else None)
+    return pd.DataFrame({"features": rows, "error": errors})
+
+
+def featurize_column(udf, content: Column) -> Column:
+    """Apply a UDF from :func:`featurize_udf` to a binary column."""
+    return udf(content)

@@ -1,0 +1,341 @@
+"""Pipeline: the chain's stages, in the order the notebooks call them.
+
+``read binary files -> featurize (pandas UDF) -> Parquet -> PCA -> Parquet + CSV + plots``.
+
+A :class:`Run` holds one run's state: its config, Spark session, counts and the seconds each
+stage took. Each notebook cell calls one of its methods and shows what it returns;
+:func:`run_pipeline` calls them all, for scripts and benchmarks. The CNN runs once per image:
+features are written to Parquet and everything after reads them back.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import uuid
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Any, Dict, Iterator, List, Optional
+
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.window import Window
+
+from helpers import plots, report, storage
+from helpers.config import IMAGE_EXTENSIONS, PipelineConfig
+from helpers.features import FEATURE_DIM, featurize_udf
+from helpers.images import KNOWN_SPLITS, decode_image
+from helpers.reduction import PCA_COLUMN, PcaFit, fit_pca, project
+from helpers.session import get_spark, task_cpus
+from helpers.weights import WeightSet, load_weight_set
+
+LOG = logging.getLogger("helpers.pipeline")
+
+#: Hadoop glob keeping .jpg/.jpeg/.png in any letter case.
+IMAGE_GLOB = "*.{" + ",".join(
+    "".join(f"[{c.lower()}{c.upper()}]" for c in ext.lstrip(".")) for ext in IMAGE_EXTENSIONS
+) + "}"
+
+NO_CLASS_FOLDER = "no class folder: the image lies directly in input_path"
+
+
+def _setup_logging() -> None:
+    if not LOG.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        LOG.addHandler(handler)
+        LOG.setLevel(logging.INFO)
+        LOG.propagate = False
+
+
+class Run:
+    """One run of the chain over ``config.input_path`` into ``config.output_path``."""
+
+    def __init__(self, config: PipelineConfig, spark: Optional[SparkSession] = None) -> None:
+        _setup_logging()
+        self.config = config
+        self.started_at = datetime.now(timezone.utc)
+        self.run_id = self.started_at.strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
+        self.seconds: Dict[str, float] = {}
+        with self.stage("session"):
+            self.spark = spark or get_spark(config)
+        self.images_through_model = self.spark.sparkContext.accumulator(0)
+        self.weight_set: Optional[WeightSet] = None
+        self.images_total = 0
+        self.images_featurized = 0
+        self.images_failed = 0
+        self.pca: Optional[PcaFit] = None
+        self.manifest: Dict[str, Any] = {}
+
+    # -- bookkeeping -------------------------------------------------------------------
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Time a stage into ``self.seconds`` and log one line when it ends."""
+        start = time.perf_counter()
+        LOG.info("stage %s: started", name)
+        yield
+        self.seconds[name] = round(time.perf_counter() - start, 3)
+        LOG.info("stage %s: done in %.1f s", name, self.seconds[name])
+
+    def location(self, name: str) -> str:
+        """Where output ``name`` goes inside ``output_path``."""
+        return storage.output_location(self.config.output_path, name)
+
+    # -- stage 1: list the images ------------------------------------------------------
+    def list_images(self) -> DataFrame:
+        """All images under ``input_path`` (path, label, split, length), content not read.
+
+        Raises:
+            FileNotFoundError: ``input_path`` does not exist.
+            ValueError: ``input_path`` holds no .jpg/.jpeg/.png image.
+        """
+        with self.stage("list"):
+            path = self.config.input_path
+            if not storage.exists(self.spark, path):
+                raise FileNotFoundError(f"input_path does not exist: {path}")
+            self.root = storage.qualified(self.spark, path).rstrip("/")
+            listing = self._labelled(
+                self._read_binary(self.root).select("path", "length", "modificationTime")
+            )
+            if self.config.sample_limit is not None:
+                listing = listing.orderBy("path").limit(self.config.sample_limit)
+            self.listing = listing.cache()
+            self.images_total = self.listing.count()
+            if self.images_total == 0:
+                raise ValueError(f"no .jpg/.jpeg/.png images found under input_path: {path}")
+            LOG.info("listed %d images under %s", self.images_total, path)
+        return self.listing
+
+    def _labelled(self, frame: DataFrame) -> DataFrame:
+        """``frame`` with ``label`` (class folder) and ``split`` (Training/Test) from its path."""
+        parts = F.split(F.expr(f"substring(path, {len(self.root) + 2})"), "/")
+        return frame.select(
+            "*",
+            F.when(F.size(parts) >= 2, F.element_at(parts, -2)).alias("label"),
+            F.when(
+                (F.size(parts) >= 3) & F.element_at(parts, -3).isin(*KNOWN_SPLITS),
+                F.element_at(parts, -3),
+            ).alias("split"),
+        )
+
+    def _read_binary(self, *paths: str) -> DataFrame:
+        return (
+            self.spark.read.format("binaryFile")
+            .option("recursiveFileLookup", "true")
+            .option("pathGlobFilter", IMAGE_GLOB)
+            .load(list(paths) if len(paths) > 1 else paths[0])
+        )
+
+    def class_counts(self) -> pd.DataFrame:
+        """Images per split and class (a small table)."""
+        counts = (
+            self.listing.groupBy("split", "label").agg(F.count(F.lit(1)).alias("images"))
+            .orderBy("split", "label").toPandas()
+        )
+        counts["split"] = counts["split"].fillna("(none)")
+        return counts
+
+    def sample_images(self, per_class: int = 6) -> Any:
+        """A figure: a grid of ``per_class`` images of each class (decoded on the driver)."""
+        window = F.row_number().over(
+            Window.partitionBy("label").orderBy(F.xxhash64("path", F.lit(self.config.seed)))
+        )
+        chosen = (
+            self.listing.where(F.col("label").isNotNull())
+            .withColumn("rank", window).where(F.col("rank") <= per_class)
+            .select("path", "label").orderBy("label", "rank").toPandas()
+        )
+        contents = self._read_binary(*chosen["path"]).select("path", "content").toPandas()
+        by_path = dict(zip(contents["path"], contents["content"]))
+        images = [decode_image(by_path[path], 100) for path in chosen["path"]]
+        return plots.sample_grid_figure(chosen, images, per_class)
+
+    # -- stage 2: features -------------------------------------------------------------
+    def featurize(self) -> Dict[str, int]:
+        """Run MobileNetV2 once per image; write ``features/`` and ``failed/`` Parquet."""
+        config = self.config
+        with self.stage("weights"):
+            self.weight_set = load_weight_set(config.weights, s3_endpoint=config.effective_s3_endpoint)
+        with self.stage("featurize"):
+            labelled = self.listing.where(F.col("label").isNotNull())
+            if config.sample_limit is not None:
+                paths = [row.path for row in labelled.select("path").collect()]
+                contents = self._read_binary(*paths) if paths else None
+            else:
+                contents = self._read_binary(self.root)
+            udf = featurize_udf(
+                self.spark, self.weight_set, config.image_size, config.batch_size,
+                threads_per_task=task_cpus(self.spark),
+                images_through_model=self.images_through_model,
+            )
+            staging = self.location(f"{storage.STAGING_DIR}/{self.run_id}/featurized")
+            written = None
+            if contents is not None:
+                featurized = (
+                    self._labelled(contents.select("path", "content"))
+                    .where(F.col("label").isNotNull())
+                    .select("path", "label", "split", udf(F.col("content")).alias("result"))
+                    .select("path", "label", "split", "result.features", "result.error")
+                )
+                storage.write_parquet(featurized, staging)
+                written = storage.read_parquet(self.spark, staging)
+            features = (
+                written.where(F.col("error").isNull()).drop("error")
+                if written is not None else None
+            )
+            failures = self._failures(written)
+            if features is not None:
+                storage.write_parquet(features, self.location(storage.FEATURES_DIR))
+            if failures is not None:
+                storage.write_parquet(failures.coalesce(1), self.location(storage.FAILED_DIR))
+            else:
+                storage.delete(self.spark, self.location(storage.FAILED_DIR))
+            self.features = storage.read_parquet(self.spark, self.location(storage.FEATURES_DIR))
+            self.images_featurized = self.features.count()
+            self.images_failed = failures.count() if failures is not None else 0
+            storage.delete(self.spark, self.location(f"{storage.STAGING_DIR}/{self.run_id}"))
+            self._check_counts()
+        LOG.info(
+            "featurized %d images (%d failed) of %d", self.images_featurized,
+            self.images_failed, self.images_total,
+        )
+        return self.counts()
+
+    def _failures(self, written: Optional[DataFrame]) -> Optional[DataFrame]:
+        """Failed images (path, reason): decode errors and images outside a class folder."""
+        parts: List[DataFrame] = []
+        if written is not None:
+            parts.append(
+                written.where(F.col("error").isNotNull()).select("path", F.col("error").alias("reason"))
+            )
+        unlabelled = self.listing.where(F.col("label").isNull())
+        parts.append(unlabelled.select("path", F.lit(NO_CLASS_FOLDER).alias("reason")))
+        failures = parts[0]
+        for part in parts[1:]:
+            failures = failures.unionByName(part)
+        return failures if failures.limit(1).count() else None
+
+    def _check_counts(self) -> None:
+        accounted = self.images_featurized + self.images_failed
+        if accounted != self.images_total:
+            raise RuntimeError(
+                f"images lost: {self.images_total} listed but {self.images_featurized} "
+                f"featurized + {self.images_failed} failed = {accounted}"
+            )
+
+    def counts(self) -> Dict[str, int]:
+        """Image counts of the run so far."""
+        return {
+            "images_total": self.images_total,
+            "images_featurized": self.images_featurized,
+            "images_failed": self.images_failed,
+        }
+
+    def failed_images(self) -> pd.DataFrame:
+        """The failed images and why (empty when none failed)."""
+        location = self.location(storage.FAILED_DIR)
+        if not storage.exists(self.spark, location):
+            return pd.DataFrame(columns=["path", "reason"])
+        return storage.read_parquet(self.spark, location).orderBy("path").toPandas()
+
+    # -- stage 3: PCA ------------------------------------------------------------------
+    def reduce(self) -> PcaFit:
+        """Fit PCA on the written features; choose k; write ``pca/``, ``pca_csv/`` and the plot."""
+        config = self.config
+        with self.stage("pca_fit"):
+            self.pca = fit_pca(self.features, config.variance_target, config.k, config.pca_method)
+        LOG.info(
+            "PCA (%s): k = %d keeps %.1f%% of the variance", self.pca.method, self.pca.k,
+            100 * self.pca.explained_variance_kept,
+        )
+        with self.stage("pca_write"):
+            scores = project(self.spark, self.features, self.pca)
+            storage.write_parquet(scores, self.location(storage.PCA_DIR))
+            written = storage.read_parquet(self.spark, self.location(storage.PCA_DIR))
+            columns = [F.col(PCA_COLUMN)[i].alias(f"pc_{i + 1}") for i in range(self.pca.k)]
+            storage.write_csv(
+                written.select("path", "label", "split", *columns),
+                self.location(storage.PCA_CSV_DIR),
+            )
+            storage.write_bytes(
+                self.spark, self.location(storage.VARIANCE_PLOT),
+                plots.figure_png(self.variance_figure()),
+            )
+        return self.pca
+
+    def variance_figure(self) -> Any:
+        """Scree + cumulative explained variance, with the target line and the chosen k."""
+        target = None if self.config.k is not None else self.config.variance_target
+        return plots.variance_figure(self.pca.explained_variance, self.pca.k, target)
+
+    def scatter_figure(self, max_points: int = 5000) -> Any:
+        """PC1/PC2 scatter coloured by class (at most ``max_points`` points, sampled)."""
+        scores = storage.read_parquet(self.spark, self.location(storage.PCA_DIR))
+        total = self.images_featurized
+        if total > max_points:
+            scores = scores.sample(fraction=max_points / total, seed=self.config.seed)
+        points = scores.select(
+            "label", "split", F.col(PCA_COLUMN)[0].alias("pc_1"), F.col(PCA_COLUMN)[1].alias("pc_2")
+        ).toPandas()
+        return plots.scatter_figure(points)
+
+    # -- stage 4: manifest ---------------------------------------------------------------
+    def write_manifest(self) -> Dict[str, Any]:
+        """Write ``manifest.json`` last: parameters, counts, k, variance, timings, versions."""
+        self.manifest = {
+            "run_id": self.run_id,
+            "started_at": self.started_at.isoformat(),
+            "finished_at": datetime.now(timezone.utc).isoformat(),
+            "parameters": self.config.as_dict(),
+            **self.counts(),
+            "images_through_model": int(self.images_through_model.value),
+            "feature_dim": FEATURE_DIM,
+            "weights": {"source": self.weight_set.source, "flavour": self.weight_set.flavour},
+            "pca_method": self.pca.method,
+            "k": self.pca.k,
+            "explained_variance": self.pca.explained_variance,
+            "explained_variance_kept": self.pca.explained_variance_kept,
+            "seconds": dict(self.seconds),
+            "outputs": {
+                name: self.location(name)
+                for name in (storage.FEATURES_DIR, storage.PCA_DIR, storage.PCA_CSV_DIR,
+                             storage.VARIANCE_PLOT)
+            },
+            "versions": library_versions(self.spark),
+        }
+        if self.images_failed:
+            self.manifest["outputs"][storage.FAILED_DIR] = self.location(storage.FAILED_DIR)
+        storage.write_json(self.spark, self.location(storage.MANIFEST), self.manifest)
+        return self.manifest
+
+    def summary(self) -> str:
+        """The closing lines: images, failures, k, explained variance, where outputs are."""
+        return report.summary_text(self.manifest)
+
+
+def library_versions(spark: Optional[SparkSession] = None) -> Dict[str, str]:
+    """Versions of Python and the libraries that shape the numbers."""
+    import importlib.metadata as metadata
+    import platform
+
+    versions = {"python": platform.python_version()}
+    for name in ("pyspark", "tensorflow-cpu", "tensorflow", "keras", "numpy", "pandas",
+                 "pyarrow", "pillow", "fruits-helpers"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    if spark is not None:
+        versions["spark"] = spark.version
+    return versions
+
+
+def run_pipeline(config: PipelineConfig, spark: Optional[SparkSession] = None) -> Run:
+    """Run every stage (list, featurize, PCA, manifest) and return the finished :class:`Run`."""
+    run = Run(config, spark)
+    run.list_images()
+    run.featurize()
+    run.reduce()
+    run.write_manifest()
+    return run

@@ -1,0 +1,145 @@
+"""Plots: every figure the chain shows or saves, in one slide-readable style.
+
+Functions take plain data (lists, numpy arrays, pandas frames) and return a matplotlib
+``Figure``; :func:`figure_png` turns one into PNG bytes for storage. Nothing here touches
+Spark, so the same figures can be redrawn from the saved outputs.
+"""
+from __future__ import annotations
+
+import functools
+import io
+from typing import Callable, Dict, List, Optional, Sequence
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+#: One style for all figures: large fonts, readable in a slide.
+STYLE: Dict[str, object] = {
+    "figure.dpi": 100,
+    "savefig.dpi": 120,
+    "font.size": 13,
+    "axes.titlesize": 16,
+    "axes.labelsize": 14,
+    "legend.fontsize": 11,
+    "xtick.labelsize": 12,
+    "ytick.labelsize": 12,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+}
+
+
+def _in_style(function: Callable[..., Figure]) -> Callable[..., Figure]:
+    """Build the whole figure under :data:`STYLE` (text sizes are read at creation)."""
+
+    @functools.wraps(function)
+    def styled(*args, **kwargs) -> Figure:
+        with matplotlib.rc_context(STYLE):
+            return function(*args, **kwargs)
+
+    return styled
+
+
+def _styled(rows: int = 1, columns: int = 1, figsize=(10, 6), squeeze: bool = True):
+    """A new figure and its axes under :data:`STYLE`.
+
+    Figures are made without pyplot, so Jupyter shows each one once (as the cell's value)
+    and no global figure state builds up in long sessions or on executors.
+    """
+    with matplotlib.rc_context(STYLE):
+        figure = Figure(figsize=figsize)
+        axes = figure.subplots(rows, columns, squeeze=squeeze)
+    return figure, axes
+
+
+def figure_png(figure: Figure) -> bytes:
+    """PNG bytes of ``figure`` (tight bounding box)."""
+    buffer = io.BytesIO()
+    with matplotlib.rc_context(STYLE):
+        figure.savefig(buffer, format="png", bbox_inches="tight")
+    return buffer.getvalue()
+
+
+@_in_style
+def variance_figure(
+    explained_variance: Sequence[float], k: int, variance_target: Optional[float]
+) -> Figure:
+    """Scree (bars, per component) and cumulative explained variance with the target and k."""
+    ratios = np.asarray(explained_variance, dtype=float) * 100.0
+    shown = min(len(ratios), max(2 * k, 30))
+    components = np.arange(1, shown + 1)
+    cumulative = np.cumsum(ratios)[:shown]
+    figure, axis = _styled(figsize=(11, 6))
+    axis.bar(components, ratios[:shown], color="#8fb8de", label="per component")
+    axis.set_xlabel("principal component (number)")
+    axis.set_ylabel("explained variance (% of total)")
+    twin = axis.twinx()
+    twin.plot(components, cumulative, color="#1f4e79", marker="o", markersize=3,
+              label="cumulative")
+    twin.set_ylabel("cumulative explained variance (%)")
+    twin.set_ylim(0, 101)
+    if variance_target is not None:
+        twin.axhline(variance_target * 100.0, color="#c0392b", linestyle="--",
+                     label=f"target {variance_target:.0%}")
+    twin.axvline(k, color="#27ae60", linestyle=":", label=f"chosen k = {k}")
+    kept = float(np.sum(ratios[:k]))
+    axis.set_title(f"PCA explained variance: k = {k} keeps {kept:.1f}%")
+    handles = axis.get_legend_handles_labels()
+    twin_handles = twin.get_legend_handles_labels()
+    twin.legend(handles[0] + twin_handles[0], handles[1] + twin_handles[1], loc="center right")
+    return figure
+
+
+@_in_style
+def scatter_figure(points: pd.DataFrame, x: str = "pc_1", y: str = "pc_2") -> Figure:
+    """PC1/PC2 scatter coloured by ``label``, one marker shape per ``split``."""
+    figure, axis = _styled(figsize=(10, 7))
+    labels = sorted(points["label"].dropna().unique())
+    colours = matplotlib.colormaps["tab20" if len(labels) > 10 else "tab10"]
+    markers = {"Training": "o", "Test": "^"}
+    for index, label in enumerate(labels):
+        subset = points[points["label"] == label]
+        for split, group in subset.groupby(subset["split"].fillna("all")):
+            axis.scatter(group[x], group[y], s=28, alpha=0.8, color=colours(index % colours.N),
+                         marker=markers.get(split, "o"),
+                         label=label if split in ("Training", "all") else None)
+    axis.set_xlabel("PC 1 (score, feature units)")
+    axis.set_ylabel("PC 2 (score, feature units)")
+    axis.set_title("Images on the first two principal components (o Training, ^ Test)")
+    axis.legend(loc="best", ncol=2 if len(labels) > 8 else 1, markerscale=1.3)
+    return figure
+
+
+@_in_style
+def sample_grid_figure(samples: pd.DataFrame, images: List[np.ndarray], per_row: int) -> Figure:
+    """A grid of sample images: one row per class (``samples.label``), decoded ``images``."""
+    labels = list(dict.fromkeys(samples["label"]))
+    rows = max(1, len(labels))
+    figure, axes = _styled(rows, per_row, figsize=(1.6 * per_row + 1.5, 1.6 * rows + 0.6),
+                           squeeze=False)
+    for axis in axes.ravel():
+        axis.axis("off")
+    for row, label in enumerate(labels):
+        positions = [i for i, value in enumerate(samples["label"]) if value == label]
+        for column, position in enumerate(positions[:per_row]):
+            axes[row][column].imshow(images[position])
+        axes[row][0].text(-0.08, 0.5, label, transform=axes[row][0].transAxes, ha="right",
+                          va="center", fontsize=12)
+    figure.suptitle("Sample images per class", fontsize=16)
+    return figure
+
+
+@_in_style
+def class_counts_figure(counts: pd.DataFrame) -> Figure:
+    """Horizontal bars: images per class, stacked by split."""
+    table = counts.pivot_table(index="label", columns="split", values="images",
+                               aggfunc="sum", fill_value=0)
+    figure, axis = _styled(figsize=(10, 0.45 * len(table) + 1.8))
+    table.plot.barh(stacked=True, ax=axis, color=["#1f4e79", "#8fb8de", "#aaaaaa"][: table.shape[1]])
+    axis.set_xlabel("images (count)")
+    axis.set_ylabel("class")
+    axis.set_title("Images per class and split")
+    return figure

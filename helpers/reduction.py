@@ -1,0 +1,213 @@
+"""Reduction: PCA of the feature vectors, the choice of k, and the projection.
+
+Two interchangeable ways to fit, both distributed (the feature matrix never comes to the
+driver; only d x d statistics do):
+
+- ``"spark-ml"``: ``pyspark.ml`` ``StandardScaler`` (centering) + ``PCA`` on
+  ``array_to_vector(features)``.
+- ``"gram"``: per-partition ``X^T X``, column sums and counts computed with numpy BLAS in
+  ``mapInArrow``, summed with ``treeReduce``, eigen-decomposed on the driver.
+
+Either way the result is a :class:`PcaFit`: mean, components, explained variance ratios of
+every component, and k. Scores are centred, like numpy's and scikit-learn's PCA.
+"""
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from typing import Iterator, List, Optional
+
+import numpy as np
+import pyarrow as pa
+from pyspark.ml import Pipeline
+from pyspark.ml.feature import PCA, StandardScaler
+from pyspark.ml.functions import array_to_vector
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import ArrayType, FloatType, StructField, StructType
+
+FEATURES_COLUMN = "features"
+PCA_COLUMN = "pca"
+
+
+@dataclass
+class PcaFit:
+    """A fitted PCA.
+
+    Attributes:
+        k: number of components kept.
+        explained_variance: ratio of the total variance explained by each component, for all
+            components the fit computed (at most ``min(n, d)``), largest first.
+        mean: ``(d,)`` mean feature vector (subtracted before projecting).
+        components: ``(d, k)`` principal axes, as columns.
+        method: ``"spark-ml"`` or ``"gram"``.
+        n_samples: number of vectors the fit saw.
+    """
+
+    k: int
+    explained_variance: List[float]
+    mean: np.ndarray
+    components: np.ndarray
+    method: str
+    n_samples: int
+
+    def __repr__(self) -> str:
+        return (
+            f"PcaFit(method={self.method!r}, n_samples={self.n_samples}, k={self.k}, "
+            f"explained_variance_kept={self.explained_variance_kept:.4f})"
+        )
+
+    @property
+    def cumulative_variance(self) -> List[float]:
+        """Cumulative explained variance ratio, component by component."""
+        return np.cumsum(self.explained_variance).tolist()
+
+    @property
+    def explained_variance_kept(self) -> float:
+        """Share of the variance kept by the first k components."""
+        return float(np.sum(self.explained_variance[: self.k]))
+
+
+def choose_k(explained_variance: List[float], variance_target: float) -> int:
+    """Smallest k whose cumulative explained variance reaches ``variance_target``."""
+    cumulative = np.cumsum(np.asarray(explained_variance, dtype=np.float64))
+    if len(cumulative) == 0:
+        raise ValueError("no explained variance to choose k from (empty fit)")
+    reached = np.nonzero(cumulative >= variance_target - 1e-9)[0]
+    return int(reached[0] + 1) if len(reached) else len(cumulative)
+
+
+def fit_pca(
+    features: DataFrame,
+    variance_target: float = 0.95,
+    k: Optional[int] = None,
+    method: str = "spark-ml",
+) -> PcaFit:
+    """Fit PCA on the ``features`` column (array<float>) of ``features``.
+
+    ``k`` fixes the number of components; otherwise k is chosen by ``variance_target``.
+    """
+    if method == "spark-ml":
+        fit = _fit_spark_ml(features)
+    elif method == "gram":
+        fit = _fit_gram(features)
+    else:
+        raise ValueError(f"unknown PCA method {method!r}: use 'spark-ml' or 'gram'")
+    available = len(fit.explained_variance)
+    if k is not None and k > available:
+        raise ValueError(
+            f"k={k} components asked for, but the data only has {available} "
+            f"(min of {fit.n_samples} vectors and {fit.mean.shape[0]} dimensions)"
+        )
+    fit.k = k if k is not None else choose_k(fit.explained_variance, variance_target)
+    fit.components = fit.components[:, : fit.k]
+    return fit
+
+
+def _count_and_dim(features: DataFrame) -> tuple:
+    row = features.select(
+        F.count(F.lit(1)).alias("n"), F.max(F.size(FEATURES_COLUMN)).alias("d")
+    ).first()
+    n, d = int(row["n"]), int(row["d"] or 0)
+    if n < 2:
+        raise ValueError(f"PCA needs at least 2 feature vectors, got {n}")
+    return n, d
+
+
+def _fit_spark_ml(features: DataFrame) -> PcaFit:
+    n, d = _count_and_dim(features)
+    vectors = features.select(array_to_vector(FEATURES_COLUMN).alias("vector"))
+    scaler = StandardScaler(
+        inputCol="vector", outputCol="centered", withMean=True, withStd=False
+    )
+    pca = PCA(k=min(n, d), inputCol="centered", outputCol="projected")
+    model = Pipeline(stages=[scaler, pca]).fit(vectors)
+    scaler_model, pca_model = model.stages
+    return PcaFit(
+        k=0,
+        explained_variance=pca_model.explainedVariance.toArray().tolist(),
+        mean=scaler_model.mean.toArray(),
+        components=pca_model.pc.toArray(),
+        method="spark-ml",
+        n_samples=n,
+    )
+
+
+def _partition_gram(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """Count, column sums and ``X^T X`` of one partition, pickled into one row."""
+    count = 0
+    sums = None
+    gram = None
+    for batch in batches:
+        column = batch.column(0)
+        if len(column) == 0:
+            continue
+        width = len(column[0])
+        matrix = column.flatten().to_numpy(zero_copy_only=False)
+        matrix = matrix.reshape(-1, width).astype(np.float64)
+        if gram is None:
+            sums = np.zeros(width)
+            gram = np.zeros((width, width))
+        count += matrix.shape[0]
+        sums += matrix.sum(axis=0)
+        gram += matrix.T @ matrix
+    if gram is not None:
+        yield pa.RecordBatch.from_pydict({"stats": [pickle.dumps((count, sums, gram))]})
+
+
+def _add_stats(left: bytes, right: bytes) -> bytes:
+    n1, s1, g1 = pickle.loads(left)
+    n2, s2, g2 = pickle.loads(right)
+    return pickle.dumps((n1 + n2, s1 + s2, g1 + g2))
+
+
+def _fit_gram(features: DataFrame) -> PcaFit:
+    partials = features.select(FEATURES_COLUMN).mapInArrow(_partition_gram, "stats binary")
+    stats = partials.rdd.map(lambda row: bytes(row.stats)).treeReduce(_add_stats)
+    count, sums, gram = pickle.loads(stats)
+    if count < 2:
+        raise ValueError(f"PCA needs at least 2 feature vectors, got {count}")
+    mean = sums / count
+    covariance = (gram - count * np.outer(mean, mean)) / (count - 1)
+    eigenvalues, eigenvectors = np.linalg.eigh(covariance)
+    order = np.argsort(eigenvalues)[::-1]
+    eigenvalues = np.clip(eigenvalues[order], 0.0, None)
+    eigenvectors = eigenvectors[:, order]
+    keep = min(count, len(eigenvalues))
+    ratios = eigenvalues / eigenvalues.sum()
+    return PcaFit(
+        k=0,
+        explained_variance=ratios[:keep].tolist(),
+        mean=mean,
+        components=eigenvectors[:, :keep],
+        method="gram",
+        n_samples=count,
+    )
+
+
+def project(spark: SparkSession, features: DataFrame, fit: PcaFit) -> DataFrame:
+    """``features`` with its feature column replaced by the centred PCA scores (``pca``).
+
+    Runs on the executors with numpy BLAS over Arrow batches: ``(X - mean) @ components``;
+    the mean and components travel once as a broadcast.
+    """
+    mean_and_components = spark.sparkContext.broadcast(
+        (fit.mean.astype(np.float32), np.ascontiguousarray(fit.components, dtype=np.float32))
+    )
+    others = [field for field in features.schema.fields if field.name != FEATURES_COLUMN]
+    output_schema = StructType(others + [StructField(PCA_COLUMN, ArrayType(FloatType()))])
+    other_names = [field.name for field in others]
+
+    def project_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        mean, components = mean_and_components.value
+        for batch in batches:
+            column = batch.column(batch.schema.get_field_index(FEATURES_COLUMN))
+            matrix = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
+            scores = (matrix.reshape(len(column), -1) - mean) @ components
+            values = pa.array(scores.reshape(-1), type=pa.float32())
+            offsets = pa.array(np.arange(len(column) + 1, dtype=np.int32) * scores.shape[1])
+            arrays = [batch.column(batch.schema.get_field_index(name)) for name in other_names]
+            arrays.append(pa.ListArray.from_arrays(offsets, values))
+            yield pa.RecordBatch.from_arrays(arrays, names=other_names + [PCA_COLUMN])
+
+    return features.mapInArrow(project_batches, output_schema)

@@ -1,0 +1,142 @@
+"""Spark session: reuse the one that exists (Livy, pyspark shell) or build one for the run.
+
+Owns every Spark setting the chain depends on: workers on the driver's Python, loopback in
+local mode, Arrow for pandas UDFs, file packing for many small images, and S3A for an
+S3-compatible endpoint (tests, MinIO/SeaweedFS). On EMR nothing S3-specific is set: ``s3://``
+goes through EMR's own file system and the cluster's instance profile.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from typing import Dict, List, Optional
+
+from pyspark.sql import SparkSession
+
+from helpers.config import PipelineConfig
+
+APP_NAME = "fruits-featurization"
+
+#: Spark SQL settings that may be changed on a running session too.
+RUNTIME_SQL_CONF: Dict[str, str] = {
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+    # Pandas UDF input batches: bounded, so large photos do not blow a worker's memory.
+    "spark.sql.execution.arrow.maxRecordsPerBatch": "512",
+    # Pack many small image files per task (the default 4 MB open cost gives tiny tasks).
+    "spark.sql.files.openCostInBytes": str(128 * 1024),
+    "spark.sql.session.timeZone": "UTC",
+}
+
+#: Jars (inside PyPI ``sagemaker-pyspark``) that give pyspark 3.5's Hadoop an S3A client.
+S3A_JARS = ("hadoop-aws-3.3.1.jar", "aws-java-sdk-bundle-1.11.901.jar")
+
+
+def get_spark(config: PipelineConfig) -> SparkSession:
+    """Return the active Spark session, or build one from ``config``.
+
+    An existing session (EMR JupyterHub's PySpark kernel via Livy, a ``pyspark`` shell, a test
+    fixture) is used as it is, with the runtime SQL settings applied. Otherwise a session is
+    built on ``config.spark_master`` (``""``: Spark's default, YARN on EMR) whose workers run
+    this very Python interpreter.
+    """
+    endpoint = config.effective_s3_endpoint
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        for key, value in RUNTIME_SQL_CONF.items():
+            active.conf.set(key, value)
+        if endpoint:
+            _configure_s3a_runtime(active, endpoint)
+        return active
+
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    local = config.spark_master.startswith("local")
+    if local:
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+
+    builder = SparkSession.builder.appName(APP_NAME)
+    if config.spark_master:
+        builder = builder.master(config.spark_master)
+    settings = dict(RUNTIME_SQL_CONF)
+    if local:
+        settings.update(
+            {
+                "spark.driver.host": "127.0.0.1",
+                "spark.driver.bindAddress": "127.0.0.1",
+                "spark.driver.memory": os.environ.get("FRUITS_DRIVER_MEMORY", "4g"),
+                "spark.ui.showConsoleProgress": "false",
+                "spark.sql.shuffle.partitions": "8",
+            }
+        )
+    if endpoint:
+        settings.update(s3a_settings(endpoint))
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    return spark
+
+
+def s3a_settings(endpoint: str) -> Dict[str, str]:
+    """Spark settings that send ``s3://`` and ``s3a://`` to an S3-compatible ``endpoint``.
+
+    Path-style access, SSL only for ``https://`` endpoints, credentials from the standard
+    ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` environment variables (never in code).
+    """
+    jars = ",".join(s3a_jar_paths())
+    settings = {"spark.jars": jars}
+    for key, value in _s3a_hadoop_conf(endpoint).items():
+        settings["spark.hadoop." + key] = value
+    return settings
+
+
+def _s3a_hadoop_conf(endpoint: str) -> Dict[str, str]:
+    return {
+        "fs.s3a.endpoint": endpoint,
+        "fs.s3a.path.style.access": "true",
+        "fs.s3a.connection.ssl.enabled": str(endpoint.startswith("https://")).lower(),
+        "fs.s3a.aws.credentials.provider": (
+            "com.amazonaws.auth.EnvironmentVariableCredentialsProvider"
+        ),
+        "fs.s3a.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
+        "fs.s3.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
+        # Fail fast with a clear error instead of retrying for minutes when the server is down.
+        "fs.s3a.attempts.maximum": "2",
+        "fs.s3a.retry.limit": "2",
+        "fs.s3a.connection.establish.timeout": "5000",
+        "fs.s3a.connection.timeout": "10000",
+    }
+
+
+def _configure_s3a_runtime(spark: SparkSession, endpoint: str) -> None:
+    """Point a running session's Hadoop configuration at ``endpoint`` (jars must be present)."""
+    hadoop_conf = spark.sparkContext._jsc.hadoopConfiguration()  # noqa: SLF001 (py4j handle)
+    for key, value in _s3a_hadoop_conf(endpoint).items():
+        hadoop_conf.set(key, value)
+
+
+def s3a_jar_paths() -> List[str]:
+    """Paths of the S3A jars shipped by ``sagemaker-pyspark`` (installed with ``--no-deps``)."""
+    spec = importlib.util.find_spec("sagemaker_pyspark")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(
+            "an S3 endpoint is configured but the S3A jars are missing: "
+            "pip install --no-deps sagemaker-pyspark==1.4.5"
+        )
+    jar_dir = os.path.join(list(spec.submodule_search_locations)[0], "jars")
+    paths = [os.path.join(jar_dir, name) for name in S3A_JARS]
+    missing = [path for path in paths if not os.path.exists(path)]
+    if missing:
+        raise FileNotFoundError(f"S3A jar(s) not found: {', '.join(missing)}")
+    return paths
+
+
+def task_cpus(spark: SparkSession) -> int:
+    """Cores given to each Spark task (``spark.task.cpus``): the threads one model may use."""
+    return int(spark.sparkContext.getConf().get("spark.task.cpus", "1"))
+
+
+def default_parallelism(spark: SparkSession) -> Optional[int]:
+    """How many tasks Spark runs at once across the executors."""
+    return spark.sparkContext.defaultParallelism

@@ -1,0 +1,118 @@
+"""Storage: where outputs go and how they get there, on the local disk or in S3.
+
+Every path goes through Hadoop's FileSystem of the running Spark session, so the same code
+serves the local file system, S3A (tests, S3-compatible servers) and EMRFS (``s3://`` on EMR)
+with the same credentials Spark uses. Owns the output layout of a run, the small files
+(plots, manifest) written next to the Parquet and CSV outputs, and the manifest itself.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict, List
+
+from pyspark.sql import DataFrame, SparkSession
+
+#: Output layout inside ``output_path``: one name per deliverable.
+FEATURES_DIR = "features"
+PCA_DIR = "pca"
+PCA_CSV_DIR = "pca_csv"
+FAILED_DIR = "failed"
+STAGING_DIR = "_staging"
+VARIANCE_PLOT = "variance.png"
+MANIFEST = "manifest.json"
+
+
+def output_location(output_path: str, name: str) -> str:
+    """``output_path/name`` for a local folder or an ``s3://`` prefix."""
+    return output_path.rstrip("/") + "/" + name
+
+
+def to_local_or_uri(path: str) -> str:
+    """Absolute local path for a plain path; URIs (``s3://``, ``file:``) unchanged."""
+    if "://" in path or path.startswith("file:"):
+        return path
+    return os.path.abspath(path)
+
+
+def _hadoop_path(spark: SparkSession, path: str):  # -> py4j JavaObject
+    jvm = spark.sparkContext._jvm  # noqa: SLF001 (py4j handle)
+    hadoop_path = jvm.org.apache.hadoop.fs.Path(to_local_or_uri(path))
+    conf = spark.sparkContext._jsc.hadoopConfiguration()  # noqa: SLF001
+    return hadoop_path, hadoop_path.getFileSystem(conf)
+
+
+def exists(spark: SparkSession, path: str) -> bool:
+    """True when ``path`` exists (file or folder) in its file system."""
+    hadoop_path, fs = _hadoop_path(spark, path)
+    return bool(fs.exists(hadoop_path))
+
+
+def qualified(spark: SparkSession, path: str) -> str:
+    """The fully qualified URI Spark uses for ``path`` (e.g. ``file:/data/x``, ``s3a://b/k``)."""
+    hadoop_path, fs = _hadoop_path(spark, path)
+    return str(fs.makeQualified(hadoop_path).toString())
+
+
+def write_bytes(spark: SparkSession, path: str, data: bytes) -> None:
+    """Write a small file (a plot, a manifest), replacing any previous one."""
+    hadoop_path, fs = _hadoop_path(spark, path)
+    stream = fs.create(hadoop_path, True)
+    try:
+        stream.write(bytearray(data))
+    finally:
+        stream.close()
+
+
+def read_bytes(spark: SparkSession, path: str) -> bytes:
+    """Read a small file written by :func:`write_bytes`."""
+    hadoop_path, fs = _hadoop_path(spark, path)
+    jvm = spark.sparkContext._jvm  # noqa: SLF001
+    stream = fs.open(hadoop_path)
+    try:
+        buffer = jvm.java.io.ByteArrayOutputStream()
+        jvm.org.apache.hadoop.io.IOUtils.copyBytes(stream, buffer, 65536, False)
+        return bytes(buffer.toByteArray())
+    finally:
+        stream.close()
+
+
+def delete(spark: SparkSession, path: str) -> None:
+    """Delete a file or folder (recursively) if it exists."""
+    hadoop_path, fs = _hadoop_path(spark, path)
+    if fs.exists(hadoop_path):
+        fs.delete(hadoop_path, True)
+
+
+def write_json(spark: SparkSession, path: str, payload: Dict[str, Any]) -> None:
+    """Write ``payload`` as indented UTF-8 JSON."""
+    text = json.dumps(payload, indent=2, sort_keys=True, default=str)
+    write_bytes(spark, path, text.encode("utf-8"))
+
+
+def read_json(spark: SparkSession, path: str) -> Dict[str, Any]:
+    """Read a JSON file written by :func:`write_json`."""
+    return json.loads(read_bytes(spark, path).decode("utf-8"))
+
+
+def write_parquet(frame: DataFrame, path: str) -> None:
+    """Write ``frame`` as Parquet, replacing what was there."""
+    frame.write.mode("overwrite").parquet(to_local_or_uri(path))
+
+
+def write_csv(frame: DataFrame, path: str) -> None:
+    """Write ``frame`` as CSV part files with a header line each, replacing what was there."""
+    frame.write.mode("overwrite").option("header", "true").csv(to_local_or_uri(path))
+
+
+def read_parquet(spark: SparkSession, path: str) -> DataFrame:
+    """Read a Parquet folder written by :func:`write_parquet`."""
+    return spark.read.parquet(to_local_or_uri(path))
+
+
+def list_names(spark: SparkSession, path: str) -> List[str]:
+    """Names directly inside a folder (empty when it does not exist)."""
+    hadoop_path, fs = _hadoop_path(spark, path)
+    if not fs.exists(hadoop_path):
+        return []
+    return sorted(str(status.getPath().getName()) for status in fs.listStatus(hadoop_path))
