@@ -1,0 +1,46 @@
+# Fruits! featurization chain. Two commands from a fresh clone:
+#   make run    the whole chain on the bundled sample -> outputs/local/
+#   make test   the test suite
+# Both create .venv and install everything on first use; later calls install nothing.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+OUTPUT := outputs/local
+# Spark local mode must bind to loopback (else it picks an outside address and starts slowly).
+export SPARK_LOCAL_IP := 127.0.0.1
+export PYTHONUNBUFFERED := 1
+export TF_CPP_MIN_LOG_LEVEL := 2
+
+.PHONY: run test bench check-java clean sample wheel
+
+run: $(INSTALLED) check-java
+	@mkdir -p $(OUTPUT)
+	$(PY) -m papermill notebooks/local.ipynb $(OUTPUT)/local.ipynb \
+		--cwd notebooks --log-output --progress-bar \
+		-p input_path $(CURDIR)/data/sample -p output_path $(CURDIR)/$(OUTPUT)
+	@$(PY) -m helpers.report $(OUTPUT)
+
+test: $(INSTALLED) check-java
+	$(PY) -m pytest tests
+
+check-java:
+	@$(PYTHON) scripts/check_java.py
+
+sample: $(INSTALLED)
+	$(PY) scripts/make_sample.py
+
+wheel: $(INSTALLED)
+	$(PY) -m pip wheel --no-deps --no-build-isolation -w dist .
+
+$(INSTALLED): requirements.txt requirements-nodeps.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes \
+		-r requirements-nodeps.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $(INSTALLED)
+
+clean:
+	rm -rf outputs .pytest_cache dist build *.egg-info
