@@ -629,3 +629,129 @@ def _stub_env(tmp_path: Path, **extra: str) -> Dict[str, str]:
 
 def _aws_calls(tmp_path: Path) -> List[List[str]]:
     return [shlex.split(line) for line in (tmp_path / "aws.log").read_text().splitlines()]
+
+
+# ---------------------------------------------------------------------------------------------
+# docs/cloud-guide.md: every command in it is one of our scripts or a checked AWS CLI call
+
+GUIDE = ROOT / "docs" / "cloud-guide.md"
+
+#: AWS CLI calls the guide may show (those no script runs), with the options they accept
+#: (AWS CLI v2 reference); calls that a script prints must also appear in that script.
+GUIDE_AWS_CALLS = {
+    ("ec2", "create-key-pair"): {"--region", "--key-name", "--key-type", "--query", "--output"},
+    ("emr", "create-default-roles"): {"--region"},
+    ("emr", "wait"): {"--region", "--cluster-id"},
+    ("emr", "describe-cluster"): {"--region", "--cluster-id", "--query", "--output"},
+    ("emr", "socks"): {"--region", "--cluster-id", "--key-pair-file"},
+    ("emr", "put"): {"--region", "--cluster-id", "--key-pair-file", "--src", "--dest"},
+    ("emr", "ssh"): {"--region", "--cluster-id", "--key-pair-file", "--command"},
+    ("emr", "describe-step"): {"--region", "--cluster-id", "--step-id", "--query", "--output"},
+    ("emr", "terminate-clusters"): {"--region", "--cluster-ids"},
+    ("s3", "ls"): {"--region", "--recursive"},
+    ("s3", "cp"): {"--region", "--recursive"},
+}
+#: Where a script prints or documents the same call.
+PRINTED_BY = {
+    ("emr", "wait"): "create_cluster.sh",
+    ("emr", "socks"): "create_cluster.sh",
+    ("emr", "describe-step"): "add_papermill_step.sh",
+    ("emr", "put"): "jupyterhub_user.sh",
+    ("emr", "ssh"): "jupyterhub_user.sh",
+}
+WHEEL_COMMAND = ".venv/bin/python -m pip wheel --no-deps --no-build-isolation -w dist ."
+
+
+def guide_commands() -> List[str]:
+    text = GUIDE.read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", text, re.DOTALL)
+    lines = []
+    for block in blocks:
+        for line in re.sub(r"\\\n\s*", " ", block).splitlines():
+            if line.strip() and not line.strip().startswith("#"):
+                lines.append(line.strip())
+    return lines
+
+
+def _variables_read_by_scripts() -> set:
+    names = set()
+    for path in EMR.glob("*.sh"):
+        names |= set(re.findall(r"\$\{([A-Z_]+)", path.read_text()))
+    return names
+
+
+def _documented_variables(script: Path) -> set:
+    header = run_script(script.name, "--help").stdout + (EMR / "common.sh").read_text()
+    return set(re.findall(r"\b([A-Z][A-Z_]+)\b", header))
+
+
+def test_cloud_guide_commands_are_scripts_or_checked_aws_calls() -> None:
+    commands_ = guide_commands()
+    assert len(commands_) > 15
+    variables = _variables_read_by_scripts()
+    for command in commands_:
+        words = shlex.split(command.replace("$(", "").replace(")", ""))
+        if words[0] == "export":
+            name = words[1].split("=")[0]
+            assert name in variables, f"{command}: no script reads {name}"
+            continue
+        env = []
+        while re.fullmatch(r"[A-Z_]+=\S*", words[0]):
+            env.append(words.pop(0).split("=")[0])
+        if words[0].startswith("scripts/emr/"):
+            script = ROOT / words[0]
+            assert script.is_file() and os.access(script, os.X_OK), command
+            documented = _documented_variables(script)
+            for name in env:
+                assert name in documented, f"{command}: {name} is not documented by {script.name}"
+        elif words[0] == "aws":
+            key = (words[1], words[2])
+            assert key in GUIDE_AWS_CALLS, f"unchecked AWS call in the guide: {command}"
+            options = {w for w in words if w.startswith("--")}
+            assert options <= GUIDE_AWS_CALLS[key], f"{command}: unknown options {options - GUIDE_AWS_CALLS[key]}"
+            assert "--region" in options, command
+            if key in PRINTED_BY:
+                script_text = (EMR / PRINTED_BY[key]).read_text()
+                assert f"aws {key[0]} {key[1]}" in script_text, (command, PRINTED_BY[key])
+                assert options - {"--region", "--query", "--output"} <= set(
+                    re.findall(r"--[a-z-]+", script_text)), command
+        elif words[0] == "ssh":
+            assert words[words.index("-D") + 1] == "8157", command  # FoxyProxy's port
+            assert "-N" in words and words[-1] == "hadoop@<master-public-dns>"
+        elif command == WHEEL_COMMAND:
+            assert WHEEL_COMMAND in (ROOT / "pyproject.toml").read_text()
+            assert "-m pip wheel --no-deps --no-build-isolation -w dist ." in (EMR / "upload_artifacts.sh").read_text()
+        elif words[0] in ("chmod", "curl"):
+            assert command in ("chmod 400 ~/<your-key-pair>.pem",
+                               "export MY_IP=$(curl -s https://checkip.amazonaws.com)"), command
+        else:
+            pytest.fail(f"command in the guide that no script runs and no test checks: {command}")
+
+
+def test_cloud_guide_socks_port_matches_foxyproxy() -> None:
+    settings = json.loads((ROOT / "foxyproxy-settings.json").read_text())
+    assert settings["data"][0]["port"] == "8157"
+    assert "-D 8157" in GUIDE.read_text()
+
+
+def test_cloud_guide_covers_every_script_and_the_outputs() -> None:
+    text = GUIDE.read_text()
+    for script in RUNNABLE_SCRIPTS:
+        if script.parent == EMR:
+            assert f"scripts/emr/{script.name}" in text, script.name
+    for output in ("features/", "pca/", "pca_csv/", "failed/", "variance.png", "manifest.json",
+                   "cloud.executed.ipynb"):
+        assert output in text, output
+    for needed in ("https://<master-public-dns>:9443", "aws emr terminate-clusters",
+                   "aws emr create-default-roles", "eu-west-3", "IdleTimeout=3600"):
+        assert needed in text, needed
+
+
+def test_cloud_guide_cost_estimate_states_its_assumptions() -> None:
+    text = GUIDE.read_text()
+    section = text[text.index("## 14. Cost"):]
+    assert "Estimate" in section and "2025" in section and "pricing" in section
+    assert "m5.xlarge" in section and "$0.224 per hour" in section and "EMR surcharge" in section
+    assert "30 images/s per 4-vCPU node" in section and "placeholder" in section
+    # 90,000 images / (2 core nodes x 30 images/s) = 1,500 s = 25 min.
+    assert "90,000 / 60 images/s | ~25 min" in section
