@@ -16,6 +16,7 @@ import uuid
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any, Dict, Iterator, List, Optional
+from urllib.parse import unquote, urlparse
 
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
@@ -38,6 +39,7 @@ IMAGE_GLOB = "*.{" + ",".join(
 ) + "}"
 
 NO_CLASS_FOLDER = "no class folder: the image lies directly in input_path"
+EMPTY_FILE = "empty file (0 bytes)"
 
 
 def _setup_logging() -> None:
@@ -95,9 +97,11 @@ class Run:
             if not storage.exists(self.spark, path):
                 raise FileNotFoundError(f"input_path does not exist: {path}")
             self.root = storage.qualified(self.spark, path).rstrip("/")
-            listing = self._labelled(
-                self._read_binary(self.root).select("path", "length", "modificationTime")
+            scan = self._read_binary(self.root)
+            listing = self._with_empty_files(
+                scan.select("path", "length", "modificationTime"), scan.inputFiles()
             )
+            listing = self._labelled(listing)
             if self.config.sample_limit is not None:
                 listing = listing.orderBy("path").limit(self.config.sample_limit)
             self.listing = listing.cache()
@@ -106,6 +110,23 @@ class Run:
                 raise ValueError(f"no .jpg/.jpeg/.png images found under input_path: {path}")
             LOG.info("listed %d images under %s", self.images_total, path)
         return self.listing
+
+    def _with_empty_files(self, scanned: DataFrame, indexed: List[str]) -> DataFrame:
+        """Add the zero-byte files that Spark's file scan skips silently (length 0).
+
+        ``indexed`` is the driver's file index (``DataFrame.inputFiles``, URI-encoded); only
+        when it holds more files than the scan are the missing ones looked for.
+        """
+        scanned_count = scanned.count()
+        if len(indexed) == scanned_count:
+            return scanned
+        paths = self.spark.createDataFrame([(hadoop_path_string(uri),) for uri in indexed], "path string")
+        empty = paths.join(scanned, "path", "left_anti").select(
+            "path",
+            F.lit(0).cast("long").alias("length"),
+            F.lit(None).cast("timestamp").alias("modificationTime"),
+        )
+        return scanned.unionByName(empty)
 
     def _labelled(self, frame: DataFrame) -> DataFrame:
         """``frame`` with ``label`` (class folder) and ``split`` (Training/Test) from its path."""
@@ -195,6 +216,8 @@ class Run:
             self.images_featurized = self.features.count()
             self.images_failed = failures.count() if failures is not None else 0
             storage.delete(self.spark, self.location(f"{storage.STAGING_DIR}/{self.run_id}"))
+            if not storage.list_names(self.spark, self.location(storage.STAGING_DIR)):
+                storage.delete(self.spark, self.location(storage.STAGING_DIR))
             self._check_counts()
         LOG.info(
             "featurized %d images (%d failed) of %d", self.images_featurized,
@@ -211,6 +234,8 @@ class Run:
             )
         unlabelled = self.listing.where(F.col("label").isNull())
         parts.append(unlabelled.select("path", F.lit(NO_CLASS_FOLDER).alias("reason")))
+        empty = self.listing.where(F.col("label").isNotNull() & (F.col("length") == 0))
+        parts.append(empty.select("path", F.lit(EMPTY_FILE).alias("reason")))
         failures = parts[0]
         for part in parts[1:]:
             failures = failures.unionByName(part)
@@ -312,6 +337,14 @@ class Run:
     def summary(self) -> str:
         """The closing lines: images, failures, k, explained variance, where outputs are."""
         return report.summary_text(self.manifest)
+
+
+def hadoop_path_string(uri: str) -> str:
+    """A file-index URI (``file:///a%20b``) as Spark's ``path`` column writes it (``file:/a b``)."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return "file:" + unquote(parsed.path)
+    return f"{parsed.scheme}://{parsed.netloc}{unquote(parsed.path)}"
 
 
 def library_versions(spark: Optional[SparkSession] = None) -> Dict[str, str]:
