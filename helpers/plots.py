@@ -63,6 +63,26 @@ def figure_png(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
+def show_figures_in_ipython() -> bool:
+    """Make Jupyter show a returned ``Figure`` as a PNG (True when running under IPython).
+
+    Figures here are made without pyplot, so no backend displays them on its own; this
+    registers :func:`figure_png` as their PNG representation, once, whatever the backend.
+    """
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    if shell is None:
+        return False
+    shell.display_formatter.formatters["image/png"].for_type(Figure, figure_png)
+    return True
+
+
+show_figures_in_ipython()
+
+
 @_in_style
 def variance_figure(
     explained_variance: Sequence[float], k: int, variance_target: Optional[float]
