@@ -314,7 +314,7 @@ def test_no_file_opens_a_port_to_the_world() -> None:
 def test_no_secret_in_cluster_files() -> None:
     key_id = re.compile(r"(AKIA|ASIA)[0-9A-Z]{16}")
     secret = re.compile(r"aws_secret_access_key\s*=\s*\S+", re.IGNORECASE)
-    for path in CLUSTER_FILES + [ROOT / "requirements-emr.txt", ROOT / "docs" / "cloud-guide.md"]:
+    for path in CLUSTER_FILES + [ROOT / "requirements-emr.txt", ROOT / "README.md"]:
         if path.exists():
             text = path.read_text(errors="replace")
             assert not key_id.search(text), path
@@ -632,9 +632,19 @@ def _aws_calls(tmp_path: Path) -> List[List[str]]:
 
 
 # ---------------------------------------------------------------------------------------------
-# docs/cloud-guide.md: every command in it is one of our scripts or a checked AWS CLI call
+# README.md, section "Cloud variant": every command in it is one of our scripts or a checked
+# AWS CLI call
 
-GUIDE = ROOT / "docs" / "cloud-guide.md"
+GUIDE = ROOT / "README.md"
+GUIDE_HEADING = "\n## Cloud variant"
+
+
+def guide_text() -> str:
+    """The cloud guide: the README's "Cloud variant" section, up to the next section."""
+    text = GUIDE.read_text()
+    start = text.index(GUIDE_HEADING)
+    end = text.find("\n## ", start + 1)
+    return text[start:] if end == -1 else text[start:end]
 
 #: AWS CLI calls the guide may show (those no script runs), with the options they accept
 #: (AWS CLI v2 reference); calls that a script prints must also appear in that script.
@@ -663,7 +673,7 @@ WHEEL_COMMAND = ".venv/bin/python -m pip wheel --no-deps --no-build-isolation -w
 
 
 def guide_commands() -> List[str]:
-    text = GUIDE.read_text()
+    text = guide_text()
     blocks = re.findall(r"```bash\n(.*?)```", text, re.DOTALL)
     lines = []
     for block in blocks:
