@@ -39,6 +39,8 @@ class PipelineConfig:
             through the cluster's own file system and credentials.
         batch_size: images per model call inside the Spark UDF (raise it on GPU executors).
         pca_method: ``"spark-ml"`` (pyspark.ml PCA) or ``"gram"`` (distributed Gram matrix).
+        incremental: reuse the last published run's features for images whose path, size and
+            modification time are unchanged; only new or changed images go through the CNN.
         seed: seed for anything random (sample grid choice).
     """
 
@@ -53,6 +55,7 @@ class PipelineConfig:
     s3_endpoint: str = ""
     batch_size: int = 64
     pca_method: str = "spark-ml"
+    incremental: bool = False
     seed: int = 42
 
     def __post_init__(self) -> None:

@@ -67,8 +67,16 @@ class Run:
         self.images_total = 0
         self.images_featurized = 0
         self.images_failed = 0
+        self.images_reused = 0
         self.pca: Optional[PcaFit] = None
         self.manifest: Dict[str, Any] = {}
+        self.run_path = storage.output_location(
+            config.output_path, f"{storage.RUNS_DIR}/{self.run_id}"
+        )
+        with storage.clear_errors(config.output_path, config.effective_s3_endpoint):
+            self.previous_manifest = storage.read_json_if_exists(
+                self.spark, storage.output_location(config.output_path, storage.MANIFEST)
+            )
 
     # -- bookkeeping -------------------------------------------------------------------
     @contextmanager
@@ -81,8 +89,8 @@ class Run:
         LOG.info("stage %s: done in %.1f s", name, self.seconds[name])
 
     def location(self, name: str) -> str:
-        """Where output ``name`` goes inside ``output_path``."""
-        return storage.output_location(self.config.output_path, name)
+        """Where this run writes output ``name``: inside ``output_path/runs/<run_id>/``."""
+        return storage.output_location(self.run_path, name)
 
     # -- stage 1: list the images ------------------------------------------------------
     def list_images(self) -> DataFrame:
@@ -94,13 +102,14 @@ class Run:
         """
         with self.stage("list"):
             path = self.config.input_path
-            if not storage.exists(self.spark, path):
-                raise FileNotFoundError(f"input_path does not exist: {path}")
-            self.root = storage.qualified(self.spark, path).rstrip("/")
-            scan = self._read_binary(self.root)
-            listing = self._with_empty_files(
-                scan.select("path", "length", "modificationTime"), scan.inputFiles()
-            )
+            with storage.clear_errors(path, self.config.effective_s3_endpoint):
+                if not storage.exists(self.spark, path):
+                    raise FileNotFoundError(f"input_path does not exist: {path}")
+                self.root = storage.qualified(self.spark, path).rstrip("/")
+                scan = self._read_binary(self.root)
+                listing = self._with_empty_files(
+                    scan.select("path", "length", "modificationTime"), scan.inputFiles()
+                )
             listing = self._labelled(listing)
             if self.config.sample_limit is not None:
                 listing = listing.orderBy("path").limit(self.config.sample_limit)
@@ -174,56 +183,97 @@ class Run:
 
     # -- stage 2: features -------------------------------------------------------------
     def featurize(self) -> Dict[str, int]:
-        """Run MobileNetV2 once per image; write ``features/`` and ``failed/`` Parquet."""
+        """Run MobileNetV2 once per image; write ``features/``, ``failed/`` and ``inventory/``.
+
+        In incremental mode, images the last published run already featurized (same path,
+        size and modification time) are taken from its features instead of the CNN.
+        """
         config = self.config
         with self.stage("weights"):
             self.weight_set = load_weight_set(config.weights, s3_endpoint=config.effective_s3_endpoint)
         with self.stage("featurize"):
-            labelled = self.listing.where(F.col("label").isNotNull())
-            if config.sample_limit is not None:
-                paths = [row.path for row in labelled.select("path").collect()]
+            labelled = self.listing.where(F.col("label").isNotNull() & (F.col("length") > 0))
+            reused = self._reusable_features(labelled)
+            to_featurize = labelled
+            if reused is not None:
+                to_featurize = labelled.join(reused.select("path"), "path", "left_anti")
+            if config.sample_limit is not None or reused is not None:
+                paths = [row.path for row in to_featurize.select("path").collect()]
                 contents = self._read_binary(*paths) if paths else None
             else:
                 contents = self._read_binary(self.root)
-            udf = featurize_udf(
-                self.spark, self.weight_set, config.image_size, config.batch_size,
-                threads_per_task=task_cpus(self.spark),
-                images_through_model=self.images_through_model,
+            written = self._featurize_contents(contents) if contents is not None else None
+            new_features = (
+                written.where(F.col("error").isNull()).drop("error") if written is not None else None
             )
-            staging = self.location(f"{storage.STAGING_DIR}/{self.run_id}/featurized")
-            written = None
-            if contents is not None:
-                featurized = (
-                    self._labelled(contents.select("path", "content"))
-                    .where(F.col("label").isNotNull())
-                    .select("path", "label", "split", udf(F.col("content")).alias("result"))
-                    .select("path", "label", "split", "result.features", "result.error")
-                )
-                storage.write_parquet(featurized, staging)
-                written = storage.read_parquet(self.spark, staging)
-            features = (
-                written.where(F.col("error").isNull()).drop("error")
-                if written is not None else None
-            )
+            features = _union_all([reused, new_features])
             failures = self._failures(written)
-            if features is not None:
-                storage.write_parquet(features, self.location(storage.FEATURES_DIR))
+            if features is None:
+                raise ValueError(f"no image under {config.input_path} could be featurized: see failed/")
+            storage.write_parquet(features, self.location(storage.FEATURES_DIR))
             if failures is not None:
                 storage.write_parquet(failures.coalesce(1), self.location(storage.FAILED_DIR))
-            else:
-                storage.delete(self.spark, self.location(storage.FAILED_DIR))
             self.features = storage.read_parquet(self.spark, self.location(storage.FEATURES_DIR))
             self.images_featurized = self.features.count()
             self.images_failed = failures.count() if failures is not None else 0
-            storage.delete(self.spark, self.location(f"{storage.STAGING_DIR}/{self.run_id}"))
-            if not storage.list_names(self.spark, self.location(storage.STAGING_DIR)):
-                storage.delete(self.spark, self.location(storage.STAGING_DIR))
+            self.images_reused = reused.count() if reused is not None else 0
+            self._write_inventory()
+            storage.delete(self.spark, self.location(storage.STAGING_DIR))
             self._check_counts()
         LOG.info(
-            "featurized %d images (%d failed) of %d", self.images_featurized,
-            self.images_failed, self.images_total,
+            "featurized %d images (%d reused from the last run, %d failed) of %d",
+            self.images_featurized, self.images_reused, self.images_failed, self.images_total,
         )
         return self.counts()
+
+    def _featurize_contents(self, contents: DataFrame) -> DataFrame:
+        """The CNN over ``contents`` (path, content), written once to staging and read back."""
+        config = self.config
+        udf = featurize_udf(
+            self.spark, self.weight_set, config.image_size, config.batch_size,
+            threads_per_task=task_cpus(self.spark),
+            images_through_model=self.images_through_model,
+        )
+        featurized = (
+            self._labelled(contents.select("path", "content"))
+            .where(F.col("label").isNotNull())
+            .select("path", "label", "split", udf(F.col("content")).alias("result"))
+            .select("path", "label", "split", "result.features", "result.error")
+        )
+        staging = self.location(f"{storage.STAGING_DIR}/featurized")
+        storage.write_parquet(featurized, staging)
+        return storage.read_parquet(self.spark, staging)
+
+    def _reusable_features(self, labelled: DataFrame) -> Optional[DataFrame]:
+        """Features of the last published run for unchanged images (incremental mode only)."""
+        previous = self.previous_manifest
+        if not self.config.incremental or previous is None:
+            return None
+        outputs = previous.get("outputs", {})
+        same = (previous.get("parameters", {}).get("image_size") == self.config.image_size
+                and previous.get("weights", {}).get("source") == self.config.weights)
+        if not same or storage.INVENTORY_DIR not in outputs:
+            LOG.info("incremental: the last run used other settings or has no inventory; "
+                     "featurizing everything")
+            return None
+        inventory = storage.read_parquet(self.spark, outputs[storage.INVENTORY_DIR])
+        unchanged = labelled.join(
+            inventory.where("featurized").select("path", "length", "modificationTime"),
+            ["path", "length", "modificationTime"],
+        ).select("path")
+        previous_features = storage.read_parquet(self.spark, outputs[storage.FEATURES_DIR])
+        return previous_features.join(unchanged, "path", "left_semi")
+
+    def _write_inventory(self) -> None:
+        """What this run saw: path, size, modification time, and whether it has features."""
+        featurized = self.features.select("path", F.lit(True).alias("featurized"))
+        inventory = (
+            self.listing.select("path", "length", "modificationTime")
+            .join(featurized, "path", "left")
+            .select("path", "length", "modificationTime",
+                    F.coalesce("featurized", F.lit(False)).alias("featurized"))
+        )
+        storage.write_parquet(inventory, self.location(storage.INVENTORY_DIR))
 
     def _failures(self, written: Optional[DataFrame]) -> Optional[DataFrame]:
         """Failed images (path, reason): decode errors and images outside a class folder."""
@@ -236,9 +286,7 @@ class Run:
         parts.append(unlabelled.select("path", F.lit(NO_CLASS_FOLDER).alias("reason")))
         empty = self.listing.where(F.col("label").isNotNull() & (F.col("length") == 0))
         parts.append(empty.select("path", F.lit(EMPTY_FILE).alias("reason")))
-        failures = parts[0]
-        for part in parts[1:]:
-            failures = failures.unionByName(part)
+        failures = _union_all(parts)
         return failures if failures.limit(1).count() else None
 
     def _check_counts(self) -> None:
@@ -305,15 +353,23 @@ class Run:
         ).toPandas()
         return plots.scatter_figure(points)
 
-    # -- stage 4: manifest ---------------------------------------------------------------
+    # -- stage 4: publish -----------------------------------------------------------------
     def write_manifest(self) -> Dict[str, Any]:
-        """Write ``manifest.json`` last: parameters, counts, k, variance, timings, versions."""
+        """Publish the run: write ``manifest.json`` last, then drop runs nobody points to.
+
+        Every output of this run lies in ``output_path/runs/<run_id>/``. The top-level
+        ``output_path/manifest.json`` names them; it is replaced in one step, only now, so a
+        reader going through it sees the previous run whole or this run whole, never a mix,
+        and a run killed before this point leaves the previous one published.
+        """
         self.manifest = {
             "run_id": self.run_id,
+            "run_path": self.run_path,
             "started_at": self.started_at.isoformat(),
             "finished_at": datetime.now(timezone.utc).isoformat(),
             "parameters": self.config.as_dict(),
             **self.counts(),
+            "images_reused": self.images_reused,
             "images_through_model": int(self.images_through_model.value),
             "feature_dim": FEATURE_DIM,
             "weights": {"source": self.weight_set.source, "flavour": self.weight_set.flavour},
@@ -325,18 +381,45 @@ class Run:
             "outputs": {
                 name: self.location(name)
                 for name in (storage.FEATURES_DIR, storage.PCA_DIR, storage.PCA_CSV_DIR,
-                             storage.VARIANCE_PLOT)
+                             storage.INVENTORY_DIR, storage.VARIANCE_PLOT)
             },
+            "previous_run_id": (self.previous_manifest or {}).get("run_id"),
             "versions": library_versions(self.spark),
         }
         if self.images_failed:
             self.manifest["outputs"][storage.FAILED_DIR] = self.location(storage.FAILED_DIR)
         storage.write_json(self.spark, self.location(storage.MANIFEST), self.manifest)
+        storage.write_json_atomic(
+            self.spark, storage.output_location(self.config.output_path, storage.MANIFEST),
+            self.manifest,
+        )
+        LOG.info("published run %s: %s", self.run_id, self.run_path)
+        self._drop_unpublished_runs()
         return self.manifest
+
+    def _drop_unpublished_runs(self) -> None:
+        """Delete run folders other than this run and the one it replaced (kept for readers
+        still on it, and for the next incremental run's fallback); killed runs go too."""
+        keep = {self.run_id, (self.previous_manifest or {}).get("run_id")}
+        runs = storage.output_location(self.config.output_path, storage.RUNS_DIR)
+        for name in storage.list_names(self.spark, runs):
+            if name not in keep:
+                storage.delete(self.spark, storage.output_location(runs, name))
 
     def summary(self) -> str:
         """The closing lines: images, failures, k, explained variance, where outputs are."""
         return report.summary_text(self.manifest)
+
+
+def _union_all(frames: List[Optional[DataFrame]]) -> Optional[DataFrame]:
+    """Union by name of the frames that are not ``None`` (``None`` when all are)."""
+    present = [frame for frame in frames if frame is not None]
+    if not present:
+        return None
+    union = present[0]
+    for frame in present[1:]:
+        union = union.unionByName(frame)
+    return union
 
 
 def hadoop_path_string(uri: str) -> str:

@@ -101,6 +101,8 @@ def _s3a_hadoop_conf(endpoint: str) -> Dict[str, str]:
         ),
         "fs.s3a.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
         "fs.s3.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
+        # Check the bucket when the file system opens: a missing bucket is named at once.
+        "fs.s3a.bucket.probe": "2",
         # Fail fast with a clear error instead of retrying for minutes when the server is down.
         "fs.s3a.attempts.maximum": "2",
         "fs.s3a.retry.limit": "2",

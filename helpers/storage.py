@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, List
+import uuid
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, List, Optional
 
 from pyspark.sql import DataFrame, SparkSession
 
@@ -19,6 +21,8 @@ PCA_DIR = "pca"
 PCA_CSV_DIR = "pca_csv"
 FAILED_DIR = "failed"
 STAGING_DIR = "_staging"
+INVENTORY_DIR = "inventory"
+RUNS_DIR = "runs"
 VARIANCE_PLOT = "variance.png"
 MANIFEST = "manifest.json"
 
@@ -90,6 +94,34 @@ def write_json(spark: SparkSession, path: str, payload: Dict[str, Any]) -> None:
     write_bytes(spark, path, text.encode("utf-8"))
 
 
+def write_json_atomic(spark: SparkSession, path: str, payload: Dict[str, Any]) -> None:
+    """Replace the JSON file ``path`` in one step: readers see the old file or the new one.
+
+    Local disk: write a temporary file beside it, then ``os.replace``. S3: one PUT (an object
+    becomes visible whole, when its upload completes). Other file systems (HDFS): write a
+    temporary file, delete the old one, rename (a window of milliseconds without the file).
+    """
+    text = json.dumps(payload, indent=2, sort_keys=True, default=str).encode("utf-8")
+    target = to_local_or_uri(path)
+    if target.startswith("file:") or "://" not in target:
+        local = target[len("file:"):] if target.startswith("file:") else target
+        temporary = f"{local}.{uuid.uuid4().hex}.tmp"
+        with open(temporary, "wb") as handle:
+            handle.write(text)
+        os.replace(temporary, local)
+        return
+    if target.startswith(("s3://", "s3a://", "s3n://")):
+        write_bytes(spark, path, text)
+        return
+    temporary = f"{path}.{uuid.uuid4().hex}.tmp"
+    write_bytes(spark, temporary, text)
+    delete(spark, path)
+    hadoop_source, fs = _hadoop_path(spark, temporary)
+    hadoop_target, _ = _hadoop_path(spark, path)
+    if not fs.rename(hadoop_source, hadoop_target):
+        raise OSError(f"could not publish {path} (rename from {temporary} failed)")
+
+
 def read_json(spark: SparkSession, path: str) -> Dict[str, Any]:
     """Read a JSON file written by :func:`write_json`."""
     return json.loads(read_bytes(spark, path).decode("utf-8"))
@@ -116,3 +148,47 @@ def list_names(spark: SparkSession, path: str) -> List[str]:
     if not fs.exists(hadoop_path):
         return []
     return sorted(str(status.getPath().getName()) for status in fs.listStatus(hadoop_path))
+
+
+def read_json_if_exists(spark: SparkSession, path: str) -> Optional[Dict[str, Any]]:
+    """The JSON file at ``path``, or ``None`` when there is none."""
+    return read_json(spark, path) if exists(spark, path) else None
+
+
+@contextmanager
+def clear_errors(path: str, endpoint: str = "") -> Iterator[None]:
+    """Turn the storage layer's Java errors into one clear Python error naming what is wrong.
+
+    Missing bucket -> ``FileNotFoundError``; refused credentials -> ``PermissionError``;
+    endpoint down -> ``ConnectionError``. Other errors pass through unchanged.
+    """
+    try:
+        yield
+    except Exception as error:  # noqa: BLE001 (py4j errors have no useful Python type)
+        translated = translate_storage_error(error, path, endpoint)
+        if translated is None:
+            raise
+        raise translated from None
+
+
+def translate_storage_error(error: Exception, path: str, endpoint: str = "") -> Optional[Exception]:
+    """A clear error for a storage failure on ``path``, or ``None`` when it is not one we know."""
+    text = str(error)
+    where = f" at endpoint {endpoint}" if endpoint else ""
+    bucket = path.split("://", 1)[1].split("/", 1)[0] if "://" in path else ""
+    if "UnknownStoreException" in text or "NoSuchBucket" in text or (
+        bucket and f"Bucket {bucket} does not exist" in text
+    ):
+        return FileNotFoundError(f"bucket {bucket!r} does not exist{where} (path {path})")
+    if any(marker in text for marker in ("InvalidAccessKeyId", "SignatureDoesNotMatch",
+                                         "AccessDenied", "403 Forbidden", "Status Code: 403")):
+        return PermissionError(
+            f"access to {path} refused{where}: check the credentials (AWS_ACCESS_KEY_ID / "
+            "AWS_SECRET_ACCESS_KEY, or the cluster's instance profile) and the bucket policy"
+        )
+    if any(marker in text for marker in ("Connection refused", "ConnectException",
+                                         "Unable to execute HTTP request", "connect timed out",
+                                         "UnknownHostException")):
+        target = f"S3 endpoint {endpoint}" if endpoint else "the storage service"
+        return ConnectionError(f"{target} is not reachable (path {path}): is the server up?")
+    return None

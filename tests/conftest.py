@@ -32,10 +32,18 @@ def copy_subset(destination: str, classes: int, train: int, test: int) -> str:
 
 @pytest.fixture(scope="session")
 def spark():
+    """The test session's Spark: local[2], with S3A wired to the test S3 server's address.
+
+    The JVM reads credentials from its environment when it starts, so the (made-up) test
+    credentials are set before; nothing is contacted until a test uses ``s3://``.
+    """
     from helpers.config import PipelineConfig
     from helpers.session import get_spark
 
-    session = get_spark(PipelineConfig("unused", "unused", spark_master="local[2]"))
+    os.environ.update(S3_CREDENTIALS)
+    config = PipelineConfig("unused", "unused", spark_master="local[2]",
+                            s3_endpoint=f"http://127.0.0.1:{S3_PORT}")
+    session = get_spark(config)
     yield session
     session.stop()
 
@@ -54,6 +62,11 @@ def small_dataset(tmp_path_factory):
         handle.write(jpeg_bytes(photo()))
     with open(os.path.join(folder, "Training", "notes.txt"), "w") as handle:
         handle.write("not an image extension: never listed\n")
+    accented = os.path.join(folder, "Training", "Pêche de vigne été")  # non-ASCII class name
+    os.makedirs(accented)
+    for number in range(2):
+        shutil.copy(os.path.join(SAMPLE, "Training", "Orange", f"{number}_100.jpg"), accented)
+    os.makedirs(os.path.join(folder, "Test", "Empty class"))  # a class folder with no image
     expected[stray] = "no class folder"
     return folder, expected
 

@@ -64,7 +64,7 @@ def test_local_notebook_runs_headless_with_papermill(tmp_path):
     images_on_disk = 2 * (5 + 2)
     manifest = json.loads((output / "manifest.json").read_text())
     assert manifest["images_total"] == manifest["images_featurized"] == images_on_disk
-    assert len(pq.read_table(str(output / "features")).to_pandas()) == images_on_disk
+    assert len(pq.read_table(manifest["outputs"]["features"]).to_pandas()) == images_on_disk
     pngs = [
         output for cell in notebook.cells if cell.cell_type == "code"
         for output in cell.outputs if "image/png" in output.get("data", {})
@@ -116,27 +116,31 @@ def test_cloud_notebook_on_s3_with_papermill(s3_server, s3_client, tmp_path, mon
     )
 
     keys = set(s3_keys(s3_client, bucket, "outputs/run-1/"))
-    assert "outputs/run-1/cloud-executed.ipynb" in keys
+    assert "outputs/run-1/cloud-executed.ipynb" in keys and "outputs/run-1/manifest.json" in keys
     notebook = nbformat.reads(
         s3_client.get_object(Bucket=bucket, Key="outputs/run-1/cloud-executed.ipynb")["Body"].read().decode(),
         as_version=4,
     )
     assert not executed_errors(notebook)
-    assert "outputs/run-1/variance.png" in keys
-    png = s3_client.get_object(Bucket=bucket, Key="outputs/run-1/variance.png")["Body"].read()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n"
     manifest = json.loads(s3_client.get_object(Bucket=bucket, Key="outputs/run-1/manifest.json")["Body"].read())
     assert manifest["images_total"] == manifest["images_featurized"] == uploaded
 
-    features = s3_parquet(s3_client, bucket, "outputs/run-1/features/")
+    def key(name):  # outputs live in the published run's folder, named by the manifest
+        location = manifest["outputs"][name]
+        assert location.startswith(f"s3://{bucket}/outputs/run-1/runs/{manifest['run_id']}/")
+        return location.split(f"s3://{bucket}/", 1)[1]
+
+    png = s3_client.get_object(Bucket=bucket, Key=key("variance.png"))["Body"].read()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    features = s3_parquet(s3_client, bucket, key("features") + "/")
     assert len(features) == uploaded and features.path.is_unique
     assert all(path.startswith(f"s3://{bucket}/fruits-360/") for path in features.path)
-    scores = s3_parquet(s3_client, bucket, "outputs/run-1/pca/")
+    scores = s3_parquet(s3_client, bucket, key("pca") + "/")
     assert len(scores) == uploaded and len(scores.pca.iloc[0]) == manifest["k"]
-    csv_keys = [key for key in keys if key.startswith("outputs/run-1/pca_csv/") and key.endswith(".csv")]
+    csv_keys = [name for name in keys if name.startswith(key("pca_csv") + "/") and name.endswith(".csv")]
     table = pd.concat(
-        pd.read_csv(io.BytesIO(s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()))
-        for key in csv_keys
+        pd.read_csv(io.BytesIO(s3_client.get_object(Bucket=bucket, Key=name)["Body"].read()))
+        for name in csv_keys
     )
     assert len(table) == uploaded
     assert list(table.columns[:3]) == ["path", "label", "split"]

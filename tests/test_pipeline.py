@@ -18,6 +18,12 @@ def read_parquet(folder):
     return pq.read_table(folder).to_pandas()
 
 
+def published(run, name):
+    """Where the published run keeps output ``name`` (read through the top-level manifest)."""
+    with open(os.path.join(run.config.output_path, "manifest.json")) as handle:
+        return json.load(handle)["outputs"][name]
+
+
 def numpy_pca_ratios(matrix):
     """Explained variance ratios the textbook way: SVD of the centred matrix."""
     centred = matrix - matrix.mean(axis=0)
@@ -38,7 +44,7 @@ def test_every_image_is_accounted_for(pipeline_run, small_dataset):
     expected_failures = {path: why for path, why in expected.items() if why != "ok"}
     assert manifest["images_failed"] == len(expected_failures)
 
-    failed = read_parquet(os.path.join(pipeline_run.config.output_path, "failed"))
+    failed = read_parquet(published(pipeline_run, "failed"))
     reasons = {path.split(":", 1)[-1]: reason for path, reason in zip(failed.path, failed.reason)}
     for path, why in expected_failures.items():
         assert why in reasons[path], f"{path}: reason {reasons.get(path)!r} lacks {why!r}"
@@ -52,15 +58,19 @@ def test_the_cnn_runs_exactly_once_per_image(pipeline_run):
 
 def test_features_parquet(pipeline_run, small_dataset):
     folder, expected = small_dataset
-    features = read_parquet(os.path.join(pipeline_run.config.output_path, "features"))
+    features = read_parquet(published(pipeline_run, "features"))
     assert list(features.columns) == ["path", "label", "split", "features"]
     assert len(features) == pipeline_run.manifest["images_featurized"]
     assert features.path.is_unique
     assert all(len(vector) == FEATURE_DIM for vector in features.features)
     matrix = np.stack(features.features)
     assert matrix.dtype == np.float32 and np.isfinite(matrix).all() and (matrix >= 0).all()
-    training = os.path.join(folder, "Training")
-    classes = {name for name in os.listdir(training) if os.path.isdir(os.path.join(training, name))}
+    classes = {
+        os.path.basename(os.path.dirname(path))
+        for path in glob.glob(os.path.join(folder, "*", "*", "*.*"))
+        if path.lower().endswith((".jpg", ".jpeg", ".png"))
+    }
+    assert "Pêche de vigne été" in classes
     assert set(features.label) == classes
     assert set(features.split) == {"Training", "Test"}
     edge = features[features.label == "Edge cases"]
@@ -68,7 +78,7 @@ def test_features_parquet(pipeline_run, small_dataset):
 
 
 def test_spark_features_equal_the_in_process_extractor(pipeline_run):
-    features = read_parquet(os.path.join(pipeline_run.config.output_path, "features"))
+    features = read_parquet(published(pipeline_run, "features"))
     rows = features.sort_values("path").head(4)
     contents = [open(path.split(":", 1)[-1], "rb").read() for path in rows.path]
     local = extract_features(contents, image_size=224)
@@ -76,8 +86,7 @@ def test_spark_features_equal_the_in_process_extractor(pipeline_run):
 
 
 def test_pca_matches_numpy(pipeline_run):
-    output = pipeline_run.config.output_path
-    features = read_parquet(os.path.join(output, "features")).sort_values("path")
+    features = read_parquet(published(pipeline_run, "features")).sort_values("path")
     matrix = np.stack(features.features).astype(np.float64)
     ratios = numpy_pca_ratios(matrix)
     manifest = pipeline_run.manifest
@@ -85,7 +94,7 @@ def test_pca_matches_numpy(pipeline_run):
     assert k == choose_k(ratios, 0.95)
     np.testing.assert_allclose(manifest["explained_variance"][:k], ratios[:k], rtol=1e-3, atol=1e-6)
 
-    scores = read_parquet(os.path.join(output, "pca")).sort_values("path")
+    scores = read_parquet(published(pipeline_run, "pca")).sort_values("path")
     assert list(scores.path) == list(features.path)
     ours = np.stack(scores.pca).astype(np.float64)
     assert ours.shape == (len(features), k)
@@ -111,12 +120,12 @@ def test_gram_method_agrees_with_spark_ml(pipeline_run):
 def test_pca_csv_and_small_outputs(pipeline_run):
     output = pipeline_run.config.output_path
     k = pipeline_run.manifest["k"]
-    parts = glob.glob(os.path.join(output, "pca_csv", "*.csv"))
+    parts = glob.glob(os.path.join(published(pipeline_run, "pca_csv"), "*.csv"))
     assert parts
     table = pd.concat(pd.read_csv(part) for part in parts)
     assert list(table.columns) == ["path", "label", "split"] + [f"pc_{i}" for i in range(1, k + 1)]
     assert len(table) == pipeline_run.manifest["images_featurized"]
-    with open(os.path.join(output, "variance.png"), "rb") as handle:
+    with open(published(pipeline_run, "variance.png"), "rb") as handle:
         assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
     with open(os.path.join(output, "manifest.json")) as handle:
         manifest = json.load(handle)
@@ -126,7 +135,8 @@ def test_pca_csv_and_small_outputs(pipeline_run):
     assert manifest["parameters"]["input_path"] == pipeline_run.config.input_path
     assert set(manifest["seconds"]) >= {"list", "featurize", "pca_fit", "pca_write"}
     assert {"pyspark", "keras", "numpy"} <= set(manifest["versions"])
-    assert not os.path.exists(os.path.join(output, "_staging"))
+    assert not os.path.exists(pipeline_run.location("_staging"))
+    assert os.listdir(os.path.join(output, "runs")) == [manifest["run_id"]]
 
 
 def test_fixed_k_is_honoured(pipeline_run):
