@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from pyspark import Accumulator
 from pyspark.broadcast import Broadcast
-from pyspark.sql import Column, SparkSession
+from pyspark.sql import SparkSession
 from pyspark.sql.functions import pandas_udf
 from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, StructType
 
@@ -205,7 +205,3 @@ def _result_frame(vectors: np.ndarray, errors: List[Optional[str]]) -> pd.DataFr
         rows.append(next(next_vector) if error is None else None)
     return pd.DataFrame({"features": rows, "error": errors})
 
-
-def featurize_column(udf, content: Column) -> Column:
-    """Apply a UDF from :func:`featurize_udf` to a binary column."""
-    return udf(content)

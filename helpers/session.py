@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 from pyspark.sql import SparkSession
 
@@ -138,7 +138,3 @@ def task_cpus(spark: SparkSession) -> int:
     """Cores given to each Spark task (``spark.task.cpus``): the threads one model may use."""
     return int(spark.sparkContext.getConf().get("spark.task.cpus", "1"))
 
-
-def default_parallelism(spark: SparkSession) -> Optional[int]:
-    """How many tasks Spark runs at once across the executors."""
-    return spark.sparkContext.defaultParallelism
