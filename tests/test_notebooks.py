@@ -106,10 +106,12 @@ def test_cloud_notebook_on_s3_with_papermill(s3_server, s3_client, tmp_path, mon
     images = copy_subset(str(tmp_path / "images"), classes=3, train=6, test=2)
     uploaded = upload_folder(s3_client, images, bucket, "fruits-360")
     output = f"s3://{bucket}/outputs/run-1"
-    executed = f"{output}/cloud-executed.ipynb"  # papermill writes it to S3 itself
+    # As the EMR step does: papermill reads the notebook from S3 and writes the executed one there.
+    s3_client.upload_file(NOTEBOOKS["cloud"], bucket, "notebooks/cloud.ipynb")
+    executed = f"{output}/cloud-executed.ipynb"
 
     papermill.execute_notebook(
-        NOTEBOOKS["cloud"], executed, cwd=os.path.join(REPO, "notebooks"),
+        f"s3://{bucket}/notebooks/cloud.ipynb", executed, cwd=os.path.join(REPO, "notebooks"),
         parameters={"input_path": f"s3://{bucket}/fruits-360", "output_path": output,
                     "s3_endpoint": endpoint, "spark_master": "local[2]"},
         progress_bar=False,
