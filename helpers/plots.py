@@ -157,9 +157,77 @@ def class_counts_figure(counts: pd.DataFrame) -> Figure:
     """Horizontal bars: images per class, stacked by split."""
     table = counts.pivot_table(index="label", columns="split", values="images",
                                aggfunc="sum", fill_value=0)
+    ordered = [split for split in ("Training", "Test") if split in table.columns]
+    table = table[ordered + [split for split in table.columns if split not in ordered]]
+    table = table.iloc[::-1]  # first class at the top
     figure, axis = _styled(figsize=(10, 0.45 * len(table) + 1.8))
-    table.plot.barh(stacked=True, ax=axis, color=["#1f4e79", "#8fb8de", "#aaaaaa"][: table.shape[1]])
+    colours = ["#1f4e79", "#8fb8de", "#aaaaaa", "#dddddd"]
+    table.plot.barh(stacked=True, ax=axis, color=colours[: table.shape[1]], width=0.7)
+    axis.grid(axis="y", visible=False)
     axis.set_xlabel("images (count)")
     axis.set_ylabel("class")
     axis.set_title("Images per class and split")
+    axis.legend(title="split", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    return figure
+
+
+@_in_style
+def confusion_matrix_figure(
+    confusion: Sequence[Sequence[int]], labels: Sequence[str], accuracy: Optional[float] = None
+) -> Figure:
+    """Confusion matrix: Test images (counts) per true class (rows) and predicted class (columns).
+
+    Counts are written in the cells while they stay readable (up to 25 classes); class names
+    label both axes (their font shrinks for many classes).
+    """
+    matrix = np.asarray(confusion, dtype=int).reshape(len(labels), len(labels))
+    classes = len(labels)
+    side = min(max(6.0, 0.5 * classes + 3.0), 30.0)
+    figure, axis = _styled(figsize=(side + 1.5, side))
+    axis.grid(False)
+    image = axis.imshow(matrix, cmap="Blues", vmin=0, vmax=max(1, int(matrix.max())))
+    colourbar = figure.colorbar(image, ax=axis, fraction=0.046, pad=0.04)
+    colourbar.set_label("Test images (count)")
+    tick_size = 12 if classes <= 12 else max(5, int(12 - (classes - 12) / 10))
+    axis.set_xticks(range(classes))
+    axis.set_yticks(range(classes))
+    axis.set_xticklabels(labels, rotation=45 if classes > 3 else 0, ha="right" if classes > 3 else "center",
+                         fontsize=tick_size)
+    axis.set_yticklabels(labels, fontsize=tick_size)
+    axis.set_xlabel("predicted class")
+    axis.set_ylabel("true class")
+    if classes <= 25:
+        threshold = matrix.max() / 2.0
+        for row in range(classes):
+            for column in range(classes):
+                count = matrix[row, column]
+                axis.text(column, row, str(count), ha="center", va="center",
+                          fontsize=14 if classes <= 12 else 9,
+                          color="white" if count > threshold else ("#333333" if count else "#bbbbbb"))
+    title = "Confusion matrix on the Test split"
+    if accuracy is not None:
+        title += f": accuracy {100 * accuracy:.1f}%"
+    axis.set_title(title)
+    return figure
+
+
+@_in_style
+def timings_figure(seconds: Dict[str, float]) -> Figure:
+    """Horizontal bars: seconds per stage, in the order the stages ran, with the total."""
+    names = list(seconds)
+    values = [float(seconds[name]) for name in names]
+    figure, axis = _styled(figsize=(10, 0.55 * len(names) + 2.0))
+    positions = np.arange(len(names))
+    axis.barh(positions, values, color="#1f4e79")
+    axis.set_yticks(positions)
+    axis.set_yticklabels(names)
+    axis.invert_yaxis()
+    axis.grid(axis="y", visible=False)
+    top = max(values) if values else 1.0
+    for position, value in zip(positions, values):
+        axis.text(value + 0.01 * top, position, f"{value:.1f} s", va="center", fontsize=12)
+    axis.set_xlim(0, 1.15 * top if top > 0 else 1.0)
+    axis.set_xlabel("wall-clock time (seconds)")
+    axis.set_ylabel("stage")
+    axis.set_title(f"Time per stage (total {sum(values):.1f} s)")
     return figure

@@ -1,0 +1,184 @@
+"""Classify: proof that the features are useful, by a simple classifier on the PCA scores.
+
+Owns the check that closes a run: a multinomial logistic regression (``pyspark.ml``), trained on
+the ``Training`` split of ``<output_path>/pca`` (the ``pca`` array column, through
+``array_to_vector``) and scored on the ``Test`` split: its accuracy, the chance level it must
+beat (one over the number of classes) and the confusion matrix (counts, true class x predicted
+class). Everything runs in Spark; only the small confusion table comes to the driver.
+
+:func:`evaluate` works on any PCA Parquet; :func:`evaluate_run` evaluates a finished
+:class:`~helpers.pipeline.Run`, times itself as the run's ``classify`` stage and writes
+``classification.json`` and ``confusion_matrix.png`` next to the outputs. A run without both
+splits (``sample_limit`` runs, data sets without a Test folder) gets a result that says why it
+was skipped instead of an error, so the notebook and its report still finish.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import pandas as pd
+from pyspark.ml.classification import LogisticRegression
+from pyspark.ml.functions import array_to_vector
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from helpers import plots, storage
+from helpers.reduction import PCA_COLUMN
+
+#: A child of the pipeline's logger: its lines go where the stage lines go.
+LOG = logging.getLogger("helpers.pipeline.classify")
+
+TRAIN_SPLIT = "Training"
+TEST_SPLIT = "Test"
+#: Small files written next to the outputs by :func:`evaluate_run`.
+CLASSIFICATION_JSON = "classification.json"
+CONFUSION_PLOT = "confusion_matrix.png"
+
+#: L2 regularisation of the logistic regression: with k PCA scores per image and only a few
+#: dozen images per class the classes are often separable; a little L2 keeps the fit finite.
+REG_PARAM = 0.01
+MAX_ITER = 200
+
+
+@dataclass
+class Classification:
+    """Test-split result of a classifier trained on the Training split.
+
+    Attributes:
+        labels: class names, in the order of the confusion matrix's rows and columns.
+        confusion: ``confusion[i][j]`` = Test images of class ``labels[i]`` predicted as
+            ``labels[j]`` (counts).
+        train_images: Training images the classifier saw.
+        test_images: Test images it was scored on.
+        features: what it was trained on (e.g. ``"pca (53 components)"``).
+        skipped: why no classifier was trained (``None`` when it was).
+    """
+
+    labels: List[str] = field(default_factory=list)
+    confusion: List[List[int]] = field(default_factory=list)
+    train_images: int = 0
+    test_images: int = 0
+    features: str = PCA_COLUMN
+    skipped: Optional[str] = None
+
+    @property
+    def accuracy(self) -> Optional[float]:
+        """Share of Test images predicted right (``None`` when skipped)."""
+        total = int(np.sum(self.confusion)) if self.confusion else 0
+        if self.skipped or total == 0:
+            return None
+        return float(np.trace(np.asarray(self.confusion))) / total
+
+    @property
+    def chance(self) -> Optional[float]:
+        """Accuracy of guessing one class out of all of them uniformly: 1 / classes."""
+        return 1.0 / len(self.labels) if self.labels else None
+
+    def confusion_table(self) -> pd.DataFrame:
+        """The confusion matrix as a table: rows true class, columns predicted class."""
+        return pd.DataFrame(
+            self.confusion,
+            index=pd.Index(self.labels, name="true class"),
+            columns=pd.Index(self.labels, name="predicted class"),
+        )
+
+    def confusion_figure(self) -> Any:
+        """The confusion matrix as a figure (counts, class names on both axes)."""
+        return plots.confusion_matrix_figure(self.confusion, self.labels, self.accuracy)
+
+    def text(self) -> str:
+        """One line: accuracy against chance, or why there is none."""
+        if self.skipped:
+            return f"classifier skipped: {self.skipped}"
+        return (
+            f"logistic regression on {self.features}: Test accuracy {100 * self.accuracy:.1f}% "
+            f"({int(np.trace(np.asarray(self.confusion)))} of {self.test_images} Test images), "
+            f"chance {100 * self.chance:.1f}% ({len(self.labels)} classes); "
+            f"trained on {self.train_images} Training images"
+        )
+
+    def as_dict(self) -> Dict[str, Any]:
+        """Plain-dict view (with accuracy and chance), for ``classification.json``."""
+        return {**asdict(self), "accuracy": self.accuracy, "chance": self.chance}
+
+    def __repr__(self) -> str:
+        return self.text()
+
+
+def evaluate(
+    spark: SparkSession,
+    pca_location: str,
+    reg_param: float = REG_PARAM,
+    max_iter: int = MAX_ITER,
+) -> Classification:
+    """Train on the Training split of the PCA Parquet at ``pca_location``, score on Test.
+
+    Classes are indexed alphabetically over both splits; a Test class absent from Training
+    can only be mispredicted, and counts as such.
+    """
+    scores = storage.read_parquet(spark, pca_location).where(F.col("label").isNotNull())
+    return evaluate_frame(scores, reg_param=reg_param, max_iter=max_iter)
+
+
+def evaluate_frame(
+    scores: DataFrame, reg_param: float = REG_PARAM, max_iter: int = MAX_ITER
+) -> Classification:
+    """:func:`evaluate` on a DataFrame with ``label``, ``split`` and the ``pca`` array column."""
+    counts = scores.groupBy("split", "label").count().collect()
+    labels = sorted({row["label"] for row in counts})
+    per_split = {TRAIN_SPLIT: 0, TEST_SPLIT: 0}
+    train_labels = set()
+    for row in counts:
+        if row["split"] in per_split:
+            per_split[row["split"]] += row["count"]
+        if row["split"] == TRAIN_SPLIT:
+            train_labels.add(row["label"])
+    result = Classification(labels=labels, train_images=per_split[TRAIN_SPLIT],
+                            test_images=per_split[TEST_SPLIT])
+    dim = scores.select(F.size(PCA_COLUMN).alias("k")).first()
+    if dim is not None:
+        result.features = f"{PCA_COLUMN} ({dim['k']} components)"
+    if per_split[TEST_SPLIT] == 0:
+        result.skipped = f"no images in a {TEST_SPLIT} split"
+    elif len(train_labels) < 2:
+        result.skipped = f"fewer than 2 classes in the {TRAIN_SPLIT} split"
+    if result.skipped:
+        return result
+
+    index = {label: position for position, label in enumerate(labels)}
+    mapping = F.create_map(*[item for label in labels for item in (F.lit(label), F.lit(index[label]))])
+    frame = scores.where(F.col("split").isin(TRAIN_SPLIT, TEST_SPLIT)).select(
+        "split",
+        mapping[F.col("label")].cast("double").alias("target"),
+        array_to_vector(PCA_COLUMN).alias("vector"),
+    )
+    model = LogisticRegression(
+        featuresCol="vector", labelCol="target", family="multinomial",
+        regParam=reg_param, maxIter=max_iter,
+    ).fit(frame.where(F.col("split") == TRAIN_SPLIT))
+    predicted = model.transform(frame.where(F.col("split") == TEST_SPLIT))
+    pairs = predicted.groupBy("target", "prediction").count().collect()
+    matrix = np.zeros((len(labels), len(labels)), dtype=int)
+    for row in pairs:
+        matrix[int(row["target"]), int(row["prediction"])] += int(row["count"])
+    result.confusion = matrix.tolist()
+    return result
+
+
+def evaluate_run(run: Any) -> Classification:
+    """Evaluate a run after ``run.reduce()``: a ``classify`` stage, plus its two small files.
+
+    Writes ``classification.json`` and (unless skipped) ``confusion_matrix.png`` into the
+    run's ``output_path`` and logs the accuracy (headless runs show it in their log).
+    """
+    with run.stage("classify"):
+        result = evaluate(run.spark, run.location(storage.PCA_DIR))
+        storage.write_json(run.spark, run.location(CLASSIFICATION_JSON), result.as_dict())
+        if not result.skipped:
+            storage.write_bytes(run.spark, run.location(CONFUSION_PLOT),
+                                plots.figure_png(result.confusion_figure()))
+    LOG.info("%s", result.text())
+    return result

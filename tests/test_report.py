@@ -1,0 +1,216 @@
+"""report.html of a run: what it shows, that it is self-contained, and that a browser renders it.
+
+The report is written for the shared ``pipeline_run`` (3 classes, decode edge cases, a stray
+image, a non-ASCII class only in Training), so the failures table has real reasons in it.
+The browser test loads the page in headless Chromium (Debian package ``chromium``) and checks,
+in the browser, that every image decoded; it is skipped only where Chromium is not installed.
+"""
+import functools
+import html
+import http.server
+import json
+import os
+import re
+import shutil
+import subprocess
+import threading
+import types
+
+import nbformat
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers import classify, plots, report
+from helpers.storage import VARIANCE_PLOT
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+REPORT_FIGURES = (report.CLASS_COUNTS_PLOT, report.SAMPLE_GRID_PLOT, report.SCATTER_PLOT,
+                  report.TIMINGS_PLOT, classify.CONFUSION_PLOT)
+
+
+@pytest.fixture(scope="module")
+def report_run(pipeline_run):
+    result = classify.evaluate_run(pipeline_run)
+    location = report.write_report(pipeline_run, result)
+    with open(location, encoding="utf-8") as handle:
+        page = handle.read()
+    return pipeline_run, result, location, page
+
+
+def test_report_is_written_next_to_the_outputs(report_run):
+    run, _, location, page = report_run
+    assert location == os.path.join(run.config.output_path, report.REPORT_HTML)
+    with open(run.location(report.REPORT_HTML), encoding="utf-8") as handle:
+        assert handle.read() == page  # the run's own copy and the latest run's are one page
+    for name in REPORT_FIGURES:
+        with open(run.location(name), "rb") as handle:
+            assert handle.read(8) == PNG_MAGIC, name
+    assert run.seconds["report"] > 0
+
+
+def test_report_shows_data_failures_figures_classifier_timings_parameters(report_run, small_dataset):
+    run, result, _, page = report_run
+    manifest = run.manifest
+    for heading in ("1. The data", "2. Sample images", "3. PCA of the MobileNetV2 features",
+                    "4. Are the features useful?", "5. Time per stage",
+                    "6. Parameters and versions", "7. Outputs"):
+        assert heading in page
+    # data summary: images per class and split, with the non-ASCII class and the totals
+    for label in ("Pêche de vigne été", "all classes", "Training", "Test"):
+        assert html.escape(label, quote=False) in page, label
+    assert f"<strong>{manifest['images_total']}</strong> images" in page
+    # failures with their reasons
+    assert f"Failed images: {manifest['images_failed']}" in page and manifest["images_failed"] > 0
+    for reason in set(run.failed_images()["reason"]):
+        assert html.escape(reason, quote=False) in page, reason
+    # figures: class counts, sample grid, variance, scatter, confusion matrix, timings
+    assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', page)) == 6
+    # classifier
+    assert f"Test accuracy {100 * result.accuracy:.1f}%" in page
+    # timings per stage, parameters and versions from the manifest
+    for stage in ("list", "featurize", "pca_fit", "classify"):
+        assert f"<td>{stage}</td>" in page, stage
+    assert "<td>variance_target</td>" in page and f"<td>{manifest['parameters']['variance_target']}</td>" in page
+    assert f"<td>{manifest['versions']['pyspark']}</td>" in page
+    assert manifest["run_id"] in page
+
+
+def test_report_has_no_code_and_fetches_nothing(report_run):
+    _, _, _, page = report_run
+    assert "<script" not in page.lower()
+    assert "<link" not in page.lower() and "@import" not in page
+    assert "write_report" not in page and 'class="highlight' not in page  # no code cell input
+    references = re.findall(r'(?:src|href)\s*=\s*"([^"]*)"', page)
+    assert references
+    assert all(ref.startswith(("data:", "#")) for ref in references), [
+        ref[:60] for ref in references if not ref.startswith(("data:", "#"))
+    ]
+    assert not re.search(r"url\(\s*['\"]?(?:https?:)?//", page)
+
+
+def test_report_needs_the_manifest():
+    with pytest.raises(ValueError, match="write_manifest"):
+        report.write_report(types.SimpleNamespace(manifest={}))
+
+
+def test_report_notebook_caps_failures_and_says_why_a_classifier_was_skipped():
+    failures = pd.DataFrame({"path": [f"/data/x/{i}.jpg" for i in range(60)],
+                             "reason": ["cannot identify image file"] * 60})
+    counts = pd.DataFrame({"split": ["Training"], "label": ["Kiwi"], "images": [3]})
+    manifest = {"run_id": "r1", "images_total": 63, "images_featurized": 3, "images_failed": 60,
+                "k": 2, "explained_variance_kept": 0.97, "seconds": {"featurize": 2.0, "list": 1.0},
+                "parameters": {"k": None, "output_path": "/out"}, "versions": {"numpy": "2"}}
+    skipped = classify.Classification(labels=["Kiwi"], skipped="no images in a Test split")
+    notebook = report.report_notebook(manifest, counts, failures, {}, skipped)
+    page = report.export_html(notebook)
+    assert page.count("cannot identify image file") == report.MAX_FAILURES_LISTED + 1  # + summary
+    assert "10 more in" in page
+    assert "Classifier skipped: no images in a Test split" in page
+    assert "<td>None</td>" in page  # k = None shown as such, not as an empty cell
+    assert list(report.ordered_seconds(manifest["seconds"])) == ["list", "featurize"]
+
+
+def test_command_line_prints_summary_and_report_and_exports_a_notebook(report_run, tmp_path, capsys):
+    run, _, location, _ = report_run
+    executed = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("# A headless run"),
+        nbformat.v4.new_code_cell("secret_code_marker = 42\nprint('visible output')", outputs=[
+            nbformat.v4.new_output("stream", name="stdout", text="visible output\n")]),
+    ])
+    path = tmp_path / "executed.ipynb"
+    nbformat.write(executed, str(path))
+    assert report.main([run.config.output_path, "--notebook", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"report:             {location}" in out and "k (PCA components)" in out
+    exported = (tmp_path / "executed.html").read_text(encoding="utf-8")
+    assert "visible output" in exported and "A headless run" in exported
+    assert "secret_code_marker" not in exported and "<script" not in exported
+
+
+def test_command_line_fails_without_a_report(tmp_path, capsys):
+    (tmp_path / "manifest.json").write_text(json.dumps({
+        "images_total": 1, "images_featurized": 1, "images_failed": 0, "k": 1,
+        "explained_variance_kept": 1.0, "parameters": {"output_path": str(tmp_path)}}))
+    assert report.main([str(tmp_path)]) == 1
+    assert "no report.html" in capsys.readouterr().err
+
+
+def test_figures_for_many_classes_stay_drawable():
+    labels = [f"class {i}" for i in range(40)]
+    confusion = np.eye(40, dtype=int) * 5
+    assert plots.figure_png(plots.confusion_matrix_figure(confusion, labels, 1.0))[:8] == PNG_MAGIC
+    timings = plots.timings_figure({"list": 1.0, "featurize": 20.0, "pca_fit": 3.5})
+    assert plots.figure_png(timings)[:8] == PNG_MAGIC
+
+
+# -- in a real browser ---------------------------------------------------------------------
+CHROMIUM = next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome")
+                 if shutil.which(name)), None)
+
+#: A test page (never part of the report, which has no script) served from the same origin:
+#: it fetches report.html, parses it, loads every image source the page holds into the browser's
+#: image decoder, and writes what the browser made of each one.
+WRAPPER = """<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>report check</title></head>
+<body><pre id="result">pending</pre>
+<script>
+fetch("report.html").then(function (response) { return response.text(); }).then(function (text) {
+  var doc = new DOMParser().parseFromString(text, "text/html");
+  var sources = Array.prototype.map.call(doc.images, function (img) { return img.getAttribute("src"); });
+  return Promise.all(sources.map(function (src) {
+    return new Promise(function (resolve) {
+      var image = new Image();
+      var dataUri = src.indexOf("data:image/png;base64,") === 0;
+      image.onload = function () {
+        resolve({decoded: true, width: image.naturalWidth, height: image.naturalHeight, data_uri: dataUri});
+      };
+      image.onerror = function () { resolve({decoded: false, width: 0, height: 0, data_uri: dataUri}); };
+      image.src = src;
+    });
+  })).then(function (images) {
+    document.getElementById("result").textContent = JSON.stringify(
+      {title: doc.title, scripts: doc.scripts.length, images: images});
+  });
+});
+</script></body></html>
+"""
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")
+def test_report_renders_in_headless_chromium(report_run, tmp_path):
+    _, _, location, page = report_run
+    site = tmp_path / "site"
+    site.mkdir()
+    shutil.copy(location, site / "report.html")
+    (site / "wrapper.html").write_text(WRAPPER, encoding="utf-8")
+    handler = functools.partial(_QuietHandler, directory=str(site))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        completed = subprocess.run(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--no-first-run", "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}",
+             "--virtual-time-budget=15000", "--dump-dom",
+             f"http://127.0.0.1:{server.server_address[1]}/wrapper.html"],
+            capture_output=True, text=True, timeout=120,
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    match = re.search(r'<pre id="result">(.*?)</pre>', completed.stdout, re.S)
+    assert match, f"no DOM from Chromium (rc {completed.returncode}): {completed.stderr[-2000:]}"
+    assert match.group(1) != "pending", "the report did not finish loading in the browser"
+    seen = json.loads(html.unescape(match.group(1)))
+    assert seen["title"].startswith("Fruits! run report") and seen["scripts"] == 0
+    assert len(seen["images"]) == page.count("<img ") == 6
+    for image in seen["images"]:
+        assert image["decoded"] and image["data_uri"], image
+        assert image["width"] > 100 and image["height"] > 100, image
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):  # keep the test output clean
+        pass
