@@ -26,7 +26,7 @@ from pyspark.sql.window import Window
 from helpers import plots, report, storage
 from helpers.config import IMAGE_EXTENSIONS, PipelineConfig
 from helpers.features import FEATURE_DIM, featurize_udf
-from helpers.images import KNOWN_SPLITS, decode_image
+from helpers.images import KNOWN_SPLITS, ImageDecodeError, decode_image
 from helpers.reduction import PCA_COLUMN, PcaFit, fit_pca, project
 from helpers.session import get_spark, task_cpus
 from helpers.weights import WeightSet, load_weight_set
@@ -167,19 +167,36 @@ class Run:
         return counts
 
     def sample_images(self, per_class: int = 6) -> Any:
-        """A figure: a grid of ``per_class`` images of each class (decoded on the driver)."""
+        """A figure: a grid of up to ``per_class`` images of each class (decoded on the driver).
+
+        After :meth:`featurize`, images are drawn from the featurized ones; before it, from the
+        listing, a few spare per class, and files that do not decode are left out of the grid.
+        """
         window = F.row_number().over(
             Window.partitionBy("label").orderBy(F.xxhash64("path", F.lit(self.config.seed)))
         )
+        features = getattr(self, "features", None)
+        candidates = (
+            features.select("path", "label") if features is not None
+            else self.listing.where(F.col("label").isNotNull() & (F.col("length") > 0))
+        )
         chosen = (
-            self.listing.where(F.col("label").isNotNull())
-            .withColumn("rank", window).where(F.col("rank") <= per_class)
+            candidates.withColumn("rank", window).where(F.col("rank") <= per_class + 2)
             .select("path", "label").orderBy("label", "rank").toPandas()
         )
         contents = self._read_binary(*chosen["path"]).select("path", "content").toPandas()
         by_path = dict(zip(contents["path"], contents["content"]))
-        images = [decode_image(by_path[path], 100) for path in chosen["path"]]
-        return plots.sample_grid_figure(chosen, images, per_class)
+        shown, images = [], []
+        for path, label in zip(chosen["path"], chosen["label"]):
+            if sum(1 for other in shown if other[1] == label) == per_class:
+                continue
+            try:
+                images.append(decode_image(by_path.get(path), 100))
+                shown.append((path, label))
+            except ImageDecodeError:
+                continue
+        grid = pd.DataFrame(shown, columns=["path", "label"])
+        return plots.sample_grid_figure(grid, images, per_class)
 
     # -- stage 2: features -------------------------------------------------------------
     def featurize(self) -> Dict[str, int]:
