@@ -1,0 +1,98 @@
+"""The one-process model ceiling: MobileNetV2 features as fast as one plain Python process goes.
+
+Pillow decode + bilinear resize, batches of 64, the model called through a compiled
+``tf.function`` (:class:`helpers.features.FeatureExtractor`), TensorFlow's default threads (all
+cores). One warm-up pass, then ``--repeats`` timed passes over the same images; prints one JSON
+line with images/s per pass.
+
+Variants (``--variant``): ``fp32`` (the chain's), ``xla`` (``jit_compile=True``) and
+``bf16`` (Keras ``mixed_bfloat16`` policy); for the variants the JSON also holds the cosine
+similarity of their features with fp32 ones on the same images.
+
+Usage: ``python -m benchmarks.ceiling IMAGES_DIR [--image-size 224] [--variant fp32] [--repeats 3]``
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import List
+
+import numpy as np
+
+from benchmarks.data import image_files
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity."""
+    return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
+
+
+def build(variant: str, image_size: int, batch_size: int):
+    """The extractor for ``variant`` (fp32, xla or bf16)."""
+    import keras
+    import tensorflow as tf
+    from keras.applications import imagenet_utils
+
+    from helpers.features import FeatureExtractor
+    from helpers.weights import load_weight_set
+
+    weight_set = load_weight_set("torchvision")
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if variant == "bf16" else "float32")
+    extractor = FeatureExtractor(weight_set, image_size, batch_size)
+    if variant == "xla":
+        model = extractor.model
+
+        @tf.function(input_signature=[tf.TensorSpec([None, image_size, image_size, 3], tf.uint8)],
+                     jit_compile=True)
+        def infer(pixels):
+            inputs = imagenet_utils.preprocess_input(tf.cast(pixels, tf.float32), mode="torch")
+            return tf.cast(model(inputs, training=False), tf.float32)
+
+        extractor._infer = infer  # noqa: SLF001 (benchmark variant of the same model)
+    return extractor
+
+
+def run(paths: List[str], image_size: int, variant: str, repeats: int, batch_size: int) -> dict:
+    from helpers.images import decode_batch
+
+    contents = [open(path, "rb").read() for path in paths]
+    extractor = build(variant, image_size, batch_size)
+
+    def one_pass() -> np.ndarray:
+        pixels, errors = decode_batch(contents, image_size)
+        assert not any(errors)
+        return np.asarray(extractor(pixels), dtype=np.float32)
+
+    features = one_pass()  # warm-up: tracing, oneDNN primitive creation
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        one_pass()
+        rates.append(len(paths) / (time.perf_counter() - start))
+    result = {"measure": "ceiling", "variant": variant, "image_size": image_size,
+              "images": len(paths), "images_per_s": rates, "median_images_per_s": float(np.median(rates))}
+    if variant != "fp32":
+        reference = np.asarray(build("fp32", image_size, batch_size)(decode_batch(contents, image_size)[0]))
+        result["cosine_min"] = float(cosine(features, reference).min())
+        result["cosine_mean"] = float(cosine(features, reference).mean())
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("images")
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--variant", choices=("fp32", "xla", "bf16"), default="fp32")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--limit", type=int, default=0, help="use only the first N images")
+    args = parser.parse_args()
+    paths = image_files(args.images)
+    if args.limit:
+        paths = paths[: args.limit]
+    print(json.dumps(run(paths, args.image_size, args.variant, args.repeats, args.batch_size)))
+
+
+if __name__ == "__main__":
+    main()

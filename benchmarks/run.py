@@ -1,0 +1,201 @@
+"""``make bench``: every benchmark of the chain in one invocation, a table, and a JSON file.
+
+1. the one-process model ceiling (:mod:`benchmarks.ceiling`) and the chain's steady-state
+   featurization (:mod:`benchmarks.pipeline_bench`), same images, size and cores: target 1;
+2. the whole job against the P8-notebook baseline (:mod:`benchmarks.p8_baseline`): target 2;
+3. PCA at scale against numpy (:mod:`benchmarks.pca_scale`): target 3;
+4. peak memory (RSS of the driver and every worker process) at two sizes: target 4;
+5. XLA and bfloat16 against fp32 (:mod:`benchmarks.ceiling` variants);
+6. input size: throughput and accuracy at 224/160/128/100 (:mod:`benchmarks.image_size`).
+
+Each measurement runs in its own process (fresh Spark, fresh TensorFlow). Images are synthetic
+100x100 JPEGs in the Fruits-360 layout, made on the fly (:mod:`benchmarks.data`).
+
+Usage: ``python -m benchmarks.run [--n 300] [--repeats 3] [--skip p8,pca,memory,precision,sizes]``
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from statistics import median
+from typing import Dict, List
+
+import psutil
+
+from benchmarks.data import REPO, image_files, make_dataset
+
+RESULTS = os.path.join(REPO, "benchmarks", "results")
+
+
+def python_module(module: str, *args: str, timeout: int = 1800) -> Dict:
+    """Run ``python -m module args`` and return the last JSON line it printed."""
+    completed = subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True,
+        timeout=timeout, env=dict(os.environ, SPARK_LOCAL_IP="127.0.0.1", TF_CPP_MIN_LOG_LEVEL="2"),
+    )
+    lines = [line for line in completed.stdout.splitlines() if line.startswith("{")]
+    if completed.returncode != 0 or not lines:
+        raise RuntimeError(f"{module} failed ({completed.returncode}): {completed.stderr[-3000:]}")
+    return json.loads(lines[-1])
+
+
+def python_modules(module: str, *args: str) -> List[Dict]:
+    completed = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True,
+                               text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    if completed.returncode != 0:
+        raise RuntimeError(f"{module} failed: {completed.stderr[-3000:]}")
+    return [json.loads(line) for line in completed.stdout.splitlines() if line.startswith("{")]
+
+
+def peak_tree_rss(command: List[str]) -> Dict:
+    """Run ``command``; sample the summed RSS of it and all its descendants every 0.2 s."""
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env=dict(os.environ, SPARK_LOCAL_IP="127.0.0.1", TF_CPP_MIN_LOG_LEVEL="2"))
+    root = psutil.Process(process.pid)
+    peak = 0
+    while process.poll() is None:
+        total = 0
+        try:
+            for member in [root] + root.children(recursive=True):
+                try:
+                    total += member.memory_info().rss
+                except psutil.Error:
+                    continue
+        except psutil.Error:
+            break
+        peak = max(peak, total)
+        time.sleep(0.2)
+    if process.returncode != 0:
+        raise RuntimeError(f"{command} failed with {process.returncode}")
+    return {"peak_rss_mb": peak / 2**20}
+
+
+def machine() -> Dict:
+    cpu = "unknown"
+    flags = set()
+    if os.path.exists("/proc/cpuinfo"):
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name") and cpu == "unknown":
+                cpu = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    import keras
+    import pyspark
+    import tensorflow as tf
+
+    return {"cpu": cpu, "cores": os.cpu_count(), "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
+            "avx512_bf16": "avx512_bf16" in flags, "amx_bf16": "amx_bf16" in flags,
+            "python": platform.python_version(), "pyspark": pyspark.__version__,
+            "tensorflow": tf.__version__, "keras": keras.__version__,
+            "load_average_at_start": os.getloadavg()}
+
+
+def subset(source: str, target: str, count: int) -> str:
+    for path in image_files(source)[:count]:
+        destination = os.path.join(target, os.path.relpath(path, source))
+        os.makedirs(os.path.dirname(destination), exist_ok=True)
+        shutil.copy(path, destination)
+    return target
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=300)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--pca-rows", type=int, default=100_000)
+    parser.add_argument("--skip", default="")
+    args = parser.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
+    results: Dict = {"machine": machine(), "n": args.n, "repeats": args.repeats}
+    work = tempfile.mkdtemp(prefix="fruits-bench-")
+    try:
+        images = os.path.join(work, "images")
+        make_dataset(images, args.n, seed=1)
+        half = subset(images, os.path.join(work, "half"), args.n // 2)
+
+        ceilings = [python_module("benchmarks.ceiling", images, "--repeats", "1") for _ in range(args.repeats)]
+        results["ceiling_images_per_s"] = median(c["median_images_per_s"] for c in ceilings)
+        runs = [python_module("benchmarks.pipeline_bench", images, half, os.path.join(work, f"out{i}"))
+                for i in range(args.repeats)]
+        results["pipeline_runs"] = runs
+        results["pipeline_steady_images_per_s"] = median(r["steady_images_per_s"] for r in runs)
+        results["pipeline_job_seconds"] = median(r["job_seconds"] for r in runs)
+        results["pipeline_warm_job_seconds"] = median(r["warm_job_seconds"] for r in runs)
+        results["target1_ratio"] = results["pipeline_steady_images_per_s"] / results["ceiling_images_per_s"]
+
+        if "p8" not in skip:
+            p8 = python_module("benchmarks.p8_baseline", images, os.path.join(work, "p8"), timeout=3600)
+            results["p8"] = p8
+            results["p8_job_seconds"] = p8["seconds"]["total_after_session"]
+            results["target2_speedup_cold"] = results["p8_job_seconds"] / results["pipeline_job_seconds"]
+            results["target2_speedup_warm"] = results["p8_job_seconds"] / results["pipeline_warm_job_seconds"]
+        if "pca" not in skip:
+            results["pca_scale"] = python_module("benchmarks.pca_scale", work, "--rows", str(args.pca_rows))
+            results["target3_ratio"] = results["pca_scale"]["gram_vs_numpy"]
+        if "memory" not in skip:
+            memory = {}
+            for count in (200, 2000):
+                folder = os.path.join(work, f"memory{count}")
+                make_dataset(folder, count, seed=2)
+                driver = ("from helpers.config import PipelineConfig; from helpers.pipeline import run_pipeline; "
+                          f"run_pipeline(PipelineConfig({folder!r}, {folder + '_out'!r}, spark_master='local[*]', pca_method='gram'))")
+                memory[count] = peak_tree_rss([sys.executable, "-c", driver])["peak_rss_mb"]
+            results["memory_peak_mb"] = memory
+            results["target4_ratio"] = memory[2000] / memory[200]
+        if "precision" not in skip:
+            results["precision"] = [python_module("benchmarks.ceiling", images, "--variant", variant)
+                                    for variant in ("fp32", "xla", "bf16")]
+        if "sizes" not in skip:
+            results["image_sizes"] = python_modules("benchmarks.image_size")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    os.makedirs(RESULTS, exist_ok=True)
+    with open(os.path.join(RESULTS, "latest.json"), "w") as handle:
+        json.dump(results, handle, indent=2, default=str)
+    print_table(results)
+
+
+def print_table(results: Dict) -> None:
+    def line(name: str, value: str, target: str = "") -> None:
+        print(f"{name:<52} {value:>16}  {target}")
+
+    print(f"\nFruits! benchmarks, {results['n']} images, medians of {results['repeats']} runs; "
+          f"{results['machine']['cpu']}, {results['machine']['cores']} cores")
+    line("one-process model ceiling (images/s, 224x224)", f"{results['ceiling_images_per_s']:.1f}")
+    line("pipeline featurization, steady state (images/s)", f"{results['pipeline_steady_images_per_s']:.1f}")
+    line("  target 1: pipeline / ceiling", f"{results['target1_ratio']:.2f}", ">= 0.90")
+    line("pipeline whole job, cold (s)", f"{results['pipeline_job_seconds']:.1f}")
+    line("pipeline whole job, warm session (s)", f"{results['pipeline_warm_job_seconds']:.1f}")
+    if "p8" in results:
+        line("P8-notebook baseline whole job (s)", f"{results['p8_job_seconds']:.1f}")
+        line("  target 2: P8 / pipeline, cold", f"{results['target2_speedup_cold']:.1f}x", ">= 10x")
+        line("  target 2: P8 / pipeline, warm", f"{results['target2_speedup_warm']:.1f}x", ">= 10x")
+    if "pca_scale" in results:
+        pca = results["pca_scale"]
+        line(f"PCA {pca['rows']}x{pca['dim']}: numpy (s)", f"{pca['numpy_seconds']:.1f}")
+        line("PCA: chain, gram method (s)", f"{pca['gram_seconds']:.1f}")
+        line("  target 3: gram / numpy", f"{results['target3_ratio']:.2f}", "<= 2.0")
+    if "memory_peak_mb" in results:
+        memory = results["memory_peak_mb"]
+        line("peak RSS, driver + workers, 200 images (MB)", f"{memory[200]:.0f}")
+        line("peak RSS, driver + workers, 2000 images (MB)", f"{memory[2000]:.0f}")
+        line("  target 4: 2000 / 200", f"{results['target4_ratio']:.2f}", "<= 1.25")
+    for variant in results.get("precision", []):
+        extra = f", cosine min {variant['cosine_min']:.4f}" if "cosine_min" in variant else ""
+        line(f"ceiling {variant['variant']} (images/s{extra})", f"{variant['median_images_per_s']:.1f}")
+    for size in results.get("image_sizes", []):
+        line(f"image size {size['image_size']}: images/s, 1-NN / centroid accuracy",
+             f"{size['images_per_s']:.1f} {size['accuracy_1nn']:.2f} {size['accuracy_centroid']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
