@@ -146,7 +146,7 @@ def main() -> None:
                 folder = os.path.join(work, f"memory{count}")
                 make_dataset(folder, count, seed=2)
                 driver = ("from helpers.config import PipelineConfig; from helpers.pipeline import run_pipeline; "
-                          f"run_pipeline(PipelineConfig({folder!r}, {folder + '_out'!r}, spark_master='local[*]', pca_method='gram'))")
+                          f"run_pipeline(PipelineConfig({folder!r}, {folder + '_out'!r}, spark_master='local[*]'))")
                 memory[count] = peak_tree_rss([sys.executable, "-c", driver])["peak_rss_mb"]
             results["memory_peak_mb"] = memory
             results["target4_ratio"] = memory[2000] / memory[200]
