@@ -121,7 +121,7 @@ def main() -> None:
         make_dataset(images, args.n, seed=1)
         half = subset(images, os.path.join(work, "half"), args.n // 2)
 
-        ceilings = [python_module("benchmarks.ceiling", images, "--repeats", "1") for _ in range(args.repeats)]
+        ceilings = [python_module("benchmarks.ceiling", images, "--repeats", "3") for _ in range(args.repeats)]
         results["ceiling_images_per_s"] = median(c["median_images_per_s"] for c in ceilings)
         runs = [python_module("benchmarks.pipeline_bench", images, half, os.path.join(work, f"out{i}"))
                 for i in range(args.repeats)]
