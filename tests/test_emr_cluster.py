@@ -762,6 +762,6 @@ def test_cloud_guide_cost_estimate_states_its_assumptions() -> None:
     section = text[text.index("## 14. Cost"):]
     assert "Estimate" in section and "2025" in section and "pricing" in section
     assert "m5.xlarge" in section and "$0.224 per hour" in section and "EMR surcharge" in section
-    assert "30 images/s per 4-vCPU node" in section and "placeholder" in section
-    # 90,000 images / (2 core nodes x 30 images/s) = 1,500 s = 25 min.
-    assert "90,000 / 60 images/s | ~25 min" in section
+    assert "60 images/s per m5.xlarge core node" in section and "docs/benchmarks.md" in section
+    # 90,000 images / (2 core nodes x 60 images/s) = 750 s = 12.5 min.
+    assert "90,000 / 120 images/s | ~13 min" in section
