@@ -119,6 +119,8 @@ def test_cloud_notebook_on_s3_with_papermill(s3_server, s3_client, tmp_path, mon
 
     keys = set(s3_keys(s3_client, bucket, "outputs/run-1/"))
     assert "outputs/run-1/cloud-executed.ipynb" in keys and "outputs/run-1/manifest.json" in keys
+    report = s3_client.get_object(Bucket=bucket, Key="outputs/run-1/report.html")["Body"].read()
+    assert b"Fruits! run report" in report and b"data:image/png;base64," in report
     notebook = nbformat.reads(
         s3_client.get_object(Bucket=bucket, Key="outputs/run-1/cloud-executed.ipynb")["Body"].read().decode(),
         as_version=4,
