@@ -11,8 +11,11 @@ Public contract (relied on by other code and checks)::
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import threading
-import uuid
+import time
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -38,9 +41,16 @@ FEATURE_RESULT_TYPE = StructType(
     ]
 )
 
+#: Environment variable naming a folder: when set (in the executors' environment), every Python
+#: worker appends one JSON line per model build and per model batch to ``<folder>/<pid>.jsonl``
+#: (wall-clock start/end and image count). Used by the benchmarks to measure steady-state
+#: featurization inside a real run; unset, nothing is written.
+TIMINGS_ENV = "FRUITS_FEATURE_TIMINGS"
+
 _cache_lock = threading.Lock()
 _extractors: Dict[Tuple, "FeatureExtractor"] = {}
 _threads_configured = False
+_gpus_configured = False
 
 
 class FeatureExtractor:
@@ -56,6 +66,7 @@ class FeatureExtractor:
         import tensorflow as tf
         from keras.applications import imagenet_utils
 
+        configure_gpus()
         self.image_size = image_size
         self.batch_size = batch_size
         self.model = build_model(weight_set, image_size=image_size, include_top=False)
@@ -71,6 +82,9 @@ class FeatureExtractor:
             return model(inputs, training=False)
 
         self._infer = infer
+        # Trace the graph now, on one blank image, so that building the extractor is the whole
+        # cold start and the first real batch already runs at full speed.
+        infer(np.zeros((1, image_size, image_size, 3), dtype=np.uint8))
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         """Features of ``pixels`` (``(n, size, size, 3)`` uint8) as ``(n, 1280)`` float32."""
@@ -88,6 +102,7 @@ def configure_tensorflow_threads(threads: int) -> None:
 
     Spark runs one Python worker per concurrent task; giving each ``spark.task.cpus`` threads
     keeps workers x threads equal to the executor's cores instead of oversubscribing them.
+    On a GPU executor the model runs on the GPU whatever these CPU thread counts are.
     """
     global _threads_configured
     if _threads_configured:
@@ -100,6 +115,25 @@ def configure_tensorflow_threads(threads: int) -> None:
     except RuntimeError:
         pass  # TensorFlow already started in this process; keep its settings.
     _threads_configured = True
+
+
+def configure_gpus() -> None:
+    """Let TensorFlow grow its GPU memory as needed instead of taking it all (once per process).
+
+    An executor runs one Python worker per concurrent task and each holds a model: with memory
+    growth they share the GPU instead of the first one reserving all of it. A no-op without GPU.
+    """
+    global _gpus_configured
+    if _gpus_configured:
+        return
+    import tensorflow as tf
+
+    for gpu in tf.config.list_physical_devices("GPU"):
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except (RuntimeError, ValueError):
+            pass  # the GPU is already initialised in this process; keep its settings
+    _gpus_configured = True
 
 
 def get_extractor(
@@ -148,19 +182,53 @@ def extract_features(
     return get_extractor(weights, image_size, batch_size)(np.stack(pixels))
 
 
+def weights_fingerprint(weight_set: WeightSet) -> str:
+    """A digest of the weights' values (layer names, shapes and bytes): the workers' cache key.
+
+    Two runs with the same weights in the same session find the model already built in each
+    Python worker (Spark reuses its workers); other weights get a model of their own.
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(f"{weight_set.flavour}|".encode())
+    for name in sorted(weight_set.layers):
+        digest.update(name.encode())
+        for array in weight_set.layers[name]:
+            contiguous = np.ascontiguousarray(array)
+            digest.update(f"{contiguous.dtype}{contiguous.shape}".encode())
+            digest.update(contiguous.data)
+    return digest.hexdigest()
+
+
 def _extractor_for_broadcast(
     weights: Broadcast, token: str, image_size: int, batch_size: int, threads: int
 ) -> FeatureExtractor:
     """The worker's extractor for broadcast weights: built once per Python worker process.
 
-    ``token`` names the broadcast (made on the driver): worker-side broadcasts carry no id.
+    ``token`` identifies the weights (:func:`weights_fingerprint`, computed on the driver):
+    worker-side broadcasts carry no id, and a digest keeps the model across UDFs and runs.
     """
     key = ("broadcast", token, image_size, batch_size)
     with _cache_lock:
         if key not in _extractors:
+            started = time.time()
             configure_tensorflow_threads(threads)
             _extractors[key] = FeatureExtractor(weights.value, image_size, batch_size)
+            _record_timing("build", started, time.time(), 0)
         return _extractors[key]
+
+
+def _record_timing(event: str, start: float, end: float, images: int) -> None:
+    """Append one timing line when ``$FRUITS_FEATURE_TIMINGS`` names a folder (benchmarks)."""
+    folder = os.environ.get(TIMINGS_ENV)
+    if not folder:
+        return
+    line = json.dumps({"pid": os.getpid(), "event": event, "start": start, "end": end,
+                       "images": images})
+    try:
+        with open(os.path.join(folder, f"{os.getpid()}.jsonl"), "a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+    except OSError:
+        pass  # timings are best effort; never fail a batch over them
 
 
 def featurize_udf(
@@ -175,12 +243,16 @@ def featurize_udf(
 
     The weights travel once to each executor as a broadcast (no download, no file on the
     executors); each Python worker builds the model on its first batch and keeps it for the
-    following tasks. Images that fail to decode get ``features = null`` and the reason in
-    ``error``; the batch goes on. ``images_through_model`` (an accumulator), when given,
-    counts the images that went through the CNN.
+    following tasks (and later runs with the same weights). Each Arrow batch is decoded and
+    featurized ``batch_size`` images at a time, so the decoded pixels in memory stay bounded
+    whatever ``spark.sql.execution.arrow.maxRecordsPerBatch`` is. Images that fail to decode get
+    ``features = null`` and the reason in ``error``; the batch goes on.
+    ``images_through_model`` (an accumulator), when given, counts the images that went
+    through the CNN.
     """
-    broadcast_weights = spark.sparkContext.broadcast(weight_set.without_top())
-    token = uuid.uuid4().hex
+    headless = weight_set.without_top()
+    broadcast_weights = spark.sparkContext.broadcast(headless)
+    token = weights_fingerprint(headless)
 
     @pandas_udf(FEATURE_RESULT_TYPE)  # type: ignore[call-overload]
     def featurize(contents: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
@@ -188,11 +260,20 @@ def featurize_udf(
             broadcast_weights, token, image_size, batch_size, threads_per_task
         )
         for batch in contents:
-            pixels, errors = decode_batch(batch.tolist(), image_size)
-            vectors = extractor(pixels)
+            values = batch.tolist()
+            vectors: List[np.ndarray] = []
+            errors: List[Optional[str]] = []
+            for start in range(0, len(values), batch_size):
+                began = time.time()
+                pixels, chunk_errors = decode_batch(values[start : start + batch_size], image_size)
+                chunk = extractor(pixels)
+                _record_timing("batch", began, time.time(), len(chunk))
+                vectors.append(chunk)
+                errors.extend(chunk_errors)
+            matrix = np.concatenate(vectors) if vectors else np.zeros((0, FEATURE_DIM), np.float32)
             if images_through_model is not None:
-                images_through_model.add(len(vectors))
-            yield _result_frame(vectors, errors)
+                images_through_model.add(len(matrix))
+            yield _result_frame(matrix, errors)
 
     return featurize
 
