@@ -149,7 +149,9 @@ def evaluate_frame(
         return result
 
     index = {label: position for position, label in enumerate(labels)}
-    mapping = F.create_map(*[item for label in labels for item in (F.lit(label), F.lit(index[label]))])
+    mapping = F.create_map(
+        *[item for label in labels for item in (F.lit(label), F.lit(index[label]))]
+    )
     frame = scores.where(F.col("split").isin(TRAIN_SPLIT, TEST_SPLIT)).select(
         "split",
         mapping[F.col("label")].cast("double").alias("target"),

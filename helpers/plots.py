@@ -191,7 +191,8 @@ def confusion_matrix_figure(
     tick_size = 12 if classes <= 12 else max(5, int(12 - (classes - 12) / 10))
     axis.set_xticks(range(classes))
     axis.set_yticks(range(classes))
-    axis.set_xticklabels(labels, rotation=45 if classes > 3 else 0, ha="right" if classes > 3 else "center",
+    tilted = classes > 3
+    axis.set_xticklabels(labels, rotation=45 if tilted else 0, ha="right" if tilted else "center",
                          fontsize=tick_size)
     axis.set_yticklabels(labels, fontsize=tick_size)
     axis.set_xlabel("predicted class")
@@ -201,9 +202,9 @@ def confusion_matrix_figure(
         for row in range(classes):
             for column in range(classes):
                 count = matrix[row, column]
+                colour = "white" if count > threshold else ("#333333" if count else "#bbbbbb")
                 axis.text(column, row, str(count), ha="center", va="center",
-                          fontsize=14 if classes <= 12 else 9,
-                          color="white" if count > threshold else ("#333333" if count else "#bbbbbb"))
+                          fontsize=14 if classes <= 12 else 9, color=colour)
     title = "Confusion matrix on the Test split"
     if accuracy is not None:
         title += f": accuracy {100 * accuracy:.1f}%"

@@ -11,9 +11,15 @@ It gathers the run's own tables and figures (images per class and split, failure
 reasons, sample images, explained variance, PC1/PC2 scatter, classifier accuracy and confusion
 matrix, seconds per stage, parameters and versions from the manifest), puts them in a small
 notebook built in memory (markdown cells, and code cells carrying only outputs) and exports
-that with nbconvert's ``HTMLExporter`` without code cells or prompts. The page is written into
-``output_path`` through :mod:`helpers.storage` (local folder or ``s3://``), with the figures
-as PNG files beside it.
+that with nbconvert's ``HTMLExporter`` without code cells or prompts. The page is written
+through :mod:`helpers.storage` (local folder or ``s3://``) next to the run's outputs
+(``run.location``: the run's own folder ``output_path/runs/<run_id>/``), with the figures as
+PNG files beside it, and once more as ``output_path/report.html``: the latest run's report,
+beside the top-level ``manifest.json`` (written after it, so a reader between the two writes
+may see the previous run's report for a moment).
+
+The report repeats what the run's cells show but is not a copy of the notebook; someone who
+wants the notebook's own narrative of a headless run exports the executed file (below).
 
 Why not export the executed notebook itself: in JupyterHub no executed ``.ipynb`` exists while
 the kernel runs (and with EMR's PySpark kernel the kernel does not even run where the notebook
@@ -77,7 +83,7 @@ REPORT_TEMPLATE = """{%- extends 'index.html.j2' -%}
   .jp-RenderedHTMLCommon { line-height: 1.5; }
   .jp-OutputArea-output img { max-width: 100%; height: auto; }
   .jp-OutputArea-output.jp-RenderedHTMLCommon table { margin-left: 0; margin-right: auto; }
-  .jp-RenderedHTMLCommon td, .jp-RenderedHTMLCommon th { text-align: left; }
+  table.text-left td, table.text-left th { text-align: left !important; }
 </style>
 {%- endblock html_head_css -%}
 """
@@ -176,10 +182,18 @@ def export_html(notebook: Any, title: str = "Fruits! report") -> str:
 
 
 def export_notebook(path: str, s3_endpoint: Optional[str] = None) -> str:
-    """An executed notebook file (local or ``s3://``) as HTML without its code cells."""
+    """An executed notebook file (local or ``s3://``) as HTML without its code cells.
+
+    Standard-error streams (Spark's and TensorFlow's warnings) are left out; the rest of every
+    cell's output (the stage log lines, tables, figures) is kept.
+    """
     import nbformat
 
     notebook = nbformat.reads(_read_file(path, s3_endpoint).decode("utf-8"), as_version=4)
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            cell.outputs = [output for output in cell.outputs
+                            if not (output.output_type == "stream" and output.name == "stderr")]
     title = os.path.splitext(os.path.basename(path))[0]
     return export_html(notebook, title=title)
 
@@ -211,13 +225,18 @@ def figure_output(figure: Any, description: str = "figure") -> Any:
     )
 
 
-def table_output(frame: pd.DataFrame, index: bool = True) -> Any:
-    """A display output holding ``frame`` as an HTML table (and plain text)."""
+def table_output(frame: pd.DataFrame, index: bool = True, text: bool = False) -> Any:
+    """A display output holding ``frame`` as an HTML table (and plain text).
+
+    Cells are right-aligned (numbers), or left-aligned with ``text=True`` (names, paths).
+    """
     import nbformat
 
+    classes = ["text-left"] if text else None
     return nbformat.v4.new_output(
         "display_data",
-        data={"text/html": frame.to_html(index=index, border=0), "text/plain": frame.to_string()},
+        data={"text/html": frame.to_html(index=index, border=0, classes=classes),
+              "text/plain": frame.to_string()},
     )
 
 
@@ -240,9 +259,11 @@ def counts_table(counts: pd.DataFrame) -> pd.DataFrame:
     return table.astype(int)
 
 
-def _key_values(pairs: Sequence[Tuple[str, Any]], key: str, value: str) -> pd.DataFrame:
-    return pd.DataFrame([(k, repr(v) if v in (None, "") else str(v)) for k, v in pairs],
-                        columns=[key, value])
+def _text_table(pairs: Sequence[Tuple[str, Any]], key: str, value: str) -> Any:
+    """A two-column, left-aligned table output; ``None`` and ``""`` shown as Python writes them."""
+    frame = pd.DataFrame([(k, repr(v) if v is None or v == "" else str(v)) for k, v in pairs],
+                         columns=[key, value])
+    return table_output(frame, index=False, text=True)
 
 
 def _when(timestamp: Any) -> str:
@@ -320,15 +341,18 @@ def report_notebook(
             _markdown(
                 f"### Failed images: {len(failures)}\nUnreadable files are listed, not fatal; "
                 f"they are in `failed/` with the reason."
-                + (f" The first {len(listed)} are shown ({more} more in `failed/`)." if more else "")
+                + (f" The first {len(listed)} are shown ({more} more in `failed/`)."
+                   if more else "")
             ),
-            _outputs(table_output(reasons.sort_values("images", ascending=False), index=False)),
-            _outputs(table_output(listed[["path", "reason"]], index=False)),
+            _outputs(table_output(reasons.sort_values("images", ascending=False), index=False,
+                                  text=True)),
+            _outputs(table_output(listed[["path", "reason"]], index=False, text=True)),
         ]
     else:
         cells.append(_markdown("### Failed images: none\nEvery listed image was featurized."))
     cells += [
-        _markdown("## 2. Sample images\nA few images of each class, decoded as the chain decodes them."),
+        _markdown("## 2. Sample images\n"
+                  "A few images of each class, decoded as the chain decodes them."),
         *figure(SAMPLE_GRID_PLOT, "sample images per class"),
         _markdown(
             "## 3. PCA of the MobileNetV2 features\n"
@@ -354,7 +378,8 @@ def report_notebook(
         cells.append(_markdown(_classification_markdown(classification)))
         cells += figure(CONFUSION_PLOT, "confusion matrix")
     timing_rows = pd.DataFrame(
-        [(name, round(value, 1)) for name, value in seconds.items()] + [("total", round(sum(seconds.values()), 1))],
+        [(name, round(value, 1)) for name, value in seconds.items()]
+        + [("total", round(sum(seconds.values()), 1))],
         columns=["stage", "seconds"],
     )
     cells += [
@@ -362,14 +387,13 @@ def report_notebook(
         *figure(TIMINGS_PLOT, "seconds per stage"),
         _outputs(table_output(timing_rows, index=False)),
         _markdown("## 6. Parameters and versions\nFrom the run's `manifest.json`."),
-        _outputs(table_output(_key_values(sorted(parameters.items()), "parameter", "value"), index=False)),
-        _outputs(table_output(_key_values(_run_facts(manifest), "fact", "value"), index=False)),
-        _outputs(table_output(_key_values(sorted(manifest.get("versions", {}).items()),
-                                          "library", "version"), index=False)),
+        _outputs(_text_table(sorted(parameters.items()), "parameter", "value")),
+        _outputs(_text_table(_run_facts(manifest), "fact", "value")),
+        _outputs(_text_table(sorted(manifest.get("versions", {}).items()), "library", "version")),
         _markdown("## 7. Outputs"),
-        _outputs(table_output(_key_values(
+        _outputs(_text_table(
             sorted({**manifest.get("outputs", {}), **(more_outputs or {})}.items()),
-            "output", "location"), index=False)),
+            "output", "location")),
     ]
     notebook = nbformat.v4.new_notebook(cells=cells)
     notebook.metadata["title"] = f"Fruits! run report {manifest.get('run_id', '')}".strip()
@@ -401,7 +425,8 @@ def _run_facts(manifest: Dict[str, Any]) -> List[Tuple[str, Any]]:
         ("images through the CNN", manifest.get("images_through_model")),
         ("PCA method", manifest.get("pca_method")),
         ("k (PCA components)", manifest.get("k")),
-        ("explained variance kept", f"{100 * float(manifest.get('explained_variance_kept', 0)):.2f}%"),
+        ("explained variance kept",
+         f"{100 * float(manifest.get('explained_variance_kept', 0)):.2f}%"),
     ]
 
 

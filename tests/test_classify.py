@@ -19,8 +19,9 @@ CLASSES, TRAIN, TEST = 6, 10, 5
 
 #: Accuracy floor on the Test split of the 6-class subset above. Chance is 1/6 = 16.7%.
 #: Measured (Nov 2026, 2-core machine, pyspark 3.5.9, torchvision weights): 93.3% here (28 of
-#: 30 Test images; the 2 errors are Lemon/Lime-like neighbours), and 100.0% (60 of 60) on the
-#: whole bundled sample that `make run` featurizes (30 Training + 10 Test per class, k = 53).
+#: 30 Test images; the 2 errors: a Kiwi taken for an Apple Red, a Lemon for a Kiwi), and
+#: 100.0% (60 of 60) on the whole bundled sample that `make run` featurizes (30 Training +
+#: 10 Test per class, k = 53).
 #: 70% is 4.2x chance (a random guesser reaches it with probability < 1e-9 on 30 images), yet
 #: leaves room for 6 more mistakes than measured (other BLAS, thread counts, library versions
 #: that move a few borderline Test views), so it fails only when the features really degrade.

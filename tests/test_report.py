@@ -22,7 +22,6 @@ import pandas as pd
 import pytest
 
 from helpers import classify, plots, report
-from helpers.storage import VARIANCE_PLOT
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 REPORT_FIGURES = (report.CLASS_COUNTS_PLOT, report.SAMPLE_GRID_PLOT, report.SCATTER_PLOT,
@@ -116,7 +115,8 @@ def test_command_line_prints_summary_and_report_and_exports_a_notebook(report_ru
     executed = nbformat.v4.new_notebook(cells=[
         nbformat.v4.new_markdown_cell("# A headless run"),
         nbformat.v4.new_code_cell("secret_code_marker = 42\nprint('visible output')", outputs=[
-            nbformat.v4.new_output("stream", name="stdout", text="visible output\n")]),
+            nbformat.v4.new_output("stream", name="stdout", text="visible output\n"),
+            nbformat.v4.new_output("stream", name="stderr", text="WARN noisy_spark_warning\n")]),
     ])
     path = tmp_path / "executed.ipynb"
     nbformat.write(executed, str(path))
@@ -126,6 +126,7 @@ def test_command_line_prints_summary_and_report_and_exports_a_notebook(report_ru
     exported = (tmp_path / "executed.html").read_text(encoding="utf-8")
     assert "visible output" in exported and "A headless run" in exported
     assert "secret_code_marker" not in exported and "<script" not in exported
+    assert "noisy_spark_warning" not in exported
 
 
 def test_command_line_fails_without_a_report(tmp_path, capsys):
