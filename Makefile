@@ -20,7 +20,7 @@ run: $(INSTALLED) check-java
 	$(PY) -m papermill notebooks/local.ipynb $(OUTPUT)/local.ipynb \
 		--cwd notebooks --log-output --progress-bar \
 		-p input_path $(CURDIR)/data/sample -p output_path $(CURDIR)/$(OUTPUT)
-	@$(PY) -m helpers.report $(OUTPUT)
+	@$(PY) -m helpers.report $(OUTPUT) --notebook $(OUTPUT)/local.ipynb
 
 test: $(INSTALLED) check-java
 	$(PY) -m pytest tests
