@@ -15,9 +15,13 @@ every component, and k. Scores are centred, like numpy's and scikit-learn's PCA.
 """
 from __future__ import annotations
 
+import ctypes
+import glob
+import os
 import pickle
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, List, Optional
+from typing import Any, Iterator, List, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -68,6 +72,47 @@ class PcaFit:
     def explained_variance_kept(self) -> float:
         """Share of the variance kept by the first k components."""
         return float(np.sum(self.explained_variance[: self.k]))
+
+
+_openblas: Any = None
+
+
+def _openblas_library() -> Any:
+    """numpy's bundled OpenBLAS (``scipy-openblas``) through ctypes, or ``False`` if not found."""
+    global _openblas
+    if _openblas is None:
+        _openblas = False
+        libs = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
+        for path in sorted(glob.glob(os.path.join(libs, "libscipy_openblas*.so*"))):
+            try:
+                library = ctypes.CDLL(path)
+                library.scipy_openblas_set_num_threads64_.argtypes = [ctypes.c_int]
+                library.scipy_openblas_get_num_threads64_.restype = ctypes.c_int
+                _openblas = library
+                break
+            except (OSError, AttributeError):
+                continue
+    return _openblas
+
+
+@contextmanager
+def single_threaded_blas() -> Iterator[None]:
+    """Run numpy's BLAS/LAPACK on one thread inside the block (no-op if it cannot be set).
+
+    Spark already runs one Python worker per core, and on the driver the 1280 x 1280 ``eigh``
+    is faster on one thread than on cores shared with executors or other jobs (0.5 s against
+    1 to 8 s on a loaded 2-core machine; see ``docs/benchmarks.md``).
+    """
+    library = _openblas_library()
+    if not library:
+        yield
+        return
+    previous = library.scipy_openblas_get_num_threads64_()
+    library.scipy_openblas_set_num_threads64_(1)
+    try:
+        yield
+    finally:
+        library.scipy_openblas_set_num_threads64_(previous)
 
 
 def choose_k(explained_variance: List[float], variance_target: float) -> int:
@@ -164,7 +209,8 @@ def _partition_moments(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordB
         centred = matrix - shift
         count += centred.shape[0]
         shifted_sum += centred.sum(axis=0, dtype=np.float64)
-        scatter += centred.T @ centred
+        with single_threaded_blas():
+            scatter += centred.T @ centred
     if count:
         offset = shifted_sum / count
         mean = shift.astype(np.float64) + offset
@@ -194,7 +240,8 @@ def _fit_gram(features: DataFrame) -> PcaFit:
     if count < 2:
         raise ValueError(f"PCA needs at least 2 feature vectors, got {count}")
     covariance = m2 / (count - 1)
-    eigenvalues, eigenvectors = np.linalg.eigh(covariance)
+    with single_threaded_blas():
+        eigenvalues, eigenvectors = np.linalg.eigh(covariance)
     order = np.argsort(eigenvalues)[::-1]
     eigenvalues = np.clip(eigenvalues[order], 0.0, None)
     eigenvectors = eigenvectors[:, order]
@@ -228,7 +275,8 @@ def project(spark: SparkSession, features: DataFrame, fit: PcaFit) -> DataFrame:
         for batch in batches:
             column = batch.column(batch.schema.get_field_index(FEATURES_COLUMN))
             matrix = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
-            scores = (matrix.reshape(len(column), -1) - mean) @ components
+            with single_threaded_blas():
+                scores = (matrix.reshape(len(column), -1) - mean) @ components
             values = pa.array(scores.reshape(-1), type=pa.float32())
             offsets = pa.array(np.arange(len(column) + 1, dtype=np.int32) * scores.shape[1])
             arrays = [batch.column(batch.schema.get_field_index(name)) for name in other_names]
