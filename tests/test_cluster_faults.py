@@ -198,10 +198,25 @@ class Cluster:
         return get_json(self.master_ui + "/json/")
 
     def stop(self) -> List[str]:
-        """SIGKILL everything started (drivers first, workers, master); return what survived."""
+        """End everything started and all it spawned; return what outlived that.
+
+        Every member of the started sessions is first frozen with SIGSTOP, sweeping until no
+        new member appears: a stopped process cannot spawn, so a Worker cannot launch one more
+        executor between the snapshot and the kill (a killed driver or worker makes the Master
+        reschedule). Then all of them get SIGKILL. Only processes still alive after that are
+        reported: they would be leaks.
+        """
         sessions = {process.pid for process in self.processes.values()}
-        for name in sorted(self.processes, key=lambda n: ("master" in n, "worker" in n)):
-            sigkill_all(process_tree(self.processes[name].pid))
+        frozen: Dict[int, psutil.Process] = {}
+        for _ in range(20):
+            fresh = [p for p in session_members(sessions) if p.pid not in frozen]
+            if not fresh:
+                break
+            for process in fresh:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    process.send_signal(signal.SIGSTOP)
+                frozen[process.pid] = process
+        sigkill_all(list(frozen.values()))
         for process in self.processes.values():
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=30)
