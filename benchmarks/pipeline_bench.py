@@ -27,7 +27,7 @@ def main() -> None:
     parser.add_argument("output")
     parser.add_argument("--master", default="local[*]")
     parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--pca-method", default="spark-ml")  # the chain's default
+    parser.add_argument("--pca-method", default="gram")  # the chain's default
     args = parser.parse_args()
 
     from helpers.config import PipelineConfig

@@ -38,7 +38,8 @@ class PipelineConfig:
         s3_endpoint: S3-compatible endpoint (e.g. ``http://127.0.0.1:8333``); ``""`` means AWS S3
             through the cluster's own file system and credentials.
         batch_size: images per model call inside the Spark UDF (raise it on GPU executors).
-        pca_method: ``"spark-ml"`` (pyspark.ml PCA) or ``"gram"`` (distributed Gram matrix).
+        pca_method: ``"gram"`` (distributed Gram matrix, default: fast at any size) or
+            ``"spark-ml"`` (pyspark.ml PCA; its JVM BLAS makes it much slower).
         incremental: reuse the last published run's features for images whose path, size and
             modification time are unchanged; only new or changed images go through the CNN.
         seed: seed for anything random (sample grid choice).
@@ -54,7 +55,7 @@ class PipelineConfig:
     spark_master: str = "local[*]"
     s3_endpoint: str = ""
     batch_size: int = 64
-    pca_method: str = "spark-ml"
+    pca_method: str = "gram"
     incremental: bool = False
     seed: int = 42
 
