@@ -15,10 +15,11 @@ import time
 import uuid
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 from urllib.parse import unquote, urlparse
 
 import pandas as pd
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
@@ -106,29 +107,36 @@ class Run:
                 if not storage.exists(self.spark, path):
                     raise FileNotFoundError(f"input_path does not exist: {path}")
                 self.root = storage.qualified(self.spark, path).rstrip("/")
-                scan = self._read_binary(self.root)
-                listing = self._with_empty_files(
-                    scan.select("path", "length", "modificationTime"), scan.inputFiles()
-                )
-            listing = self._labelled(listing)
-            if self.config.sample_limit is not None:
-                listing = listing.orderBy("path").limit(self.config.sample_limit)
-            self.listing = listing.cache()
-            self.images_total = self.listing.count()
+                scan = self._read_binary(self.root).select("path", "length", "modificationTime")
+                indexed = scan.inputFiles()  # the driver's file index: no Spark job
+                limited = self.config.sample_limit is not None
+                # Zero-byte files are in the index but not in the scan: with a sample_limit they
+                # are added first (they may be among the first paths), else only when missing.
+                self.listing = self._cached_listing(
+                    self._with_empty_files(scan, indexed) if limited else scan)
+                if not limited and self.images_total < len(indexed):
+                    self.listing.unpersist()
+                    self.listing = self._cached_listing(self._with_empty_files(scan, indexed))
             if self.images_total == 0:
                 raise ValueError(f"no .jpg/.jpeg/.png images found under input_path: {path}")
             LOG.info("listed %d images under %s", self.images_total, path)
         return self.listing
 
+    def _cached_listing(self, files: DataFrame) -> DataFrame:
+        """``files`` labelled, cut to ``sample_limit``, cached; sets ``images_total`` (one job)."""
+        listing = self._labelled(files)
+        if self.config.sample_limit is not None:
+            listing = listing.orderBy("path").limit(self.config.sample_limit)
+        listing = listing.cache()
+        self.images_total = listing.count()
+        return listing
+
     def _with_empty_files(self, scanned: DataFrame, indexed: List[str]) -> DataFrame:
         """Add the zero-byte files that Spark's file scan skips silently (length 0).
 
-        ``indexed`` is the driver's file index (``DataFrame.inputFiles``, URI-encoded); only
-        when it holds more files than the scan are the missing ones looked for.
+        ``indexed`` is the driver's file index (``DataFrame.inputFiles``, URI-encoded): files
+        in it that the scan did not return are added.
         """
-        scanned_count = scanned.count()
-        if len(indexed) == scanned_count:
-            return scanned
         paths = self.spark.createDataFrame([(hadoop_path_string(uri),) for uri in indexed], "path string")
         empty = paths.join(scanned, "path", "left_anti").select(
             "path",
@@ -219,23 +227,13 @@ class Run:
                 contents = self._read_binary(*paths) if paths else None
             else:
                 contents = self._read_binary(self.root)
-            written = self._featurize_contents(contents) if contents is not None else None
-            new_features = (
-                written.where(F.col("error").isNull()).drop("error") if written is not None else None
-            )
-            features = _union_all([reused, new_features])
-            failures = self._failures(written)
-            if features is None:
-                raise ValueError(f"no image under {config.input_path} could be featurized: see failed/")
-            storage.write_parquet(features, self.location(storage.FEATURES_DIR))
-            if failures is not None:
-                storage.write_parquet(failures.coalesce(1), self.location(storage.FAILED_DIR))
-            self.features = storage.read_parquet(self.spark, self.location(storage.FEATURES_DIR))
-            self.images_featurized = self.features.count()
-            self.images_failed = failures.count() if failures is not None else 0
-            self.images_reused = reused.count() if reused is not None else 0
+            featurized = self._featurize_contents(contents) if contents is not None else None
+            try:
+                self._write_features(reused, featurized)
+            finally:
+                if featurized is not None:
+                    featurized.unpersist()
             self._write_inventory()
-            storage.delete(self.spark, self.location(storage.STAGING_DIR))
             self._check_counts()
         LOG.info(
             "featurized %d images (%d reused from the last run, %d failed) of %d",
@@ -244,22 +242,51 @@ class Run:
         return self.counts()
 
     def _featurize_contents(self, contents: DataFrame) -> DataFrame:
-        """The CNN over ``contents`` (path, content), written once to staging and read back."""
+        """The CNN over ``contents`` (path, content): path, label, split, features, error.
+
+        Persisted (memory, then local disk): the features and failures writes both read it, and
+        the CNN runs once per image. Call ``unpersist`` when done.
+        """
         config = self.config
         udf = featurize_udf(
             self.spark, self.weight_set, config.image_size, config.batch_size,
             threads_per_task=task_cpus(self.spark),
             images_through_model=self.images_through_model,
         )
-        featurized = (
+        return (
             self._labelled(contents.select("path", "content"))
             .where(F.col("label").isNotNull())
             .select("path", "label", "split", udf(F.col("content")).alias("result"))
             .select("path", "label", "split", "result.features", "result.error")
+            .persist(StorageLevel.MEMORY_AND_DISK)
         )
-        staging = self.location(f"{storage.STAGING_DIR}/featurized")
-        storage.write_parquet(featurized, staging)
-        return storage.read_parquet(self.spark, staging)
+
+    def _write_features(self, reused: Optional[DataFrame], featurized: Optional[DataFrame]) -> None:
+        """Write ``features/`` (reused + new) and ``failed/``; set the image counts.
+
+        The counts come from one aggregation over ``featurized`` (the job that runs the CNN),
+        so the writes after it read cached rows.
+        """
+        config = self.config
+        new_ok = new_failed = 0
+        if featurized is not None:
+            for row in featurized.groupBy(F.col("error").isNull().alias("ok")).count().collect():
+                new_ok, new_failed = (row["count"], new_failed) if row.ok else (new_ok, row["count"])
+        self.images_reused = reused.count() if reused is not None else 0
+        new_features = (
+            featurized.where(F.col("error").isNull()).drop("error") if new_ok else None
+        )
+        failures, skipped = self._failures(featurized if new_failed else None)
+        self.images_failed = new_failed + skipped
+        if self.images_failed:
+            storage.write_parquet(failures.coalesce(1), self.location(storage.FAILED_DIR))
+        features = _union_all([reused, new_features])
+        if features is None:
+            raise ValueError(f"no image under {config.input_path} could be featurized: see "
+                             f"{self.location(storage.FAILED_DIR)}")
+        storage.write_parquet(features, self.location(storage.FEATURES_DIR))
+        self.features = storage.read_parquet(self.spark, self.location(storage.FEATURES_DIR))
+        self.images_featurized = self.images_reused + new_ok
 
     def _reusable_features(self, labelled: DataFrame) -> Optional[DataFrame]:
         """Features of the last published run for unchanged images (incremental mode only)."""
@@ -292,19 +319,22 @@ class Run:
         )
         storage.write_parquet(inventory, self.location(storage.INVENTORY_DIR))
 
-    def _failures(self, written: Optional[DataFrame]) -> Optional[DataFrame]:
-        """Failed images (path, reason): decode errors and images outside a class folder."""
-        parts: List[DataFrame] = []
-        if written is not None:
-            parts.append(
-                written.where(F.col("error").isNotNull()).select("path", F.col("error").alias("reason"))
-            )
+    def _failures(self, featurized: Optional[DataFrame]) -> Tuple[DataFrame, int]:
+        """Failed images (path, reason): decode errors in ``featurized`` (``None`` when there are
+        none), images outside a class folder and empty files; and how many of the latter two."""
         unlabelled = self.listing.where(F.col("label").isNull())
-        parts.append(unlabelled.select("path", F.lit(NO_CLASS_FOLDER).alias("reason")))
         empty = self.listing.where(F.col("label").isNotNull() & (F.col("length") == 0))
-        parts.append(empty.select("path", F.lit(EMPTY_FILE).alias("reason")))
-        failures = _union_all(parts)
-        return failures if failures.limit(1).count() else None
+        parts: List[Optional[DataFrame]] = [
+            unlabelled.select("path", F.lit(NO_CLASS_FOLDER).alias("reason")),
+            empty.select("path", F.lit(EMPTY_FILE).alias("reason")),
+        ]
+        skipped = parts[0].union(parts[1]).count()  # the listing is cached: no file access
+        if featurized is not None:
+            parts.append(
+                featurized.where(F.col("error").isNotNull())
+                .select("path", F.col("error").alias("reason"))
+            )
+        return _union_all(parts), skipped
 
     def _check_counts(self) -> None:
         accounted = self.images_featurized + self.images_failed

@@ -90,7 +90,7 @@ def test_a_run_killed_mid_write_leaves_the_previous_run_published(spark, tmp_pat
     try:
         while time.time() < deadline and process.poll() is None:
             new_runs = [name for name in os.listdir(runs) if name != published["run_id"]]
-            if new_runs and os.path.exists(os.path.join(runs, new_runs[0], "_staging")):
+            if new_runs and os.path.exists(os.path.join(runs, new_runs[0], "features")):
                 os.killpg(process.pid, signal.SIGKILL)
                 killed_while_writing = True
                 break
