@@ -392,7 +392,21 @@ def featurize_udf(
                 images_through_model.add(len(matrix))
             yield _result_frame(matrix, errors)
 
-    return featurize
+    # Marked nondeterministic so that the optimizer never copies the call into two places of
+    # a plan (a filter on ``error`` and a projection of ``features`` would run the CNN twice).
+    return featurize.asNondeterministic()
+
+
+def decode_error_udf(image_size: int):
+    """A pandas UDF ``binary content -> string``: why the image does not decode (the same
+    message :func:`featurize_udf` records), or null when it does. No model: for failures."""
+
+    @pandas_udf("string")  # type: ignore[call-overload]
+    def decode_error(contents: pd.Series) -> pd.Series:
+        errors = [decode_batch([content], image_size)[1][0] for content in contents]
+        return pd.Series(errors, dtype=object)
+
+    return decode_error
 
 
 def _result_frame(vectors: np.ndarray, errors: List[Optional[str]]) -> pd.DataFrame:

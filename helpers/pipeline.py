@@ -15,18 +15,17 @@ import time
 import uuid
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional
 from urllib.parse import unquote, urlparse
 
 import pandas as pd
-from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
 from helpers import plots, report, storage
 from helpers.config import IMAGE_EXTENSIONS, PipelineConfig
-from helpers.features import FEATURE_DIM, featurize_udf
+from helpers.features import FEATURE_DIM, decode_error_udf, featurize_udf
 from helpers.images import KNOWN_SPLITS, ImageDecodeError, decode_image
 from helpers.reduction import PCA_COLUMN, PcaFit, fit_pca, project
 from helpers.session import get_spark, task_cpus
@@ -41,6 +40,11 @@ IMAGE_GLOB = "*.{" + ",".join(
 
 NO_CLASS_FOLDER = "no class folder: the image lies directly in input_path"
 EMPTY_FILE = "empty file (0 bytes)"
+VANISHED = "gone or unreadable when read again for its error"
+NO_FEATURES = "decodes now but has no features: it may have changed during the run"
+
+#: Up to this many failed images are read again by name; beyond, the input is scanned once.
+MAX_FAILED_PATHS_READ_BY_NAME = 10_000
 
 
 def _setup_logging() -> None:
@@ -210,8 +214,10 @@ class Run:
     def featurize(self) -> Dict[str, int]:
         """Run MobileNetV2 once per image; write ``features/``, ``failed/`` and ``inventory/``.
 
-        In incremental mode, images the last published run already featurized (same path,
-        size and modification time) are taken from its features instead of the CNN.
+        The CNN's output goes straight into ``features/`` (one pass, nothing cached or staged).
+        Images missing from it afterwards are the failures: they are decoded again, without the
+        CNN, to record why. In incremental mode, images the last published run already
+        featurized (same path, size and modification time) are taken from its features.
         """
         config = self.config
         with self.stage("weights"):
@@ -227,12 +233,17 @@ class Run:
                 contents = self._read_binary(*paths) if paths else None
             else:
                 contents = self._read_binary(self.root)
-            featurized = self._featurize_contents(contents) if contents is not None else None
-            try:
-                self._write_features(reused, featurized)
-            finally:
-                if featurized is not None:
-                    featurized.unpersist()
+            new_features = self._featurize_contents(contents) if contents is not None else None
+            features = _union_all([reused, new_features])
+            if features is not None:
+                storage.write_parquet(features, self.location(storage.FEATURES_DIR))
+                self.features = storage.read_parquet(self.spark, self.location(storage.FEATURES_DIR))
+                self.images_featurized = self.features.count()  # from the Parquet footers
+            self.images_reused = reused.count() if reused is not None else 0
+            self._write_failures(labelled)
+            if features is None or self.images_featurized == 0:
+                raise ValueError(f"no image under {config.input_path} could be featurized: see "
+                                 f"{self.location(storage.FAILED_DIR)}")
             self._write_inventory()
             self._check_counts()
         LOG.info(
@@ -242,11 +253,8 @@ class Run:
         return self.counts()
 
     def _featurize_contents(self, contents: DataFrame) -> DataFrame:
-        """The CNN over ``contents`` (path, content): path, label, split, features, error.
-
-        Persisted (memory, then local disk): the features and failures writes both read it, and
-        the CNN runs once per image. Call ``unpersist`` when done.
-        """
+        """The CNN over ``contents`` (path, content): path, label, split, features of the images
+        that decoded (the others are left out; :meth:`_write_failures` finds them)."""
         config = self.config
         udf = featurize_udf(
             self.spark, self.weight_set, config.image_size, config.batch_size,
@@ -257,36 +265,52 @@ class Run:
             self._labelled(contents.select("path", "content"))
             .where(F.col("label").isNotNull())
             .select("path", "label", "split", udf(F.col("content")).alias("result"))
-            .select("path", "label", "split", "result.features", "result.error")
-            .persist(StorageLevel.MEMORY_AND_DISK)
+            .where(F.col("result.error").isNull())
+            .select("path", "label", "split", "result.features")
         )
 
-    def _write_features(self, reused: Optional[DataFrame], featurized: Optional[DataFrame]) -> None:
-        """Write ``features/`` (reused + new) and ``failed/``; set the image counts.
+    def _write_failures(self, labelled: DataFrame) -> None:
+        """Write ``failed/`` (path, reason) when any image failed; set ``images_failed``.
 
-        The counts come from one aggregation over ``featurized`` (the job that runs the CNN),
-        so the writes after it read cached rows.
+        Failures are the listed images outside a class folder, the empty files, and the
+        labelled images that are not in ``features/``: those are read and decoded again (no
+        CNN) for the reason. The listing is cached, so the first two cost no file access.
         """
-        config = self.config
-        new_ok = new_failed = 0
-        if featurized is not None:
-            for row in featurized.groupBy(F.col("error").isNull().alias("ok")).count().collect():
-                new_ok, new_failed = (row["count"], new_failed) if row.ok else (new_ok, row["count"])
-        self.images_reused = reused.count() if reused is not None else 0
-        new_features = (
-            featurized.where(F.col("error").isNull()).drop("error") if new_ok else None
-        )
-        failures, skipped = self._failures(featurized if new_failed else None)
-        self.images_failed = new_failed + skipped
+        unlabelled = self.listing.where(F.col("label").isNull())
+        empty = self.listing.where(F.col("label").isNotNull() & (F.col("length") == 0))
+        parts: List[Optional[DataFrame]] = [
+            unlabelled.select("path", F.lit(NO_CLASS_FOLDER).alias("reason")),
+            empty.select("path", F.lit(EMPTY_FILE).alias("reason")),
+        ]
+        skipped = parts[0].union(parts[1]).count()
+        featurized = getattr(self, "features", None)
+        missing = (
+            labelled.join(featurized.select("path"), "path", "left_anti")
+            if featurized is not None else labelled
+        ).select("path").cache()
+        undecoded = missing.count()
+        if undecoded:
+            parts.append(self._decode_reasons(missing, undecoded))
+        self.images_failed = skipped + undecoded
         if self.images_failed:
+            failures = _union_all(parts)
             storage.write_parquet(failures.coalesce(1), self.location(storage.FAILED_DIR))
-        features = _union_all([reused, new_features])
-        if features is None:
-            raise ValueError(f"no image under {config.input_path} could be featurized: see "
-                             f"{self.location(storage.FAILED_DIR)}")
-        storage.write_parquet(features, self.location(storage.FEATURES_DIR))
-        self.features = storage.read_parquet(self.spark, self.location(storage.FEATURES_DIR))
-        self.images_featurized = self.images_reused + new_ok
+        missing.unpersist()
+
+    def _decode_reasons(self, missing: DataFrame, count: int) -> DataFrame:
+        """path, reason for the ``missing`` images (``count`` of them), decoded again."""
+        if count <= MAX_FAILED_PATHS_READ_BY_NAME:
+            paths = [row.path for row in missing.collect()]
+            contents = self._read_binary(*paths)
+        else:  # many failures: one scan of the input, kept to the missing paths
+            contents = self._read_binary(self.root).join(missing, "path", "left_semi")
+        decode_error = decode_error_udf(self.config.image_size)(F.col("content"))
+        reasons = contents.select(
+            "path", F.coalesce(decode_error, F.lit(NO_FEATURES)).alias("reason"))
+        found = reasons.select("path").distinct()
+        vanished = missing.join(found, "path", "left_anti").select(
+            "path", F.lit(VANISHED).alias("reason"))
+        return reasons.unionByName(vanished)
 
     def _reusable_features(self, labelled: DataFrame) -> Optional[DataFrame]:
         """Features of the last published run for unchanged images (incremental mode only)."""
@@ -318,23 +342,6 @@ class Run:
                     F.coalesce("featurized", F.lit(False)).alias("featurized"))
         )
         storage.write_parquet(inventory, self.location(storage.INVENTORY_DIR))
-
-    def _failures(self, featurized: Optional[DataFrame]) -> Tuple[DataFrame, int]:
-        """Failed images (path, reason): decode errors in ``featurized`` (``None`` when there are
-        none), images outside a class folder and empty files; and how many of the latter two."""
-        unlabelled = self.listing.where(F.col("label").isNull())
-        empty = self.listing.where(F.col("label").isNotNull() & (F.col("length") == 0))
-        parts: List[Optional[DataFrame]] = [
-            unlabelled.select("path", F.lit(NO_CLASS_FOLDER).alias("reason")),
-            empty.select("path", F.lit(EMPTY_FILE).alias("reason")),
-        ]
-        skipped = parts[0].union(parts[1]).count()  # the listing is cached: no file access
-        if featurized is not None:
-            parts.append(
-                featurized.where(F.col("error").isNotNull())
-                .select("path", F.col("error").alias("reason"))
-            )
-        return _union_all(parts), skipped
 
     def _check_counts(self) -> None:
         accounted = self.images_featurized + self.images_failed
