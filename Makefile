@@ -25,11 +25,13 @@ run: $(INSTALLED) check-java
 test: $(INSTALLED) check-java
 	$(PY) -m pytest tests
 
-# Benchmarks (not part of the tests): N synthetic images, medians of REPEATS runs; see docs/benchmarks.md.
+# Benchmarks (not part of the tests): N synthetic images, medians of REPEATS runs, one run more at
+# each CURVE size; see docs/benchmarks.md.
 N ?= 300
 REPEATS ?= 3
+CURVE ?= 100,1000
 bench: $(INSTALLED) check-java
-	$(PY) -m benchmarks.run --n $(N) --repeats $(REPEATS) $(if $(SKIP),--skip $(SKIP))
+	$(PY) -m benchmarks.run --n $(N) --repeats $(REPEATS) --curve "$(CURVE)" $(if $(SKIP),--skip $(SKIP))
 
 check-java:
 	@$(PYTHON) scripts/check_java.py

@@ -1,4 +1,6 @@
-"""Figure for docs/benchmarks.md from benchmarks/results/latest.json.
+"""Figure for docs/benchmarks.md from benchmarks/results/latest.json: throughput against the
+number of images, for the one-process ceiling, the chain (featurization steady state, whole job
+cold and warm) and the P8-notebook baseline (whole job).
 
 Usage: ``python -m benchmarks.plot [RESULTS_JSON] [OUTPUT_PNG]``
 """
@@ -11,25 +13,38 @@ import sys
 from benchmarks.data import REPO
 from helpers import plots
 
+SERIES = (  # (label, images/s of one curve point, colour, line style)
+    ("one-process model ceiling", lambda p: p["ceiling_images_per_s"], "#27ae60", "--"),
+    ("chain featurization, steady state", lambda p: p["pipeline_steady_images_per_s"], "#1f4e79", "-"),
+    ("chain whole job, warm session", lambda p: p["images"] / p["pipeline_warm_job_seconds"], "#5b8fc7", "-"),
+    ("chain whole job, cold", lambda p: p["images"] / p["pipeline_job_seconds"], "#8fb8de", "-"),
+    ("P8-notebook baseline, whole job", lambda p: p["images"] / p["p8_job_seconds"], "#c0392b", ":"),
+)
+
 
 def main() -> None:
     source = sys.argv[1] if len(sys.argv) > 1 else os.path.join(REPO, "benchmarks", "results", "latest.json")
     target = sys.argv[2] if len(sys.argv) > 2 else os.path.join(REPO, "docs", "benchmarks-throughput.png")
-    results = json.load(open(source))
-    n = results["n"]
-    rates = {
-        "P8-notebook baseline\n(whole job)": n / results["p8_job_seconds"],
-        "chain, whole job\n(cold session)": n / results["pipeline_job_seconds"],
-        "chain, whole job\n(warm session)": n / results["pipeline_warm_job_seconds"],
-        "chain featurization\n(steady state)": results["pipeline_steady_images_per_s"],
-        "one-process model\nceiling": results["ceiling_images_per_s"],
-    }
-    figure, axis = plots._styled(figsize=(11, 5.5))  # noqa: SLF001 (the one style of the project)
-    bars = axis.barh(list(rates), list(rates.values()), color=["#aaaaaa", "#8fb8de", "#5b8fc7", "#1f4e79", "#27ae60"])
-    for bar, value in zip(bars, rates.values()):
-        axis.text(bar.get_width() + 0.5, bar.get_y() + bar.get_height() / 2, f"{value:.1f}", va="center")
-    axis.set_xlabel("images per second (224x224, 2 cores)")
-    axis.set_title(f"Throughput on {n} synthetic 100x100 images")
+    with open(source) as handle:
+        curve = json.load(handle)["curve"]
+    counts = [point["images"] for point in curve]
+    figure, axis = plots._styled(figsize=(11, 6))  # noqa: SLF001 (the one style of the project)
+    for label, rate, colour, style in SERIES:
+        points = [(p["images"], rate(p)) for p in curve if "p8" not in label.lower() or "p8_job_seconds" in p]
+        if not points:
+            continue
+        axis.plot(*zip(*points), style, marker="o", color=colour, label=label, linewidth=2)
+        count, value = points[-1]
+        axis.annotate(f"{value:.1f}", (count, value), textcoords="offset points", xytext=(6, 0),
+                      va="center", fontsize=10)
+    axis.set_xscale("log")
+    axis.set_yscale("log")
+    axis.set_xticks(counts)
+    axis.set_xticklabels([f"{count:,}" for count in counts])
+    axis.set_xlabel("number of images (synthetic 100x100 JPEGs, featurized at 224x224)")
+    axis.set_ylabel("images per second (2 cores)")
+    axis.set_title("Throughput against the number of images")
+    axis.legend(loc="lower right")
     with open(target, "wb") as handle:
         handle.write(plots.figure_png(figure))
     print(target)

@@ -3,6 +3,7 @@
 1. the one-process model ceiling (:mod:`benchmarks.ceiling`) and the chain's steady-state
    featurization (:mod:`benchmarks.pipeline_bench`), same images, size and cores: target 1;
 2. the whole job against the P8-notebook baseline (:mod:`benchmarks.p8_baseline`): target 2;
+   ceiling, chain and baseline again at the ``--curve`` sizes (throughput vs number of images);
 3. PCA at scale against numpy (:mod:`benchmarks.pca_scale`): target 3;
 4. peak memory (RSS of the driver and every worker process) at two sizes: target 4;
 5. XLA and bfloat16 against fp32 (:mod:`benchmarks.ceiling` variants);
@@ -11,7 +12,8 @@
 Each measurement runs in its own process (fresh Spark, fresh TensorFlow). Images are synthetic
 100x100 JPEGs in the Fruits-360 layout, made on the fly (:mod:`benchmarks.data`).
 
-Usage: ``python -m benchmarks.run [--n 300] [--repeats 3] [--skip p8,pca,memory,precision,sizes]``
+Usage: ``python -m benchmarks.run [--n 300] [--repeats 3] [--curve 100,1000]
+[--skip p8,pca,memory,precision,sizes]``
 """
 from __future__ import annotations
 
@@ -98,18 +100,38 @@ def machine() -> Dict:
             "load_average_at_start": os.getloadavg()}
 
 
-def subset(source: str, target: str, count: int) -> str:
-    for path in image_files(source)[:count]:
-        destination = os.path.join(target, os.path.relpath(path, source))
-        os.makedirs(os.path.dirname(destination), exist_ok=True)
-        shutil.copy(path, destination)
-    return target
+def pipeline_and_baseline(images: str, work: str, name: str, repeats: int, p8: bool) -> Dict:
+    """Ceiling, chain and (when ``p8``) the P8 baseline on the images in ``images``."""
+    count = len(image_files(images))
+    ceilings = [python_module("benchmarks.ceiling", images, "--repeats", "3") for _ in range(repeats)]
+    runs = [python_module("benchmarks.pipeline_bench", images, os.path.join(work, f"{name}-out{i}"))
+            for i in range(repeats)]
+    point = {
+        "images": count,
+        "ceiling_runs": ceilings,
+        "ceiling_images_per_s": median(c["median_images_per_s"] for c in ceilings),
+        "pipeline_runs": runs,
+        "pipeline_steady_images_per_s": median(r["steady_images_per_s"] for r in runs),
+        "pipeline_job_seconds": median(r["job_seconds"] for r in runs),
+        "pipeline_warm_job_seconds": median(r["warm_job_seconds"] for r in runs),
+    }
+    point["target1_ratio"] = point["pipeline_steady_images_per_s"] / point["ceiling_images_per_s"]
+    if p8:
+        baseline = python_module("benchmarks.p8_baseline", images, os.path.join(work, f"{name}-p8"),
+                                 timeout=3600)
+        point["p8"] = baseline
+        point["p8_job_seconds"] = baseline["seconds"]["total_after_session"]
+        point["target2_speedup_cold"] = point["p8_job_seconds"] / point["pipeline_job_seconds"]
+        point["target2_speedup_warm"] = point["p8_job_seconds"] / point["pipeline_warm_job_seconds"]
+    return point
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--curve", default="100,1000",
+                        help="more image counts, one run each, for throughput vs number of images")
     parser.add_argument("--pca-rows", type=int, default=100_000)
     parser.add_argument("--skip", default="")
     args = parser.parse_args()
@@ -119,24 +141,15 @@ def main() -> None:
     try:
         images = os.path.join(work, "images")
         make_dataset(images, args.n, seed=1)
-        half = subset(images, os.path.join(work, "half"), args.n // 2)
+        headline = pipeline_and_baseline(images, work, "main", args.repeats, "p8" not in skip)
+        results.update(headline)
+        curve = [headline]
+        for count in sorted({int(c) for c in args.curve.split(",") if c} - {args.n}):
+            folder = os.path.join(work, f"images{count}")
+            make_dataset(folder, count, seed=1)
+            curve.append(pipeline_and_baseline(folder, work, f"n{count}", 1, "p8" not in skip))
+        results["curve"] = sorted(curve, key=lambda point: point["images"])
 
-        ceilings = [python_module("benchmarks.ceiling", images, "--repeats", "3") for _ in range(args.repeats)]
-        results["ceiling_images_per_s"] = median(c["median_images_per_s"] for c in ceilings)
-        runs = [python_module("benchmarks.pipeline_bench", images, half, os.path.join(work, f"out{i}"))
-                for i in range(args.repeats)]
-        results["pipeline_runs"] = runs
-        results["pipeline_steady_images_per_s"] = median(r["steady_images_per_s"] for r in runs)
-        results["pipeline_job_seconds"] = median(r["job_seconds"] for r in runs)
-        results["pipeline_warm_job_seconds"] = median(r["warm_job_seconds"] for r in runs)
-        results["target1_ratio"] = results["pipeline_steady_images_per_s"] / results["ceiling_images_per_s"]
-
-        if "p8" not in skip:
-            p8 = python_module("benchmarks.p8_baseline", images, os.path.join(work, "p8"), timeout=3600)
-            results["p8"] = p8
-            results["p8_job_seconds"] = p8["seconds"]["total_after_session"]
-            results["target2_speedup_cold"] = results["p8_job_seconds"] / results["pipeline_job_seconds"]
-            results["target2_speedup_warm"] = results["p8_job_seconds"] / results["pipeline_warm_job_seconds"]
         if "pca" not in skip:
             results["pca_scale"] = python_module("benchmarks.pca_scale", work, "--rows", str(args.pca_rows))
             results["target3_ratio"] = results["pca_scale"]["gram_vs_numpy"]
@@ -179,6 +192,10 @@ def print_table(results: Dict) -> None:
         line("P8-notebook baseline whole job (s)", f"{results['p8_job_seconds']:.1f}")
         line("  target 2: P8 / pipeline, cold", f"{results['target2_speedup_cold']:.1f}x", ">= 10x")
         line("  target 2: P8 / pipeline, warm", f"{results['target2_speedup_warm']:.1f}x", ">= 10x")
+    for point in results.get("curve", []):
+        p8 = f", P8 {point['p8_job_seconds']:.0f} s" if "p8_job_seconds" in point else ""
+        line(f"{point['images']} images: job cold / warm (s){p8}",
+             f"{point['pipeline_job_seconds']:.1f} / {point['pipeline_warm_job_seconds']:.1f}")
     if "pca_scale" in results:
         pca = results["pca_scale"]
         line(f"PCA {pca['rows']}x{pca['dim']}: numpy (s)", f"{pca['numpy_seconds']:.1f}")
