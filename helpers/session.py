@@ -65,10 +65,6 @@ def get_spark(config: PipelineConfig) -> SparkSession:
                 "spark.driver.host": "127.0.0.1",
                 "spark.driver.bindAddress": "127.0.0.1",
                 "spark.driver.memory": os.environ.get("FRUITS_DRIVER_MEMORY", "4g"),
-                # The local JVM lives for one short job: C1-compiled code from the start makes
-                # its first Spark jobs seconds faster (the CNN runs in Python either way).
-                "spark.driver.extraJavaOptions": os.environ.get(
-                    "FRUITS_DRIVER_JAVA_OPTIONS", "-XX:TieredStopAtLevel=1"),
                 "spark.ui.showConsoleProgress": "false",
                 "spark.sql.shuffle.partitions": "8",
             }
