@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from typing import Any, Dict, Iterator, List, Optional
 from urllib.parse import unquote, urlparse
 
+import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -178,11 +179,13 @@ class Run:
         counts["split"] = counts["split"].fillna("(none)")
         return counts
 
-    def sample_images(self, per_class: int = 6) -> Any:
+    def sample_images(self, per_class: int = 6, max_classes: int = 12) -> Any:
         """A figure: a grid of up to ``per_class`` images of each class (decoded on the driver).
 
         After :meth:`featurize`, images are drawn from the featurized ones; before it, from the
         listing, a few spare per class, and files that do not decode are left out of the grid.
+        With more than ``max_classes`` classes (Fruits-360 has 130+), a seeded random choice of
+        ``max_classes`` of them is shown and the title says how many there are in all.
         """
         window = F.row_number().over(
             Window.partitionBy("label").orderBy(F.xxhash64("path", F.lit(self.config.seed)))
@@ -196,6 +199,12 @@ class Run:
             candidates.withColumn("rank", window).where(F.col("rank") <= per_class + 2)
             .select("path", "label").orderBy("label", "rank").toPandas()
         )
+        classes = sorted(chosen["label"].unique())
+        classes_in_total = len(classes) if len(classes) > max_classes else None
+        if classes_in_total is not None:
+            rng = np.random.default_rng(self.config.seed)
+            kept = set(rng.choice(classes, size=max_classes, replace=False))
+            chosen = chosen[chosen["label"].isin(kept)].reset_index(drop=True)
         contents = self._read_binary(*chosen["path"]).select("path", "content").toPandas()
         by_path = dict(zip(contents["path"], contents["content"]))
         shown, images = [], []
@@ -208,7 +217,7 @@ class Run:
             except ImageDecodeError:
                 continue
         grid = pd.DataFrame(shown, columns=["path", "label"])
-        return plots.sample_grid_figure(grid, images, per_class)
+        return plots.sample_grid_figure(grid, images, per_class, classes_in_total=classes_in_total)
 
     # -- stage 2: features -------------------------------------------------------------
     def featurize(self) -> Dict[str, int]:

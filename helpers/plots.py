@@ -128,14 +128,25 @@ def scatter_figure(points: pd.DataFrame, x: str = "pc_1", y: str = "pc_2") -> Fi
                          label=label if split in ("Training", "all") else None)
     axis.set_xlabel("PC 1 (score, feature units)")
     axis.set_ylabel("PC 2 (score, feature units)")
-    axis.set_title("Images on the first two principal components (o Training, ^ Test)")
-    axis.legend(loc="best", ncol=2 if len(labels) > 8 else 1, markerscale=1.3)
+    title = "Images on the first two principal components (o Training, ^ Test)"
+    if len(labels) > colours.N:  # colours repeat: a legend would name two classes per colour
+        title += f"\n{len(labels)} classes: colours repeat, no legend"
+    else:
+        axis.legend(loc="best", ncol=2 if len(labels) > 8 else 1, markerscale=1.3)
+    axis.set_title(title)
     return figure
 
 
 @_in_style
-def sample_grid_figure(samples: pd.DataFrame, images: List[np.ndarray], per_row: int) -> Figure:
-    """A grid of sample images: one row per class (``samples.label``), decoded ``images``."""
+def sample_grid_figure(
+    samples: pd.DataFrame, images: List[np.ndarray], per_row: int,
+    classes_in_total: Optional[int] = None,
+) -> Figure:
+    """A grid of sample images: one row per class (``samples.label``), decoded ``images``.
+
+    ``classes_in_total``: when the grid shows only some of the classes, how many there are; the
+    title then says "(shown of total classes)".
+    """
     labels = list(dict.fromkeys(samples["label"]))
     rows = max(1, len(labels))
     figure, axes = _styled(rows, per_row, figsize=(1.6 * per_row + 1.5, 1.6 * rows + 0.6),
@@ -148,7 +159,10 @@ def sample_grid_figure(samples: pd.DataFrame, images: List[np.ndarray], per_row:
             axes[row][column].imshow(images[position])
         axes[row][0].text(-0.08, 0.5, label, transform=axes[row][0].transAxes, ha="right",
                           va="center", fontsize=12)
-    figure.suptitle("Sample images per class", fontsize=16)
+    title = "Sample images per class"
+    if classes_in_total is not None:
+        title += f" ({len(labels)} of {classes_in_total} classes)"
+    figure.suptitle(title, fontsize=16)
     return figure
 
 

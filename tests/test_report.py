@@ -143,6 +143,29 @@ def test_figures_for_many_classes_stay_drawable():
     assert plots.figure_png(plots.confusion_matrix_figure(confusion, labels, 1.0))[:8] == PNG_MAGIC
     timings = plots.timings_figure({"list": 1.0, "featurize": 20.0, "pca_fit": 3.5})
     assert plots.figure_png(timings)[:8] == PNG_MAGIC
+    # 40 classes in a scatter: tab20 would repeat colours, so no legend, and the title says so.
+    rng = np.random.default_rng(0)
+    points = pd.DataFrame({"label": np.repeat(labels, 3), "split": "Training",
+                           "pc_1": rng.normal(size=120), "pc_2": rng.normal(size=120)})
+    scatter = plots.scatter_figure(points)
+    assert scatter.axes[0].get_legend() is None
+    assert "40 classes: colours repeat" in scatter.axes[0].get_title()
+    few = plots.scatter_figure(points[points.label.isin(labels[:5])])
+    assert [t.get_text() for t in few.axes[0].get_legend().get_texts()] == labels[:5]
+
+
+def test_sample_grid_shows_at_most_max_classes_and_says_how_many_there_are(pipeline_run):
+    classes = pipeline_run.class_counts()["label"].nunique()
+    assert classes > 3
+    figure = pipeline_run.sample_images(per_class=2, max_classes=3)
+    rows = {axis.get_subplotspec().rowspan.start for axis in figure.axes}
+    assert len(rows) == 3
+    assert f"(3 of {classes} classes)" in figure._suptitle.get_text()  # noqa: SLF001
+    again = pipeline_run.sample_images(per_class=2, max_classes=3)  # seeded: the same classes
+    assert ([t.get_text() for a in figure.axes for t in a.texts]
+            == [t.get_text() for a in again.axes for t in a.texts])
+    everything = pipeline_run.sample_images(per_class=1)
+    assert "classes)" not in everything._suptitle.get_text()  # noqa: SLF001
 
 
 # -- in a real browser ---------------------------------------------------------------------
