@@ -107,8 +107,12 @@ def test_pca_matches_numpy(pipeline_run):
 
 def test_gram_method_agrees_with_spark_ml(pipeline_run):
     features = pipeline_run.features
+    batch_rows = "spark.sql.execution.arrow.maxRecordsPerBatch"
+    session_batch_rows = features.sparkSession.conf.get(batch_rows)
     spark_ml = fit_pca(features, 0.95, method="spark-ml")
     gram = fit_pca(features, 0.95, method="gram")
+    # The fit reads larger Arrow batches, then leaves the session's setting as it was.
+    assert features.sparkSession.conf.get(batch_rows) == session_batch_rows
     assert gram.k == spark_ml.k
     np.testing.assert_allclose(gram.explained_variance[: gram.k],
                                spark_ml.explained_variance[: gram.k], rtol=1e-4, atol=1e-7)
