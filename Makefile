@@ -29,7 +29,7 @@ test: $(INSTALLED) check-java
 # each CURVE size; see docs/benchmarks.md.
 N ?= 300
 REPEATS ?= 3
-CURVE ?= 100,1000
+CURVE ?= 100,1000,5000
 bench: $(INSTALLED) check-java
 	$(PY) -m benchmarks.run --n $(N) --repeats $(REPEATS) --curve "$(CURVE)" $(if $(SKIP),--skip $(SKIP))
 
