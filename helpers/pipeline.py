@@ -29,7 +29,7 @@ from helpers.config import IMAGE_EXTENSIONS, PipelineConfig
 from helpers.features import FEATURE_DIM, decode_error_udf, featurize_udf
 from helpers.images import KNOWN_SPLITS, ImageDecodeError, decode_image
 from helpers.reduction import PCA_COLUMN, PcaFit, fit_pca, project
-from helpers.session import get_spark, task_cpus
+from helpers.session import balanced_file_scans, get_spark, task_cpus
 from helpers.weights import WeightSet, load_weight_set
 
 LOG = logging.getLogger("helpers.pipeline")
@@ -71,6 +71,7 @@ class Run:
         self.images_through_model = self.spark.sparkContext.accumulator(0)
         self.weight_set: Optional[WeightSet] = None
         self.images_total = 0
+        self.listed_bytes = (0, 0)  # total and largest file size of the listing
         self.images_featurized = 0
         self.images_failed = 0
         self.images_reused = 0
@@ -128,12 +129,15 @@ class Run:
         return self.listing
 
     def _cached_listing(self, files: DataFrame) -> DataFrame:
-        """``files`` labelled, cut to ``sample_limit``, cached; sets ``images_total`` (one job)."""
+        """``files`` labelled, cut to ``sample_limit``, cached; sets ``images_total`` and
+        ``listed_bytes`` (one job)."""
         listing = self._labelled(files)
         if self.config.sample_limit is not None:
             listing = listing.orderBy("path").limit(self.config.sample_limit)
         listing = listing.cache()
-        self.images_total = listing.count()
+        counts = listing.agg(F.count(F.lit(1)), F.sum("length"), F.max("length")).first()
+        self.images_total = int(counts[0])
+        self.listed_bytes = (int(counts[1] or 0), int(counts[2] or 0))
         return listing
 
     def _with_empty_files(self, scanned: DataFrame, indexed: List[str]) -> DataFrame:
@@ -238,14 +242,18 @@ class Run:
             if reused is not None:
                 to_featurize = labelled.join(reused.select("path"), "path", "left_anti")
             if config.sample_limit is not None or reused is not None:
-                paths = [row.path for row in to_featurize.select("path").collect()]
-                contents = self._read_binary(*paths) if paths else None
+                rows = to_featurize.select("path", "length").collect()
+                contents = self._read_binary(*[row.path for row in rows]) if rows else None
+                lengths = [row.length for row in rows]
+                scanned = (len(rows), sum(lengths), max(lengths, default=0))
             else:
                 contents = self._read_binary(self.root)
+                scanned = (self.images_total,) + self.listed_bytes
             new_features = self._featurize_contents(contents) if contents is not None else None
             features = _union_all([reused, new_features])
             if features is not None:
-                storage.write_parquet(features, self.location(storage.FEATURES_DIR))
+                with balanced_file_scans(self.spark, *scanned):  # every core busy to the end
+                    storage.write_parquet(features, self.location(storage.FEATURES_DIR))
                 self.features = storage.read_parquet(self.spark, self.location(storage.FEATURES_DIR))
                 self.images_featurized = self.features.count()  # from the Parquet footers
             self.images_reused = reused.count() if reused is not None else 0

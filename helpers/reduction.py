@@ -33,6 +33,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, FloatType, StructField, StructType
 
+from helpers.session import temporary_conf
+
 FEATURES_COLUMN = "features"
 PCA_COLUMN = "pca"
 
@@ -252,25 +254,11 @@ def _merge_packed(left: bytes, right: bytes) -> bytes:
 #: Rows per Arrow batch while fitting (the session's default, sized for images, is smaller):
 #: fewer, larger ``X^T X`` products run closer to BLAS peak (100,000 x 1280: fit 2.6 s -> 2.1 s).
 GRAM_BATCH_ROWS = 4096
+ARROW_BATCH_ROWS_KEY = "spark.sql.execution.arrow.maxRecordsPerBatch"
 
 #: Up to this many partial results go straight to the driver (6.5 MB each at d = 1280);
 #: beyond, they are merged on the executors with ``treeReduce`` first.
 DIRECT_MERGE_MAX = 32
-
-
-@contextmanager
-def _arrow_batch_rows(spark: SparkSession, rows: int) -> Iterator[None]:
-    """Arrow batches of ``rows`` rows for the jobs run inside the block (then the setting back)."""
-    key = "spark.sql.execution.arrow.maxRecordsPerBatch"
-    previous = spark.conf.get(key, None)
-    spark.conf.set(key, str(rows))
-    try:
-        yield
-    finally:
-        if previous is None:
-            spark.conf.unset(key)
-        else:
-            spark.conf.set(key, previous)
 
 
 def _fit_gram(features: DataFrame) -> PcaFit:
@@ -287,7 +275,7 @@ def _fit_gram(features: DataFrame) -> PcaFit:
     if selected.rdd.getNumPartitions() > parallelism:
         selected = selected.coalesce(parallelism)
     partials = selected.mapInArrow(_partition_moments, "stats binary")
-    with _arrow_batch_rows(spark, GRAM_BATCH_ROWS):
+    with temporary_conf(spark, ARROW_BATCH_ROWS_KEY, str(GRAM_BATCH_ROWS)):
         if selected.rdd.getNumPartitions() <= DIRECT_MERGE_MAX:
             rows = [_unpack_moments(bytes(row.stats)) for row in partials.collect()]
             if not rows:

@@ -1,0 +1,51 @@
+"""Session settings: file scans split into whole waves of the task slots (real Spark, real files)."""
+from __future__ import annotations
+
+import os
+from typing import List
+
+from pyspark.sql import functions as F
+
+from helpers.session import balanced_file_scans, balanced_partition_bytes, temporary_conf
+
+MB = 2**20
+OPEN_COST = 128 * 1024  # the chain's spark.sql.files.openCostInBytes
+
+
+def test_partition_bound_gives_whole_waves_below_the_session_bound() -> None:
+    # 5,000 images of 5 kB on 2 slots: Spark's 128 MB bound makes 6 partitions (5 full, 1 small).
+    bound = balanced_partition_bytes(5000, 5000 * 5000, 6000, 2, OPEN_COST, 128 * MB)
+    cost = 5000 * (5000 + OPEN_COST)
+    assert bound <= 128 * MB
+    assert bound <= cost / 6 + 6000  # 3 waves of 2, near-equal
+    # Few files: one partition per slot, as Spark already does.
+    few = balanced_partition_bytes(300, 300 * 5000, 5000, 2, OPEN_COST, 128 * MB)
+    assert 150 * (5000 + OPEN_COST) - OPEN_COST <= few < 151 * (5000 + OPEN_COST)
+    # Nothing to scan: the session's bound is kept.
+    assert balanced_partition_bytes(0, 0, 0, 2, OPEN_COST, 128 * MB) == 128 * MB
+
+
+def _partition_sizes(spark, folder: str) -> List[int]:
+    scan = spark.read.format("binaryFile").load(folder)
+    return [row["n"] for row in scan.groupBy(F.spark_partition_id().alias("p"))
+            .agg(F.count(F.lit(1)).alias("n")).collect()]
+
+
+def test_scan_of_many_small_files_splits_into_equal_waves(spark, tmp_path) -> None:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    files, size = 320, 3000
+    for index in range(files):
+        (folder / f"{index}.jpg").write_bytes(os.urandom(size))
+    slots = spark.sparkContext.defaultParallelism
+    # A 6 MB bound stands for the default 128 MB at 25x the files: Spark's own packing leaves
+    # one small last partition (an idle core in the last wave).
+    with temporary_conf(spark, "spark.sql.files.maxPartitionBytes", str(6 * MB)):
+        unbalanced = _partition_sizes(spark, str(folder))
+        with balanced_file_scans(spark, files, files * size, size):
+            balanced = _partition_sizes(spark, str(folder))
+        assert spark.conf.get("spark.sql.files.maxPartitionBytes") == str(6 * MB)  # set back
+    assert sum(unbalanced) == sum(balanced) == files
+    assert len(unbalanced) % slots != 0 or min(unbalanced) < 0.5 * max(unbalanced)
+    assert len(balanced) % slots == 0
+    assert min(balanced) >= 0.9 * max(balanced), balanced
