@@ -1,7 +1,8 @@
 """``make bench``: every benchmark of the chain in one invocation, a table, and a JSON file.
 
 1. the one-process model ceiling (:mod:`benchmarks.ceiling`) and the chain's steady-state
-   featurization (:mod:`benchmarks.pipeline_bench`), same images, size and cores: target 1;
+   featurization (:mod:`benchmarks.pipeline_bench`), same images, size and cores, at every
+   image count; target 1 is judged on the largest (a steady state needs a long enough run);
 2. the whole job against the P8-notebook baseline (:mod:`benchmarks.p8_baseline`): target 2;
    ceiling, chain and baseline again at the ``--curve`` sizes (throughput vs number of images);
 3. PCA at scale against numpy (:mod:`benchmarks.pca_scale`): target 3;
@@ -144,11 +145,18 @@ def main() -> None:
         headline = pipeline_and_baseline(images, work, "main", args.repeats, "p8" not in skip)
         results.update(headline)
         curve = [headline]
-        for count in sorted({int(c) for c in args.curve.split(",") if c} - {args.n}):
+        counts = sorted({int(c) for c in args.curve.split(",") if c} - {args.n})
+        for count in counts:
             folder = os.path.join(work, f"images{count}")
             make_dataset(folder, count, seed=1)
-            curve.append(pipeline_and_baseline(folder, work, f"n{count}", 1, "p8" not in skip))
+            repeats = args.repeats if count == counts[-1] and count > args.n else 1  # target 1's
+            curve.append(pipeline_and_baseline(folder, work, f"n{count}", repeats, "p8" not in skip))
         results["curve"] = sorted(curve, key=lambda point: point["images"])
+        # Target 1 is a steady state: judged on the run with the most images (at 300, each of
+        # the 2 workers runs 3 batches and the first one re-warms after the idle between runs).
+        longest = results["curve"][-1]
+        results["target1_images"] = longest["images"]
+        results["target1_ratio"] = longest["target1_ratio"]
 
         if "pca" not in skip:
             results["pca_scale"] = python_module("benchmarks.pca_scale", work, "--rows", str(args.pca_rows))
@@ -185,7 +193,12 @@ def print_table(results: Dict) -> None:
           f"{results['machine']['cpu']}, {results['machine']['cores']} cores")
     line("one-process model ceiling (images/s, 224x224)", f"{results['ceiling_images_per_s']:.1f}")
     line("pipeline featurization, steady state (images/s)", f"{results['pipeline_steady_images_per_s']:.1f}")
-    line("  target 1: pipeline / ceiling", f"{results['target1_ratio']:.2f}", ">= 0.90")
+    for point in results["curve"]:
+        line(f"{point['images']} images: ceiling / steady (images/s), ratio",
+             f"{point['ceiling_images_per_s']:.0f} / {point['pipeline_steady_images_per_s']:.0f}, "
+             f"{point['target1_ratio']:.2f}")
+    line(f"  target 1: pipeline / ceiling, {results['target1_images']} images",
+         f"{results['target1_ratio']:.2f}", ">= 0.90")
     line("pipeline whole job, cold (s)", f"{results['pipeline_job_seconds']:.1f}")
     line("pipeline whole job, warm session (s)", f"{results['pipeline_warm_job_seconds']:.1f}")
     if "p8" in results:
