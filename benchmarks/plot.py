@@ -29,13 +29,20 @@ def main() -> None:
         curve = json.load(handle)["curve"]
     counts = [point["images"] for point in curve]
     figure, axis = plots._styled(figsize=(11, 6))  # noqa: SLF001 (the one style of the project)
+    ends = []  # the last point of each curve, labelled with its value
     for label, rate, colour, style in SERIES:
         points = [(p["images"], rate(p)) for p in curve if "p8" not in label.lower() or "p8_job_seconds" in p]
         if not points:
             continue
         axis.plot(*zip(*points), style, marker="o", color=colour, label=label, linewidth=2)
-        count, value = points[-1]
-        axis.annotate(f"{value:.1f}", (count, value), textcoords="offset points", xytext=(6, 0),
+        ends.append(points[-1])
+    ends.sort(key=lambda point: point[1])
+    for index, (count, value) in enumerate(ends):
+        # Labels of neighbouring ends within 12 % of each other are pushed apart vertically.
+        below = index > 0 and value / ends[index - 1][1] < 1.12
+        above = index + 1 < len(ends) and ends[index + 1][1] / value < 1.12
+        shift = 6 if below and not above else -6 if above and not below else 0
+        axis.annotate(f"{value:.1f}", (count, value), textcoords="offset points", xytext=(6, shift),
                       va="center", fontsize=10)
     axis.set_xscale("log")
     axis.set_yscale("log")
