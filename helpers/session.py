@@ -164,18 +164,20 @@ def balanced_partition_bytes(
     Spark packs files (largest first, each counted with ``open_cost``) into partitions of at
     most ``max_bytes``: 5,000 small images on 2 cores make 5 full partitions and a small
     sixth, and the last wave runs on one core while the other waits (a fifth of the
-    featurization's time). The bound returned here gives a multiple of ``slots`` partitions
-    of near-equal cost (never above ``max_bytes``), so every wave keeps every core busy.
+    featurization's time). The bound returned here asks for a multiple of ``slots``
+    partitions (never above ``max_bytes``) and holds ``ceil(files / partitions)`` files of the
+    largest size: the first partitions, which get the largest files, are never short of a file
+    (a bound sized on the mean left one image over, run alone as one more wave); partitions of
+    smaller files may hold a few more.
     """
     if files < 1 or slots < 1:
         return max_bytes
     cost = total_bytes + files * open_cost
     partitions = slots * max(1, math.ceil(cost / (slots * max_bytes)))
     # Spark closes a partition when the next file's length would pass the bound, counting the
-    # open cost of the files already in it: files of equal size fill exactly ceil(files /
-    # partitions) per partition with this bound; unequal sizes come out near-equal.
+    # open cost of the files already in it.
     per_partition = math.ceil(files / partitions)
-    bound = math.ceil(per_partition * cost / files) - open_cost + largest_file
+    bound = per_partition * (largest_file + open_cost) - open_cost
     return int(min(max_bytes, max(open_cost, bound)))
 
 
@@ -194,5 +196,8 @@ def balanced_file_scans(
     open_cost = int(jvm_bytes.byteStringAsBytes(spark.conf.get("spark.sql.files.openCostInBytes", "4m")))
     slots = max(1, spark.sparkContext.defaultParallelism // task_cpus(spark))
     bound = balanced_partition_bytes(files, total_bytes, largest_file, slots, open_cost, max_bytes)
-    with temporary_conf(spark, key, str(bound)):
+    # Spark also caps a partition at (all bytes / minPartitionNum, by default the slots): with
+    # one wave, that is the mean and the largest files would not fit; the bound decides alone.
+    with temporary_conf(spark, key, str(bound)), \
+            temporary_conf(spark, "spark.sql.files.minPartitionNum", "1"):
         yield

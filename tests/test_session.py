@@ -17,7 +17,8 @@ def test_partition_bound_gives_whole_waves_below_the_session_bound() -> None:
     bound = balanced_partition_bytes(5000, 5000 * 5000, 6000, 2, OPEN_COST, 128 * MB)
     cost = 5000 * (5000 + OPEN_COST)
     assert bound <= 128 * MB
-    assert bound <= cost / 6 + 6000  # 3 waves of 2, near-equal
+    assert 834 * (6000 + OPEN_COST) - OPEN_COST <= bound  # 5000 / 6 files of the largest size
+    assert cost / bound > 5  # so 6 partitions: 3 waves of 2
     # Few files: one partition per slot, as Spark already does.
     few = balanced_partition_bytes(300, 300 * 5000, 5000, 2, OPEN_COST, 128 * MB)
     assert 150 * (5000 + OPEN_COST) - OPEN_COST <= few < 151 * (5000 + OPEN_COST)
@@ -48,4 +49,21 @@ def test_scan_of_many_small_files_splits_into_equal_waves(spark, tmp_path) -> No
     assert sum(unbalanced) == sum(balanced) == files
     assert len(unbalanced) % slots != 0 or min(unbalanced) < 0.5 * max(unbalanced)
     assert len(balanced) % slots == 0
+    assert min(balanced) >= 0.9 * max(balanced), balanced
+
+
+def test_scan_of_unequal_files_makes_no_extra_partition(spark, tmp_path) -> None:
+    # Like 300 Fruits-360 JPEGs (2 to 3.2 kB) on the default bound: one partition per slot.
+    # Spark packs the largest files first, so a bound sized on the mean size let the first
+    # partition hold one file fewer and a third task of one image ran alone.
+    folder = tmp_path / "images"
+    folder.mkdir()
+    sizes = [2000 + (index * 397) % 1200 for index in range(300)]
+    for index, size in enumerate(sizes):
+        (folder / f"{index}.jpg").write_bytes(os.urandom(size))
+    slots = spark.sparkContext.defaultParallelism
+    with balanced_file_scans(spark, len(sizes), sum(sizes), max(sizes)):
+        balanced = _partition_sizes(spark, str(folder))
+    assert sum(balanced) == len(sizes)
+    assert len(balanced) == slots, balanced
     assert min(balanced) >= 0.9 * max(balanced), balanced
