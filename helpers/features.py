@@ -11,7 +11,8 @@ it, so every layer is one fused convolution + bias (+ ReLU6). It computes what
 :func:`helpers.weights.build_model`'s Keras model computes (same padding per flavour; features
 within 1e-4, cosine > 0.99999), about 20 % faster, and builds in a fraction of the time the
 Keras model takes (no Keras layers to create, a small graph to trace): the workers' cold start
-is mostly TensorFlow's import. See ``docs/benchmarks.md``.
+is mostly TensorFlow's import, which :mod:`helpers.worker_daemon` does once per executor, before
+forking the workers. See ``docs/benchmarks.md``.
 
 Public contract (relied on by other code and checks)::
 

@@ -1,9 +1,10 @@
 """Spark session: reuse the one that exists (Livy, pyspark shell) or build one for the run.
 
-Owns every Spark setting the chain depends on: workers on the driver's Python, loopback in
-local mode, Arrow for pandas UDFs, file packing for many small images, and S3A for an
-S3-compatible endpoint (tests, MinIO/SeaweedFS). On EMR nothing S3-specific is set: ``s3://``
-goes through EMR's own file system and the cluster's instance profile.
+Owns every Spark setting the chain depends on: workers on the driver's Python, forked from a
+daemon that has TensorFlow imported, loopback in local mode, Arrow for pandas UDFs, file packing
+for many small images, and S3A for an S3-compatible endpoint (tests, MinIO/SeaweedFS). On EMR
+nothing S3-specific is set: ``s3://`` goes through EMR's own file system and the cluster's
+instance profile.
 """
 from __future__ import annotations
 
@@ -29,6 +30,9 @@ RUNTIME_SQL_CONF: Dict[str, str] = {
     "spark.sql.files.openCostInBytes": str(128 * 1024),
     "spark.sql.session.timeZone": "UTC",
 }
+
+#: Spark's Python worker daemon for the sessions built here (see :mod:`helpers.worker_daemon`).
+WORKER_DAEMON_MODULE = "helpers.worker_daemon"
 
 #: Jars (inside PyPI ``sagemaker-pyspark``) that give pyspark 3.5's Hadoop an S3A client.
 S3A_JARS = ("hadoop-aws-3.3.1.jar", "aws-java-sdk-bundle-1.11.901.jar")
@@ -61,6 +65,8 @@ def get_spark(config: PipelineConfig) -> SparkSession:
     if config.spark_master:
         builder = builder.master(config.spark_master)
     settings = dict(RUNTIME_SQL_CONF)
+    # Python workers forked with TensorFlow already imported (once per executor, not per worker).
+    settings["spark.python.daemon.module"] = WORKER_DAEMON_MODULE
     if local:
         settings.update(
             {

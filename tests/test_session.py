@@ -1,12 +1,23 @@
-"""Session settings: file scans split into whole waves of the task slots (real Spark, real files)."""
+"""Session settings: file scans split into whole waves of the task slots, Python workers forked
+with TensorFlow loaded (real Spark, real files, the real daemon)."""
 from __future__ import annotations
 
 import os
+import socket
+import struct
+import subprocess
+import sys
 from typing import List
 
+import pandas as pd
 from pyspark.sql import functions as F
 
-from helpers.session import balanced_file_scans, balanced_partition_bytes, temporary_conf
+from helpers.session import (
+    WORKER_DAEMON_MODULE,
+    balanced_file_scans,
+    balanced_partition_bytes,
+    temporary_conf,
+)
 
 MB = 2**20
 OPEN_COST = 128 * 1024  # the chain's spark.sql.files.openCostInBytes
@@ -67,3 +78,40 @@ def test_scan_of_unequal_files_makes_no_extra_partition(spark, tmp_path) -> None
     assert sum(balanced) == len(sizes)
     assert len(balanced) == slots, balanced
     assert min(balanced) >= 0.9 * max(balanced), balanced
+
+
+def _maps_tensorflow(pid: int) -> bool:
+    """Whether process ``pid`` has TensorFlow's shared library loaded."""
+    with open(f"/proc/{pid}/maps") as maps:
+        return "libtensorflow" in maps.read()
+
+
+def test_worker_daemon_forks_workers_with_tensorflow_loaded() -> None:
+    # Spark's protocol: the daemon's first stdout bytes are its port; each connection forks a
+    # worker, which writes its pid back. Anything TensorFlow prints must not come before.
+    daemon = subprocess.Popen([sys.executable, "-m", "helpers.worker_daemon"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL)
+    try:
+        port = struct.unpack(">i", daemon.stdout.read(4))[0]
+        assert 0 < port < 65536
+        assert _maps_tensorflow(daemon.pid)
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
+            worker = struct.unpack(">i", connection.makefile("rb").read(4))[0]
+            assert worker != daemon.pid and _maps_tensorflow(worker)
+        daemon.stdin.close()  # Spark's way to stop it (pyspark's daemon then exits with 1)
+        daemon.wait(timeout=30)
+    finally:
+        daemon.kill()
+
+
+def test_sessions_built_here_use_the_worker_daemon(spark) -> None:
+    def parent_has_tensorflow(frames):
+        for _ in frames:
+            pass
+        with open(f"/proc/{os.getppid()}/maps") as maps:
+            yield pd.DataFrame({"loaded": ["libtensorflow" in maps.read()]})
+
+    assert spark.sparkContext.getConf().get("spark.python.daemon.module") == WORKER_DAEMON_MODULE
+    loaded = spark.range(0, 2, 1, 2).mapInPandas(parent_has_tensorflow, "loaded boolean").collect()
+    assert [row.loaded for row in loaded] == [True, True]
