@@ -20,6 +20,7 @@ from urllib.parse import unquote, urlparse
 
 import numpy as np
 import pandas as pd
+from pyspark import SparkContext
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
@@ -67,6 +68,10 @@ class Run:
         self.run_id = self.started_at.strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
         self.seconds: Dict[str, float] = {}
         with self.stage("session"):
+            # A session built here is this run's to stop (:meth:`close`); one that was running
+            # before (Livy on EMR, a pyspark shell, a test's) is left as it is.
+            running = SparkContext._active_spark_context is not None  # noqa: SLF001
+            self.owns_session = spark is None and not running
             self.spark = spark or get_spark(config)
         self.images_through_model = self.spark.sparkContext.accumulator(0)
         self.weight_set: Optional[WeightSet] = None
@@ -480,6 +485,30 @@ class Run:
     def summary(self) -> str:
         """The closing lines: images, failures, k, explained variance, where outputs are."""
         return report.summary_text(self.manifest)
+
+    def close(self) -> None:
+        """Stop the Spark session if this run built it, and its JVM; a session it found running
+        (Livy on EMR, a pyspark shell, a test's) is kept.
+
+        Stopping here ends the JVM and the Python workers while the notebook still runs, as the
+        end of a ``spark-submit`` script would. Left to the kernel's shutdown, they are
+        terminated with it, and the JVM's removal of its temporary folders can be cut short (a
+        stack trace at the end of ``make run``, folders left in /tmp). A later run in the same
+        Python process starts a new JVM.
+        """
+        if not self.owns_session:
+            return
+        self.spark.stop()
+        self.owns_session = False
+        gateway = SparkContext._gateway  # noqa: SLF001 - the JVM pyspark launched for this process
+        jvm_process = getattr(gateway, "proc", None)
+        if jvm_process is None or jvm_process.stdin is None:
+            return  # a JVM pyspark did not start (a gateway given from outside): left alone
+        jvm_process.stdin.close()  # pyspark's gateway JVM exits when its stdin closes
+        jvm_process.wait(timeout=120)
+        gateway.close()
+        SparkContext._gateway = None  # noqa: SLF001
+        SparkContext._jvm = None  # noqa: SLF001
 
 
 def _union_all(frames: List[Optional[DataFrame]]) -> Optional[DataFrame]:

@@ -2,6 +2,8 @@
 import glob
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -163,3 +165,39 @@ def test_folder_without_images_is_named(spark, tmp_path):
     run = Run(PipelineConfig(str(empty), str(tmp_path / "out"), spark_master="local[2]"), spark)
     with pytest.raises(ValueError, match="no .jpg/.jpeg/.png images found under input_path: .*only_text"):
         run.list_images()
+
+
+def test_close_keeps_a_session_the_run_did_not_build(spark, tmp_path):
+    for given in (spark, None):  # passed in, or found running (the notebook on Livy)
+        run = Run(PipelineConfig(str(tmp_path), str(tmp_path / "out")), given)
+        assert not run.owns_session
+        run.close()
+        assert spark.range(3).count() == 3
+
+
+CLOSE_SCRIPT = """
+import sys
+from pyspark import SparkContext
+from helpers.config import PipelineConfig
+from helpers.pipeline import Run
+
+run = Run(PipelineConfig(sys.argv[1], sys.argv[2], spark_master="local[1]"))
+assert run.owns_session and run.spark.range(3).count() == 3
+jvm = SparkContext._gateway.proc
+run.close()
+assert SparkContext._active_spark_context is None
+assert jvm.poll() is not None  # the JVM has exited, its shutdown hooks run
+again = Run(PipelineConfig(sys.argv[1], sys.argv[2], spark_master="local[1]"))  # a new JVM
+assert again.spark.range(2).count() == 2
+again.close()
+print("stopped")
+"""
+
+
+def test_close_stops_the_session_the_run_built(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-c", CLOSE_SCRIPT, str(tmp_path), str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().endswith("stopped")
