@@ -106,7 +106,7 @@ def test_worker_daemon_forks_workers_with_tensorflow_loaded() -> None:
 
 
 def test_sessions_built_here_use_the_worker_daemon(spark) -> None:
-    def parent_has_tensorflow(frames):
+    def parent_has_tensorflow(frames):  # _maps_tensorflow inline: workers cannot import tests
         for _ in frames:
             pass
         with open(f"/proc/{os.getppid()}/maps") as maps:
