@@ -2,6 +2,7 @@
 
 One module per concern:
 
+- :mod:`helpers.onednn`: TensorFlow's oneDNN kernels on (x86) before TensorFlow is imported.
 - :mod:`helpers.config`: the run's parameters (:class:`~helpers.config.PipelineConfig`).
 - :mod:`helpers.images`: decoding and preprocessing of encoded image bytes.
 - :mod:`helpers.weights`: MobileNetV2 ImageNet weights (offline torchvision file, Keras, .h5).
@@ -13,6 +14,11 @@ One module per concern:
 - :mod:`helpers.pipeline`: the chain's stages, as the notebooks call them.
 - :mod:`helpers.classify`: a logistic regression on the PCA features (are they useful?).
 - :mod:`helpers.report`: the run's summary and its self-contained ``report.html``.
+- :mod:`helpers.cluster`: what the executors run (helpers, TensorFlow, oneDNN): one probe job.
 """
+# First, before any module can import TensorFlow: oneDNN on unless the user chose otherwise.
+from helpers.onednn import enable_onednn as _enable_onednn
+
+_enable_onednn()
 
 __version__ = "0.1.0"

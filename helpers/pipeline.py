@@ -25,7 +25,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from helpers import plots, report, storage
+from helpers import cluster, plots, report, storage
 from helpers.config import IMAGE_EXTENSIONS, PipelineConfig
 from helpers.features import FEATURE_DIM, decode_error_udf, featurize_udf
 from helpers.images import KNOWN_SPLITS, ImageDecodeError, decode_image
@@ -82,6 +82,7 @@ class Run:
         self.images_reused = 0
         self.pca: Optional[PcaFit] = None
         self.manifest: Dict[str, Any] = {}
+        self.tensorflow: Dict[str, Any] = {}  # kernels on the driver and executors (featurize)
         self.run_path = storage.output_location(
             config.output_path, f"{storage.RUNS_DIR}/{self.run_id}"
         )
@@ -103,6 +104,12 @@ class Run:
     def location(self, name: str) -> str:
         """Where this run writes output ``name``: inside ``output_path/runs/<run_id>/``."""
         return storage.output_location(self.run_path, name)
+
+    def check_cluster(self) -> pd.DataFrame:
+        """One row per executor host (python, helpers and TensorFlow versions, oneDNN, ISA);
+        raises ``RuntimeError`` naming the node and the import when a node cannot run the
+        chain. See :func:`helpers.cluster.check_cluster`."""
+        return cluster.check_cluster(self.spark)
 
     # -- stage 1: list the images ------------------------------------------------------
     def list_images(self) -> DataFrame:
@@ -268,6 +275,8 @@ class Run:
                                  f"{self.location(storage.FAILED_DIR)}")
             self._write_inventory()
             self._check_counts()
+            # Which kernels TensorFlow used, driver and executors (the workers that just ran).
+            self.tensorflow = cluster.tensorflow_record(self.spark)
         LOG.info(
             "featurized %d images (%d reused from the last run, %d failed) of %d",
             self.images_featurized, self.images_reused, self.images_failed, self.images_total,
@@ -461,6 +470,7 @@ class Run:
             },
             "previous_run_id": (self.previous_manifest or {}).get("run_id"),
             "versions": library_versions(self.spark),
+            "tensorflow": self.tensorflow,
         }
         if self.images_failed:
             self.manifest["outputs"][storage.FAILED_DIR] = self.location(storage.FAILED_DIR)

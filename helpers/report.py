@@ -52,7 +52,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import pandas as pd
 
-from helpers import plots
+from helpers import onednn, plots
 from helpers.classify import CLASSIFICATION_JSON, CONFUSION_PLOT
 from helpers.storage import MANIFEST, VARIANCE_PLOT
 
@@ -427,6 +427,7 @@ def _run_facts(manifest: Dict[str, Any]) -> List[Tuple[str, Any]]:
         ("k (PCA components)", manifest.get("k")),
         ("explained variance kept",
          f"{100 * float(manifest.get('explained_variance_kept', 0)):.2f}%"),
+        ("TensorFlow oneDNN", onednn.describe(manifest.get("tensorflow") or {})),
     ]
 
 

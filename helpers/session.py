@@ -1,10 +1,10 @@
 """Spark session: reuse the one that exists (Livy, pyspark shell) or build one for the run.
 
 Owns every Spark setting the chain depends on: workers on the driver's Python, forked from a
-daemon that has TensorFlow imported, loopback in local mode, Arrow for pandas UDFs, file packing
-for many small images, and S3A for an S3-compatible endpoint (tests, MinIO/SeaweedFS). On EMR
-nothing S3-specific is set: ``s3://`` goes through EMR's own file system and the cluster's
-instance profile.
+daemon that has TensorFlow imported (oneDNN as :mod:`helpers.onednn` decides), loopback in
+local mode, Arrow for pandas UDFs, file packing for many small images, and S3A for an
+S3-compatible endpoint (tests, MinIO/SeaweedFS). On EMR nothing S3-specific is set: ``s3://``
+goes through EMR's own file system and the cluster's instance profile.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from typing import Dict, Iterator, List
 
 from pyspark.sql import SparkSession
 
+from helpers import onednn
 from helpers.config import PipelineConfig
 
 APP_NAME = "fruits-featurization"
@@ -77,6 +78,13 @@ def get_spark(config: PipelineConfig) -> SparkSession:
                 "spark.sql.shuffle.partitions": "8",
             }
         )
+    # oneDNN: each worker applies helpers.onednn's rule on its own CPU when it imports helpers;
+    # a value the user set on the driver goes to the executors (YARN does not pass the
+    # driver's environment) and to the application master (the driver in cluster mode).
+    explicit = onednn.user_value()
+    if explicit is not None:
+        settings["spark.executorEnv." + onednn.ONEDNN_ENV] = explicit
+        settings["spark.yarn.appMasterEnv." + onednn.ONEDNN_ENV] = explicit
     if endpoint:
         settings.update(s3a_settings(endpoint))
     for key, value in settings.items():

@@ -10,7 +10,8 @@ Importing TensorFlow starts none of its runtime (no thread pool, no device, no s
 forked worker still sets its own threads (:func:`helpers.features.configure_tensorflow_threads`)
 and GPUs as before. If the import fails, the daemon starts anyway and the workers import (and
 report the error) themselves. :func:`helpers.session.get_spark` selects this module for the
-sessions it builds.
+sessions it builds. ``helpers`` is imported first (``python -m`` imports the package before
+this module), so TensorFlow starts with oneDNN as :mod:`helpers.onednn` decides.
 
 Usage (by Spark): ``python -m helpers.worker_daemon``
 """
@@ -31,6 +32,7 @@ def preload() -> None:
     saved_stdout = os.dup(1)
     os.dup2(2, 1)
     try:
+        import helpers  # noqa: F401 - first: oneDNN on before TensorFlow (helpers.onednn)
         import tensorflow  # noqa: F401
 
         import helpers.features  # noqa: F401

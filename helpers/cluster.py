@@ -1,0 +1,173 @@
+"""The executors' Python workers: what they import and run (helpers, TensorFlow, oneDNN, ISA).
+
+One small Spark job, one task per task slot (:func:`probe_executors`), asks each Python worker
+to import helpers, TensorFlow and the feature code and to say which kernels TensorFlow uses
+there. The same records serve two purposes:
+
+- :func:`check_cluster`, the first cell of the notebooks: a table per host, or one sentence
+  naming the host, the import and the error when a node cannot run the chain (the bootstrap
+  action did not run there);
+- the run's manifest (:func:`tensorflow_record`): oneDNN on or off and the ISA on the driver
+  and on every executor host, so a slow run explains itself.
+
+The probe's task function is a closure (cloudpickle sends it by value): it needs neither
+helpers nor TensorFlow to be deserialised, so a worker without them answers with the error
+instead of failing the job. A worker that cannot start at all fails the job; its host and
+error are then read from Spark's message. With dynamic allocation, only executors that are up
+when the probe runs are probed.
+"""
+from __future__ import annotations
+
+import re
+import time
+from typing import Any, Dict, List, Optional
+
+import pandas as pd
+from pyspark.sql import SparkSession
+
+from helpers import onednn
+
+#: What each worker imports, in order; the first that fails is the one reported.
+PROBED_IMPORTS = ("helpers", "tensorflow", "helpers.features")
+
+#: Columns of :func:`check_cluster`'s table.
+TABLE_COLUMNS = ["host", "workers", "python", "helpers", "tensorflow", "onednn", "isa"]
+
+HINT = "did the bootstrap action run there?"
+
+
+def probe_executors(spark: SparkSession, tasks: Optional[int] = None) -> List[Dict[str, Any]]:
+    """One record per probe task (``tasks``, default one per task slot of the session).
+
+    Each record holds ``host``, ``pid``, ``python`` and either ``error`` (``"cannot import
+    tensorflow (ModuleNotFoundError: ...)"``) or ``helpers`` (version), ``tensorflow``
+    (version), ``onednn`` (TensorFlow's own runtime switch), ``isa`` and ``env``.
+
+    Raises:
+        RuntimeError: the probe job itself failed (a worker could not start); the message
+            names the host and the error.
+    """
+    context = spark.sparkContext
+    if tasks is None:
+        cpus = int(context.getConf().get("spark.task.cpus", "1"))
+        tasks = max(1, context.defaultParallelism // cpus)
+
+    def probe(index, rows):  # noqa: ARG001 - runs in a Python worker; self-contained
+        import os
+        import socket
+        import sys
+
+        record = {"host": socket.gethostname(), "pid": os.getpid(), "python": sys.executable,
+                  "error": None}
+        imported = None
+        try:
+            import helpers
+
+            record["helpers"] = helpers.__version__
+            from helpers import onednn as worker_onednn
+
+            imported = "tensorflow"
+            record.update(worker_onednn.tensorflow_state())
+            imported = "helpers.features"
+            import helpers.features  # noqa: F401
+        except BaseException as error:  # noqa: BLE001 - reported, not raised
+            record["error"] = (f"cannot import {imported or 'helpers'} "
+                               f"({type(error).__name__}: {error})")
+        yield record
+
+    context.setJobDescription("fruits: probe the executors' Python workers")
+    try:
+        return context.parallelize(range(tasks), tasks).mapPartitionsWithIndex(probe).collect()
+    except Exception as error:  # noqa: BLE001 - py4j/Spark errors of many kinds
+        raise RuntimeError(job_failure_sentence(str(error))) from error
+    finally:
+        context.setJobDescription(None)
+
+
+def job_failure_sentence(message: str) -> str:
+    """One sentence from a failed probe job's Spark message: the host and the worker's error."""
+    host = re.search(r"\(TID \d+\) \(([^ )]+) executor", message)
+    errors = re.findall(r"^\s*([A-Za-z_.]*(?:Error|Exception): .+)$", message, re.MULTILINE)
+    python_errors = [line for line in errors if not line.startswith(("org.", "java.", "py4j."))]
+    error = (python_errors or errors or [message.strip().splitlines()[0] if message.strip() else
+                                         "unknown error"])[-1]
+    where = f"node {host.group(1)}" if host else "a node"
+    return f"{where}: the Python worker failed to start ({error.strip()[:300]}): {HINT}"
+
+
+def executor_table(records: List[Dict[str, Any]]) -> pd.DataFrame:
+    """The probe's records grouped per host (and worker Python): ``workers`` counts distinct
+    worker processes. Columns: :data:`TABLE_COLUMNS` (plus ``error`` when any)."""
+    groups: Dict[tuple, Dict[str, Any]] = {}
+    for record in records:
+        key = (record["host"], record.get("python"), record.get("error"),
+               record.get("onednn"), record.get("isa"))
+        group = groups.setdefault(key, {**{column: record.get(column) for column in TABLE_COLUMNS},
+                                        "error": record.get("error"), "pids": set()})
+        group["pids"].add(record.get("pid"))
+    rows = []
+    for group in groups.values():
+        group["workers"] = len(group.pop("pids"))
+        rows.append(group)
+    table = pd.DataFrame(rows, columns=TABLE_COLUMNS + ["error"]).sort_values("host")
+    if table["error"].isna().all():
+        table = table.drop(columns="error")
+    return table.reset_index(drop=True)
+
+
+def failure_sentence(records: List[Dict[str, Any]]) -> Optional[str]:
+    """``"node HOST: cannot import X (Error: ...): did the bootstrap action run there?"`` for
+    the first failing host (and how many others failed), or ``None`` when all workers are fine."""
+    failed = [record for record in records if record.get("error")]
+    if not failed:
+        return None
+    hosts = sorted({record["host"] for record in failed})
+    first = next(record for record in failed if record["host"] == hosts[0])
+    others = f" (and on {len(hosts) - 1} more node(s): {', '.join(hosts[1:])})" if len(hosts) > 1 else ""
+    return f"node {hosts[0]}: {first['error']}{others}: {HINT}"
+
+
+def check_cluster(spark: SparkSession) -> pd.DataFrame:
+    """Check that every executor's Python workers import helpers and TensorFlow.
+
+    Returns:
+        one row per executor host: :data:`TABLE_COLUMNS` (``onednn`` is TensorFlow's own
+        runtime switch, ``isa`` the CPU's best vector ISA, ``workers`` the worker processes
+        that answered).
+
+    Raises:
+        RuntimeError: one sentence naming the node, the import and its error, e.g. ``node
+            ip-10-0-0-12: cannot import tensorflow (ModuleNotFoundError: No module named
+            'tensorflow'): did the bootstrap action run there?``
+    """
+    records = probe_executors(spark)
+    sentence = failure_sentence(records)
+    if sentence:
+        raise RuntimeError(sentence)
+    return executor_table(records)
+
+
+def tensorflow_record(spark: SparkSession) -> Dict[str, Any]:
+    """The manifest's ``tensorflow`` entry: ``driver`` (this process, see
+    :func:`helpers.onednn.tensorflow_state`), ``executors`` (per host: ``host``, ``onednn``,
+    ``isa``, ``workers``, and ``error`` where a worker failed) and ``probe_seconds``. A failed
+    probe is recorded, never raised: the run has already featurized by then."""
+    start = time.perf_counter()
+    driver = onednn.tensorflow_state()
+    record: Dict[str, Any] = {"driver": {key: driver[key] for key in ("host", "onednn", "isa",
+                                                                       "env", "tensorflow")}}
+    try:
+        records = probe_executors(spark)
+        table = executor_table(records)
+        keep = [column for column in ("host", "onednn", "isa", "workers", "error")
+                if column in table.columns]
+        record["executors"] = [
+            {key: (value.item() if hasattr(value, "item") else value) for key, value in row.items()}
+            for row in table[keep].to_dict("records")
+        ]
+    except RuntimeError as error:
+        record["executors"] = []
+        record["probe_error"] = str(error)
+    record["probe_seconds"] = round(time.perf_counter() - start, 3)
+    record["summary"] = onednn.describe(record)
+    return record
