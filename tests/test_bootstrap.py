@@ -253,7 +253,8 @@ def test_fresh_node_installs_everything(sandbox: Sandbox) -> None:
     assert kernel == [["-m", "ipykernel", "install", "--sys-prefix", "--name", "python3",
                        "--display-name", "Python 3 (fruits venv)",
                        "--env", "SPARK_HOME", "/usr/lib/spark",
-                       "--env", "PYSPARK_PYTHON", str(venv / "bin" / "python")]]
+                       "--env", "PYSPARK_PYTHON", str(venv / "bin" / "python"),
+                       "--env", "TF_ENABLE_ONEDNN_OPTS", "1"]]
 
     # Versions printed at the end; every log line timestamped.
     assert ["-"] in sandbox.calls_of("venv-python")

@@ -202,6 +202,14 @@ def test_create_cluster_configurations(cluster_dry_run) -> None:
     defaults = configurations["spark-defaults"]["Properties"]
     assert defaults["spark.pyspark.python"] == VENV_PY
     assert defaults["spark.pyspark.driver.python"] == VENV_PY
+    # TensorFlow's oneDNN kernels on in every process that runs it (driver, executors, the
+    # YARN application master, Livy's sessions), also on AVX2-only instance types.
+    assert export["Properties"]["TF_ENABLE_ONEDNN_OPTS"] == "1"
+    assert defaults["spark.executorEnv.TF_ENABLE_ONEDNN_OPTS"] == "1"
+    assert defaults["spark.yarn.appMasterEnv.TF_ENABLE_ONEDNN_OPTS"] == "1"
+    (livy,) = configurations["livy-env"]["Configurations"]
+    assert livy["Classification"] == "export"
+    assert livy["Properties"] == {"TF_ENABLE_ONEDNN_OPTS": "1"}
 
 
 def test_create_cluster_logs_idle_termination_tags_access(cluster_dry_run) -> None:

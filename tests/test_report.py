@@ -73,6 +73,10 @@ def test_report_shows_data_failures_figures_classifier_timings_parameters(report
     assert "<td>variance_target</td>" in page and f"<td>{manifest['parameters']['variance_target']}</td>" in page
     assert f"<td>{manifest['versions']['pyspark']}</td>" in page
     assert manifest["run_id"] in page
+    # which kernels TensorFlow used, driver and executors, in one line
+    line = manifest["tensorflow"]["summary"]
+    assert re.match(r"(on|off|mixed) \(driver [^;]+; executors .+ x\d+\)$", line), line
+    assert f"<td>TensorFlow oneDNN</td>" in page and f"<td>{html.escape(line)}</td>" in page
 
 
 def test_report_has_no_code_and_fetches_nothing(report_run):

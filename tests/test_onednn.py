@@ -1,0 +1,210 @@
+"""oneDNN wherever TensorFlow runs for the chain, and the cluster check (real TensorFlow, real
+Spark, real worker processes, the real weights and photos).
+
+The scenarios that need a fresh process (TensorFlow reads ``TF_ENABLE_ONEDNN_OPTS`` once, at
+import; a process holds one SparkContext) run ``tests/onednn_driver.py`` with a clean
+environment: no ``TF_ENABLE_ONEDNN_OPTS`` unless the test sets one. The state checked is
+TensorFlow's own runtime switch (``IsMklEnabled``), which follows the variable on this CPU
+(on AVX2-only x86, TensorFlow 2.20 leaves oneDNN off by itself).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from helpers import onednn
+from helpers.cluster import executor_table, failure_sentence, job_failure_sentence
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
+DRIVER = os.path.join(REPO, "tests", "onednn_driver.py")
+X86 = onednn.is_x86()
+
+needs_x86 = pytest.mark.skipif(not X86, reason="the rule turns oneDNN on on x86 CPUs only")
+
+
+def clean_environment(**extra: str) -> dict:
+    """What a new user's shell holds: no TF_ENABLE_ONEDNN_OPTS, helpers from this checkout."""
+    keep = ("PATH", "HOME", "JAVA_HOME", "LANG", "TMPDIR")
+    environment = {name: os.environ[name] for name in keep if name in os.environ}
+    environment.update(PYTHONPATH=REPO, SPARK_LOCAL_IP="127.0.0.1", TF_CPP_MIN_LOG_LEVEL="2",
+                       **extra)
+    return environment
+
+
+def run_driver(tmp_path, mode: str, *args: str, **environment: str) -> dict:
+    result = tmp_path / f"{mode}.json"
+    completed = subprocess.run(
+        [sys.executable, DRIVER, mode, str(result), *args], cwd=REPO, capture_output=True,
+        text=True, timeout=600, env=clean_environment(**environment),
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    return json.loads(result.read_text())
+
+
+# -- the rule, the ISA, the report line -------------------------------------------------------
+
+def test_rule_sets_onednn_on_x86_only_and_keeps_an_explicit_value() -> None:
+    unset: dict = {}
+    assert onednn.enable_onednn(unset, machine="x86_64") == "1" and unset == {onednn.ONEDNN_ENV: "1"}
+    for explicit in ("0", "1", "false"):
+        chosen = {onednn.ONEDNN_ENV: explicit}
+        assert onednn.enable_onednn(chosen, machine="x86_64") == explicit
+        assert chosen == {onednn.ONEDNN_ENV: explicit}
+    arm: dict = {}
+    assert onednn.enable_onednn(arm, machine="aarch64") == "" and arm == {}
+
+
+def test_isa_from_cpu_flags() -> None:
+    assert onednn.cpu_isa({"avx2", "fma", "sse4_2"}, machine="x86_64") == "avx2"
+    assert onednn.cpu_isa({"avx2", "avx512f"}, machine="x86_64") == "avx512f"
+    assert onednn.cpu_isa({"avx2", "avx512f", "avx512_vnni"}, machine="x86_64") == "avx512_vnni"
+    assert onednn.cpu_isa({"avx512f", "avx512_vnni", "avx512_bf16"}, "x86_64") == "avx512_bf16"
+    assert onednn.cpu_isa({"avx512f", "avx512_bf16", "amx_tile", "amx_bf16"}, "x86_64") == "amx"
+    assert onednn.cpu_isa({"sse4_2"}, machine="x86_64") == "x86-64"
+    assert onednn.cpu_isa({"avx512f"}, machine="aarch64") == "aarch64"
+    # This machine's, from /proc/cpuinfo: the best of its own flags.
+    flags = set(onednn.cpu_flags())
+    if X86:
+        assert onednn.cpu_isa() == onednn.cpu_isa(flags) and ("avx2" in flags) == (
+            onednn.cpu_isa() != "x86-64")
+
+
+def test_report_line_names_both_sides() -> None:
+    record = {"driver": {"onednn": True, "isa": "avx2"},
+              "executors": [{"host": "a", "onednn": True, "isa": "avx2", "workers": 2},
+                            {"host": "b", "onednn": True, "isa": "avx512_vnni", "workers": 4}]}
+    assert onednn.describe(record) == "on (driver AVX2; executors AVX2 x2, AVX-512 VNNI x4)"
+    record["executors"][0]["onednn"] = False
+    assert onednn.describe(record) == "mixed (driver AVX2; executors AVX2 off x2, AVX-512 VNNI x4)"
+    assert onednn.describe({}) == "unknown"
+
+
+def test_failures_name_the_host_and_the_import() -> None:
+    records = [
+        {"host": "ip-10-0-0-11", "pid": 1, "python": "/p", "error": None, "helpers": "0.1.0",
+         "tensorflow": "2.20.0", "onednn": True, "isa": "avx2"},
+        {"host": "ip-10-0-0-12", "pid": 2, "python": "/p", "error":
+         "cannot import tensorflow (ModuleNotFoundError: No module named 'tensorflow')"},
+    ]
+    assert failure_sentence(records) == (
+        "node ip-10-0-0-12: cannot import tensorflow (ModuleNotFoundError: No module named "
+        "'tensorflow'): did the bootstrap action run there?")
+    assert failure_sentence(records[:1]) is None
+    table = executor_table(records)
+    assert list(table.host) == ["ip-10-0-0-11", "ip-10-0-0-12"] and "error" in table.columns
+    message = ("Job aborted due to stage failure: Task 0 in stage 0.0 failed 4 times, most recent "
+               "failure: Lost task 0.3 in stage 0.0 (TID 3) (ip-10-0-0-13 executor 2): "
+               "org.apache.spark.SparkException: Python worker exited unexpectedly (crashed)\n"
+               "Caused by: java.io.EOFException\n")
+    assert job_failure_sentence(message).startswith("node ip-10-0-0-13: the Python worker failed")
+
+
+# -- real processes ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def chain_default(tmp_path_factory):
+    """The chain's driver and session, TF_ENABLE_ONEDNN_OPTS unset where they started."""
+    folder = tmp_path_factory.mktemp("onednn_default")
+    result = run_driver(folder, "chain", str(folder / "features.npy"))
+    return result, np.load(folder / "features.npy")
+
+
+@pytest.fixture(scope="module")
+def chain_user_off(tmp_path_factory):
+    """The same with TF_ENABLE_ONEDNN_OPTS=0 set by the user."""
+    folder = tmp_path_factory.mktemp("onednn_off")
+    result = run_driver(folder, "chain", str(folder / "features.npy"), TF_ENABLE_ONEDNN_OPTS="0")
+    return result, np.load(folder / "features.npy")
+
+
+@needs_x86
+def test_driver_and_chain_workers_run_onednn_when_unset(chain_default) -> None:
+    result, _ = chain_default
+    assert result["started_with"] is None
+    assert result["driver"]["onednn"] is True and result["driver"]["env"] == "1"
+    assert result["executor_env"] is None  # each worker applies the rule on its own CPU
+    records = result["records"]
+    assert len(records) == 2 and not any(record["error"] for record in records)
+    assert all(record["onednn"] is True for record in records), records
+    assert all(record["pid"] != os.getpid() for record in records)
+    assert {record["isa"] for record in records} == {onednn.cpu_isa()}
+    (row,) = result["table"]
+    assert row["onednn"] is True and row["workers"] >= 1 and row["isa"] == onednn.cpu_isa()
+    assert row["tensorflow"] and row["helpers"] and row["python"] == sys.executable
+
+
+def test_user_setting_zero_is_respected_on_driver_and_workers(chain_user_off) -> None:
+    result, _ = chain_user_off
+    assert result["started_with"] == "0"
+    assert result["driver"]["onednn"] is False and result["driver"]["env"] == "0"
+    assert result["executor_env"] == "0"  # passed on to executors (YARN does not inherit it)
+    assert [record["onednn"] for record in result["records"]] == [False, False]
+    assert {record["env"] for record in result["records"]} == {"0"}
+
+
+@needs_x86
+def test_workers_of_an_existing_session_run_onednn(tmp_path) -> None:
+    # Like Livy: the JVM and pyspark's own daemon started without the variable; the workers
+    # get it when they import helpers, before TensorFlow.
+    result = run_driver(tmp_path, "existing")
+    assert result["records"] and not any(record["error"] for record in result["records"])
+    assert all(record["onednn"] is True for record in result["records"]), result["records"]
+
+
+def test_features_with_onednn_match_torchvision_and_default_kernels(chain_default,
+                                                                    chain_user_off) -> None:
+    from test_weights import ORANGE, JACK_O_LANTERN, LEMON, PHOTOS, TORCH_REFERENCE
+
+    from helpers.weights import load_weight_set
+
+    on, off = chain_default[1], chain_user_off[1]
+    assert on.shape == off.shape == (3, 1280)
+    assert chain_default[0]["driver"]["onednn"] is X86 and chain_user_off[0]["driver"]["onednn"] is False
+    # Same numbers as TensorFlow's default kernels, within the chain's 1e-4 tolerance...
+    np.testing.assert_allclose(on, off, rtol=1e-4, atol=1e-4)
+    # ... and torchvision's own answers (PyTorch's probabilities, committed in test_weights).
+    kernel, bias = load_weight_set("torchvision").layers["predictions"]
+    logits = on.astype(np.float64) @ kernel + bias
+    probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    for row, name in enumerate(PHOTOS):
+        for index, expected in TORCH_REFERENCE[name].items():
+            assert probabilities[row, index] == pytest.approx(expected, abs=0.02), (name, index)
+    assert probabilities[:, [ORANGE, LEMON, JACK_O_LANTERN]].argmax(axis=1).tolist() == [0, 1, 2]
+
+
+def test_cluster_check_names_the_node_and_the_import(tmp_path) -> None:
+    bare = tmp_path / "bare"  # a Python without TensorFlow, as on a node the bootstrap missed
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
+    result = run_driver(tmp_path, "broken", str(bare / "bin" / "python"))
+    import socket
+
+    host = socket.gethostname()
+    assert result["without_tensorflow"].startswith(
+        f"node {host}: cannot import tensorflow (ModuleNotFoundError: No module named "
+        "'tensorflow')"), result["without_tensorflow"]
+    assert result["without_tensorflow"].endswith("did the bootstrap action run there?")
+    assert result["cannot_start"].startswith(f"node ")
+    assert "Python worker" in result["cannot_start"] or "python" in result["cannot_start"].lower()
+    assert result["cannot_start"].endswith("did the bootstrap action run there?")
+
+
+# -- the run's manifest and report ------------------------------------------------------------
+
+def test_manifest_records_the_kernels_of_driver_and_executors(pipeline_run) -> None:
+    tensorflow = pipeline_run.manifest["tensorflow"]
+    expected = os.environ.get(onednn.ONEDNN_ENV, "1" if X86 else "") not in ("0", "")
+    assert tensorflow["driver"]["onednn"] is expected
+    assert tensorflow["driver"]["isa"] == onednn.cpu_isa()
+    assert tensorflow["executors"], tensorflow
+    assert all(entry["onednn"] is expected and entry["isa"] == onednn.cpu_isa()
+               for entry in tensorflow["executors"])
+    assert sum(entry["workers"] for entry in tensorflow["executors"]) >= 1
+    assert tensorflow["summary"].startswith("on (driver " if expected else "off (driver ")
+    assert 0 <= tensorflow["probe_seconds"] < 60
+    json.dumps(tensorflow)  # plain JSON, as written to manifest.json
