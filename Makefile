@@ -26,12 +26,15 @@ test: $(INSTALLED) check-java
 	$(PY) -m pytest tests
 
 # Benchmarks (not part of the tests): N synthetic images, medians of REPEATS runs, one run more at
-# each CURVE size; see docs/benchmarks.md.
+# each CURVE size, oneDNN on and off; SKIP=p8,pca,memory,precision,sizes,onednn leaves parts out,
+# BENCH_JSON=path writes the JSON there instead of benchmarks/results/latest.json; see
+# docs/benchmarks.md.
 N ?= 300
 REPEATS ?= 3
 CURVE ?= 100,1000,5000
 bench: $(INSTALLED) check-java
-	$(PY) -m benchmarks.run --n $(N) --repeats $(REPEATS) --curve "$(CURVE)" $(if $(SKIP),--skip $(SKIP))
+	$(PY) -m benchmarks.run --n $(N) --repeats $(REPEATS) --curve "$(CURVE)" $(if $(SKIP),--skip $(SKIP)) \
+		$(if $(BENCH_JSON),--output $(BENCH_JSON))
 
 check-java:
 	@$(PYTHON) scripts/check_java.py

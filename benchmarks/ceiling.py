@@ -9,6 +9,10 @@ Variants (``--variant``): ``fp32`` (the chain's), ``xla`` (``jit_compile=True``)
 ``bf16`` (Keras ``mixed_bfloat16`` policy); for the variants the JSON also holds the cosine
 similarity of their features with fp32 ones on the same images.
 
+TensorFlow's oneDNN kernels follow :mod:`helpers.onednn` (imported first: on for x86 unless
+``TF_ENABLE_ONEDNN_OPTS`` is set); the JSON says whether they were on (``onednn``, TensorFlow's
+own switch) and the CPU's ISA (``isa``).
+
 Usage: ``python -m benchmarks.ceiling IMAGES_DIR [--image-size 224] [--variant fp32] [--repeats 3]``
 """
 from __future__ import annotations
@@ -18,6 +22,7 @@ import json
 import time
 from typing import List
 
+import helpers  # noqa: F401 - first: oneDNN as helpers.onednn decides, before TensorFlow
 import numpy as np
 
 from benchmarks.data import image_files
@@ -65,6 +70,7 @@ def build(variant: str, image_size: int, batch_size: int):
 
 def run(paths: List[str], image_size: int, variant: str, repeats: int, batch_size: int) -> dict:
     from helpers.images import decode_batch
+    from helpers.onednn import tensorflow_state
 
     contents = [open(path, "rb").read() for path in paths]
     extractor = build(variant, image_size, batch_size)
@@ -82,6 +88,8 @@ def run(paths: List[str], image_size: int, variant: str, repeats: int, batch_siz
         rates.append(len(paths) / (time.perf_counter() - start))
     result = {"measure": "ceiling", "variant": variant, "image_size": image_size,
               "images": len(paths), "images_per_s": rates, "median_images_per_s": float(np.median(rates))}
+    state = tensorflow_state()
+    result.update(onednn=state["onednn"], isa=state["isa"], onednn_env=state["env"])
     if variant != "fp32":
         reference = np.asarray(build("fp32", image_size, batch_size)(decode_batch(contents, image_size)[0]))
         result["cosine_min"] = float(cosine(features, reference).min())

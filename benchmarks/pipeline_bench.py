@@ -96,6 +96,9 @@ def main() -> None:
         "pca_method": args.pca_method,
         "batch_size": cold.config.batch_size,
         "k": cold.manifest["k"],
+        # oneDNN and ISA on the driver and the executors, and what the probe cost (warm run)
+        "tensorflow": warm.manifest["tensorflow"],
+        "onednn": warm.manifest["tensorflow"]["summary"],
     }))
     spark.stop()
 

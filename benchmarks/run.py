@@ -8,13 +8,16 @@
 3. PCA at scale against numpy (:mod:`benchmarks.pca_scale`): target 3;
 4. peak memory (RSS of the driver and every worker process) at two sizes: target 4;
 5. XLA and bfloat16 against fp32 (:mod:`benchmarks.ceiling` variants);
-6. input size: throughput and accuracy at 224/160/128/100 (:mod:`benchmarks.image_size`).
+6. input size: throughput and accuracy at 224/160/128/100 (:mod:`benchmarks.image_size`);
+7. TensorFlow's oneDNN kernels on and off (``TF_ENABLE_ONEDNN_OPTS=1`` / ``0``): the ceiling
+   and the chain once each, on the first size; the table and the JSON name the CPU's ISA
+   (:func:`helpers.onednn.cpu_isa`: AVX2, AVX-512, VNNI, BF16, AMX).
 
 Each measurement runs in its own process (fresh Spark, fresh TensorFlow). Images are synthetic
 100x100 JPEGs in the Fruits-360 layout, made on the fly (:mod:`benchmarks.data`).
 
 Usage: ``python -m benchmarks.run [--n 300] [--repeats 3] [--curve 100,1000,5000]
-[--skip p8,pca,memory,precision,sizes]``
+[--skip p8,pca,memory,precision,sizes,onednn] [--output results.json]``
 """
 from __future__ import annotations
 
@@ -34,15 +37,20 @@ from typing import Dict, List
 import psutil
 
 from benchmarks.data import REPO, image_files, make_dataset
+from helpers import onednn
 
 RESULTS = os.path.join(REPO, "benchmarks", "results")
 
 
-def python_module(module: str, *args: str, timeout: int = 1800) -> Dict:
-    """Run ``python -m module args`` and return the last JSON line it printed."""
+def python_module(module: str, *args: str, timeout: int = 1800, onednn_opts: str = "") -> Dict:
+    """Run ``python -m module args`` and return the last JSON line it printed; ``onednn_opts``
+    (``"1"`` / ``"0"``), when given, is the ``TF_ENABLE_ONEDNN_OPTS`` it starts with."""
+    environment = dict(os.environ, SPARK_LOCAL_IP="127.0.0.1", TF_CPP_MIN_LOG_LEVEL="2")
+    if onednn_opts:
+        environment[onednn.ONEDNN_ENV] = onednn_opts
     completed = subprocess.run(
         [sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True,
-        timeout=timeout, env=dict(os.environ, SPARK_LOCAL_IP="127.0.0.1", TF_CPP_MIN_LOG_LEVEL="2"),
+        timeout=timeout, env=environment,
     )
     lines = [line for line in completed.stdout.splitlines() if line.startswith("{")]
     if completed.returncode != 0 or not lines:
@@ -96,6 +104,8 @@ def machine() -> Dict:
 
     return {"cpu": cpu, "cores": os.cpu_count(), "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
             "avx512_bf16": "avx512_bf16" in flags, "amx_bf16": "amx_bf16" in flags,
+            "isa": onednn.cpu_isa(flags), "isa_label": onednn.ISA_LABELS.get(onednn.cpu_isa(flags)),
+            "onednn_env": os.environ.get(onednn.ONEDNN_ENV),
             "python": platform.python_version(), "pyspark": pyspark.__version__,
             "tensorflow": tf.__version__, "keras": keras.__version__,
             "load_average_at_start": os.getloadavg()}
@@ -127,6 +137,32 @@ def pipeline_and_baseline(images: str, work: str, name: str, repeats: int, p8: b
     return point
 
 
+def onednn_both_ways(images: str, work: str) -> Dict:
+    """The ceiling and the chain once with oneDNN on and once off (``TF_ENABLE_ONEDNN_OPTS``
+    set explicitly in the process that runs them), on ``images``."""
+    ways: Dict = {}
+    for way, value in (("on", "1"), ("off", "0")):
+        ceiling = python_module("benchmarks.ceiling", images, "--repeats", "3", onednn_opts=value)
+        chain = python_module("benchmarks.pipeline_bench", images,
+                              os.path.join(work, f"onednn-{way}-out"), onednn_opts=value)
+        ways[way] = {
+            "env": value,
+            "ceiling_onednn": ceiling["onednn"],
+            "ceiling_images_per_s": ceiling["median_images_per_s"],
+            "ceiling_run": ceiling,
+            "pipeline_onednn": chain["onednn"],
+            "pipeline_steady_images_per_s": chain["steady_images_per_s"],
+            "pipeline_job_seconds": chain["job_seconds"],
+            "pipeline_warm_job_seconds": chain["warm_job_seconds"],
+            "probe_seconds": chain["tensorflow"].get("probe_seconds"),
+        }
+    ways["images"] = len(image_files(images))
+    ways["ceiling_speedup"] = ways["on"]["ceiling_images_per_s"] / ways["off"]["ceiling_images_per_s"]
+    ways["pipeline_speedup"] = (ways["on"]["pipeline_steady_images_per_s"]
+                                / ways["off"]["pipeline_steady_images_per_s"])
+    return ways
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=300)
@@ -135,6 +171,8 @@ def main() -> None:
                         help="more image counts, one run each, for throughput vs number of images")
     parser.add_argument("--pca-rows", type=int, default=100_000)
     parser.add_argument("--skip", default="")
+    parser.add_argument("--output", default=os.path.join(RESULTS, "latest.json"),
+                        help="where the JSON goes (default benchmarks/results/latest.json)")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     results: Dict = {"machine": machine(), "n": args.n, "repeats": args.repeats}
@@ -176,11 +214,13 @@ def main() -> None:
                                     for variant in ("fp32", "xla", "bf16")]
         if "sizes" not in skip:
             results["image_sizes"] = python_modules("benchmarks.image_size")
+        if "onednn" not in skip:
+            results["onednn"] = onednn_both_ways(images, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "latest.json"), "w") as handle:
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    with open(args.output, "w") as handle:
         json.dump(results, handle, indent=2, default=str)
     print_table(results)
 
@@ -189,8 +229,9 @@ def print_table(results: Dict) -> None:
     def line(name: str, value: str, target: str = "") -> None:
         print(f"{name:<52} {value:>16}  {target}")
 
+    isa = results["machine"].get("isa_label") or results["machine"].get("isa", "?")
     print(f"\nFruits! benchmarks, {results['n']} images, medians of {results['repeats']} runs; "
-          f"{results['machine']['cpu']}, {results['machine']['cores']} cores")
+          f"{results['machine']['cpu']}, {results['machine']['cores']} cores, ISA {isa}")
     line("one-process model ceiling (images/s, 224x224)", f"{results['ceiling_images_per_s']:.1f}")
     line("pipeline featurization, steady state (images/s)", f"{results['pipeline_steady_images_per_s']:.1f}")
     for point in results["curve"]:
@@ -225,6 +266,14 @@ def print_table(results: Dict) -> None:
     for variant in results.get("precision", []):
         extra = f", cosine min {variant['cosine_min']:.4f}" if "cosine_min" in variant else ""
         line(f"ceiling {variant['variant']} (images/s{extra})", f"{variant['median_images_per_s']:.1f}")
+    if "onednn" in results:
+        ways = results["onednn"]
+        for way in ("on", "off"):
+            line(f"oneDNN {way} ({isa}, {ways['images']} images): ceiling / chain (images/s)",
+                 f"{ways[way]['ceiling_images_per_s']:.1f} / "
+                 f"{ways[way]['pipeline_steady_images_per_s']:.1f}")
+        line("  oneDNN on / off: ceiling, chain",
+             f"{ways['ceiling_speedup']:.2f}x, {ways['pipeline_speedup']:.2f}x")
     for size in results.get("image_sizes", []):
         line(f"image size {size['image_size']}: images/s, 1-NN / centroid accuracy",
              f"{size['images_per_s']:.1f} {size['accuracy_1nn']:.2f} {size['accuracy_centroid']:.2f}")

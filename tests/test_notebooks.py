@@ -50,6 +50,20 @@ def executed_errors(notebook):
     ]
 
 
+def assert_cluster_checked(notebook):
+    """The first cell after the set-up checked the executors and shows one row per host."""
+    import socket
+
+    (cell,) = [cell for cell in notebook.cells if cell.source.strip() == "run.check_cluster()"]
+    assert notebook.cells.index(cell) == 1 + next(
+        index for index, cell in enumerate(notebook.cells) if "run = Run(" in cell.source)
+    (table,) = [output["data"]["text/html"] for output in cell.outputs
+                if "text/html" in output.get("data", {})]
+    for column in ("host", "workers", "python", "helpers", "tensorflow", "onednn", "isa"):
+        assert f"<th>{column}</th>" in table, column
+    assert f"<td>{socket.gethostname()}</td>" in table
+
+
 def test_local_notebook_runs_headless_with_papermill(tmp_path):
     images = copy_subset(str(tmp_path / "images"), classes=2, train=5, test=2)
     output = tmp_path / "outputs"
@@ -61,6 +75,7 @@ def test_local_notebook_runs_headless_with_papermill(tmp_path):
     )
     notebook = nbformat.read(str(executed), as_version=4)
     assert not executed_errors(notebook)
+    assert_cluster_checked(notebook)
     images_on_disk = 2 * (5 + 2)
     manifest = json.loads((output / "manifest.json").read_text())
     assert manifest["images_total"] == manifest["images_featurized"] == images_on_disk
@@ -126,6 +141,7 @@ def test_cloud_notebook_on_s3_with_papermill(s3_server, s3_client, tmp_path, mon
         as_version=4,
     )
     assert not executed_errors(notebook)
+    assert_cluster_checked(notebook)
     manifest = json.loads(s3_client.get_object(Bucket=bucket, Key="outputs/run-1/manifest.json")["Body"].read())
     assert manifest["images_total"] == manifest["images_featurized"] == uploaded
 
