@@ -206,12 +206,23 @@ def definition(values: Mapping[str, str]) -> Dict[str, object]:
             "Comment": "A failed or timed-out createCluster.sync can leave a cluster: find this run's.",
             "Parameters": {"CreatedAfter.$": "$$.Execution.StartTime", "ClusterStates": ACTIVE_STATES},
             "ResultPath": "$.leftover", "Retry": SDK_RETRY,
-            "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.cleanup_error", "Next": "NotifyFailure"}],
+            "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.cleanup_error", "Next": "LeftoverUnknown"}],
             "Next": "AnyLeftoverCluster"},
         "AnyLeftoverCluster": {
             "Type": "Choice",
             "Choices": [{"Variable": "$.leftover.Clusters[0]", "IsPresent": True, "Next": "TerminateLeftoverClusters"}],
-            "Default": "NotifyFailure"},
+            "Default": "NoLeftoverCluster"},
+        "NoLeftoverCluster": {
+            "Type": "Pass", "Comment": "No active cluster was created by this run: nothing to terminate.",
+            "Result": "no active cluster of this run", "ResultPath": "$.failure.cluster",
+            "Next": "NotifyFailure"},
+        "LeftoverUnknown": {
+            "Type": "Pass",
+            "Comment": "The clusters could not be listed: a cluster of this run, if any, ends itself "
+                       "after IDLE_TIMEOUT seconds (its AutoTerminationPolicy).",
+            "Result": f"unknown: the clusters could not be listed; a cluster named {name} started by "
+                      f"this run ends itself after {values['IDLE_TIMEOUT']} s idle",
+            "ResultPath": "$.failure.cluster", "Next": "NotifyFailure"},
         "TerminateLeftoverClusters": {
             "Type": "Map", "ItemsPath": "$.leftover.Clusters", "MaxConcurrency": 5,
             "ItemSelector": {"id.$": "$$.Map.Item.Value.Id", "name.$": "$$.Map.Item.Value.Name"},

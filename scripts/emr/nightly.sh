@@ -96,10 +96,10 @@ deploy() {
 }
 
 describe() {
-  run aws cloudformation describe-stacks --region "${REGION}" --stack-name "${STACK_NAME}" \
-    --query 'Stacks[0].{status:StackStatus,outputs:Outputs[].[OutputKey,OutputValue]}' --output json
   local machine
   machine=$(state_machine)
+  run aws cloudformation describe-stacks --region "${REGION}" --stack-name "${STACK_NAME}" \
+    --query 'Stacks[0].{status:StackStatus,outputs:Outputs[].[OutputKey,OutputValue]}' --output json
   log "last runs (newest first):"
   run aws stepfunctions list-executions --region "${REGION}" --state-machine-arn "${machine}" \
     --max-items 10 --query 'executions[].[name,status,startDate,stopDate]' --output text
