@@ -732,3 +732,38 @@ def test_helper_summary_from_the_history_row(helper) -> None:
     missing = module.handler({"action": "summary", "output_path": f"s3://{bucket}/outputs/other",
                               "run_id": "r2", "cluster_id": "j-ABC"})
     assert "history row is missing" in missing["message"]
+
+
+# ---------------------------------------------------------------------------------------------
+# README, "Scheduled runs" / "On AWS": every command is nightly.sh or a checked aws call
+
+
+def _readme_nightly_section() -> str:
+    text = (ROOT / "README.md").read_text()
+    start = text.index("\n### On AWS (nightly EMR run)")
+    assert text.rfind("\n## Scheduled runs", 0, start) != -1
+    end = min([i for i in (text.find("\n## ", start + 1), text.find("\n### ", start + 1)) if i != -1]
+              or [len(text)])
+    return text[start:end]
+
+
+def test_readme_nightly_commands_are_checked() -> None:
+    section = _readme_nightly_section()
+    documented = set(re.findall(r"\b([A-Z][A-Z_]+)\b", (EMR / "nightly.sh").read_text().split("set -Eeuo")[0]))
+    commands = [line.strip() for block in re.findall(r"```bash\n(.*?)```", section, re.DOTALL)
+                for line in block.splitlines() if line.strip()]
+    actions = set()
+    for command in commands:
+        words = shlex.split(command)
+        while re.fullmatch(r"[A-Z_]+=\S*", words[0]):
+            assert words.pop(0).split("=")[0] in documented, command
+        if words[0] == "scripts/emr/nightly.sh":
+            actions.add(words[1])
+        else:
+            assert words[:3] == ["aws", "s3", "cp"] and words[3:5] == ["--region", "eu-west-3"], command
+            assert words[5].startswith("s3://<your-bucket>/outputs/nightly/"), command
+    assert actions == {"deploy", "run-now", "describe", "remove"}
+    for needed in ("history/runs.jsonl", "history/<run_id>/cloud.executed.ipynb", "NothingNewNoCluster",
+                   "cron(0 2 * * ? *)", "Europe/Paris", "$0.84", "~15 min", "tests/test_emr_nightly.py"):
+        assert needed in section, needed
+    assert "NothingNewNoCluster" in nightly.definition(settings())["States"]
