@@ -306,6 +306,16 @@ def test_nothing_new_starts_no_cluster(asl: dict) -> None:
         assert not any("elasticmapreduce" in states[n].get("Resource", "") for n in path)
 
 
+def test_a_failed_termination_is_reported_as_such(asl: dict) -> None:
+    states = asl["States"]
+    for name in ("TerminateClusterAfterFailure", "TerminateLeftoverClusters"):
+        (catch,) = states[name]["Catch"]
+        assert catch["Next"] == "CleanupIncomplete", name
+    assert states["CleanupIncomplete"]["ResultPath"] == "$.failure.cleanup"
+    assert states["CleanupIncomplete"]["Result"].startswith("FAILED")
+    assert states["TerminateClusterFailed"]["Parameters"]["cleanup"].startswith("FAILED")
+
+
 def test_every_task_after_the_cluster_exists_catches_everything_and_times_out(asl: dict, values) -> None:
     states = asl["States"]
     after = {name for path in _paths(states, "CreateCluster") for name in path}
@@ -324,11 +334,12 @@ def test_failure_message_names_the_state_and_the_step_logs(asl: dict) -> None:
     assert failed["state"] == "RunNotebook"
     assert failed["logs.$"] == f"States.Format('s3://{BUCKET}/logs/{{}}/steps/', $.cluster.ClusterId)"
     message = states["NotifyFailure"]["Parameters"]["Message.$"]
-    for field in ("$.failure.state", "$.failure.cluster", "$.failure.logs", "$.failure.error"):
+    for field in ("$.failure.state", "$.failure.cluster", "$.failure.cleanup", "$.failure.logs",
+                  "$.failure.error"):
         assert field in message
     for name, state in states.items():
         if name.endswith("Failed") and state["Type"] == "Pass":
-            assert {"state", "error.$"} <= set(state["Parameters"]), name
+            assert {"state", "error.$", "cleanup"} <= set(state["Parameters"]), name
             assert {"cluster", "cluster.$"} & set(state["Parameters"]), name
             assert {"logs", "logs.$"} & set(state["Parameters"]), name
 

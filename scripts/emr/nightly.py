@@ -154,9 +154,10 @@ def step_args_expression(values: Mapping[str, str]) -> str:
     return "States.Array(" + ", ".join(parts) + ")"
 
 
-def _failure(state: str, cluster_id: object, logs: object) -> Dict[str, object]:
-    """A Pass state recording which state failed, the cluster, where its logs are."""
-    params: Dict[str, object] = {"state": state, "error.$": "$.error"}
+def _failure(state: str, cluster_id: object, logs: object, cleanup: str) -> Dict[str, object]:
+    """A Pass state recording which state failed, the cluster, where its logs are and what
+    became of the cluster (a later state may correct ``cleanup``)."""
+    params: Dict[str, object] = {"state": state, "error.$": "$.error", "cleanup": cleanup}
     params["cluster.$" if str(cluster_id).startswith("$") else "cluster"] = cluster_id
     params["logs.$" if str(logs).startswith("States.") else "logs"] = logs
     return {"Type": "Pass", "Parameters": params, "ResultPath": "$.failure"}
@@ -189,8 +190,9 @@ def definition(values: Mapping[str, str]) -> Dict[str, object]:
         "NothingNewNoCluster": {
             "Type": "Succeed",
             "Comment": "Nothing new under input_path since the last published run: no cluster, no cost."},
-        "CheckFailed": dict(_failure("CheckForNewImages", "none (no cluster was started)",
-                                     "the helper function's log group (stack output HelperLogGroup)"),
+        "CheckFailed": dict(_failure("CheckForNewImages", "none",
+                                     "the helper function's log group (stack output HelperLogGroup)",
+                                     "no cluster was started"),
                             Next="NotifyFailure"),
         "CreateCluster": {
             "Type": "Task", "Resource": "arn:aws:states:::elasticmapreduce:createCluster.sync",
@@ -200,7 +202,8 @@ def definition(values: Mapping[str, str]) -> Dict[str, object]:
             "Catch": catch("CreateClusterFailed"), "Next": "RunNotebook"},
         "CreateClusterFailed": dict(_failure(
             "CreateCluster", "the cluster named " + name + " started by this run, if any",
-            f"s3://{bucket}/logs/<cluster-id>/node/ (bootstrap actions)"), Next="FindLeftoverCluster"),
+            f"s3://{bucket}/logs/<cluster-id>/node/ (bootstrap actions)",
+            "this run's active cluster, if any, was looked for and terminated"), Next="FindLeftoverCluster"),
         "FindLeftoverCluster": {
             "Type": "Task", "Resource": "arn:aws:states:::aws-sdk:emr:listClusters",
             "Comment": "A failed or timed-out createCluster.sync can leave a cluster: find this run's.",
@@ -220,9 +223,15 @@ def definition(values: Mapping[str, str]) -> Dict[str, object]:
             "Type": "Pass",
             "Comment": "The clusters could not be listed: a cluster of this run, if any, ends itself "
                        "after IDLE_TIMEOUT seconds (its AutoTerminationPolicy).",
-            "Result": f"unknown: the clusters could not be listed; a cluster named {name} started by "
+            "Result": f"UNKNOWN: the clusters could not be listed; a cluster named {name} started by "
                       f"this run ends itself after {values['IDLE_TIMEOUT']} s idle",
-            "ResultPath": "$.failure.cluster", "Next": "NotifyFailure"},
+            "ResultPath": "$.failure.cleanup", "Next": "NotifyFailure"},
+        "CleanupIncomplete": {
+            "Type": "Pass",
+            "Comment": "Terminating the cluster failed (after retries): say so, loudly.",
+            "Result": f"FAILED: the cluster could not be terminated; terminate it by hand (aws emr "
+                      f"terminate-clusters); it ends itself after {values['IDLE_TIMEOUT']} s idle",
+            "ResultPath": "$.failure.cleanup", "Next": "NotifyFailure"},
         "TerminateLeftoverClusters": {
             "Type": "Map", "ItemsPath": "$.leftover.Clusters", "MaxConcurrency": 5,
             "ItemSelector": {"id.$": "$$.Map.Item.Value.Id", "name.$": "$$.Map.Item.Value.Name"},
@@ -240,7 +249,7 @@ def definition(values: Mapping[str, str]) -> Dict[str, object]:
                         "Retry": SDK_RETRY, "End": True},
                     "NotThisRunsCluster": {"Type": "Pass", "End": True}}},
             "ResultPath": None,
-            "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.cleanup_error", "Next": "NotifyFailure"}],
+            "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.cleanup_error", "Next": "CleanupIncomplete"}],
             "Next": "NotifyFailure"},
         "RunNotebook": {
             "Type": "Task", "Resource": "arn:aws:states:::elasticmapreduce:addStep.sync",
@@ -253,21 +262,25 @@ def definition(values: Mapping[str, str]) -> Dict[str, object]:
                                            "Args.$": step_args_expression(values)}}},
             "ResultPath": "$.step", "TimeoutSeconds": 60 * int(values["STEP_TIMEOUT_MINUTES"]),
             "Catch": catch("RunNotebookFailed"), "Next": "TerminateCluster"},
-        "RunNotebookFailed": dict(_failure("RunNotebook", "$.cluster.ClusterId", step_logs),
+        "RunNotebookFailed": dict(_failure("RunNotebook", "$.cluster.ClusterId", step_logs,
+                                           "terminated by this run"),
                                   Next="TerminateClusterAfterFailure"),
         "TerminateClusterAfterFailure": {
             "Type": "Task", "Resource": "arn:aws:states:::elasticmapreduce:terminateCluster.sync",
             "Parameters": {"ClusterId.$": "$.cluster.ClusterId"},
             "ResultPath": None, "TimeoutSeconds": 1800, "Retry": SDK_RETRY,
-            "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.cleanup_error", "Next": "NotifyFailure"}],
+            "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.cleanup_error", "Next": "CleanupIncomplete"}],
             "Next": "NotifyFailure"},
         "TerminateCluster": {
             "Type": "Task", "Resource": "arn:aws:states:::elasticmapreduce:terminateCluster.sync",
             "Parameters": {"ClusterId.$": "$.cluster.ClusterId"},
             "ResultPath": None, "TimeoutSeconds": 1800, "Retry": SDK_RETRY,
             "Catch": catch("TerminateClusterFailed"), "Next": "Summarize"},
-        "TerminateClusterFailed": dict(_failure("TerminateCluster", "$.cluster.ClusterId", step_logs),
-                                       Next="NotifyFailure"),
+        "TerminateClusterFailed": dict(_failure(
+            "TerminateCluster", "$.cluster.ClusterId", step_logs,
+            f"FAILED: the notebook ran, but the cluster could not be terminated; terminate it by "
+            f"hand (aws emr terminate-clusters); it ends itself after {values['IDLE_TIMEOUT']} s idle"),
+            Next="NotifyFailure"),
         "Summarize": {
             "Type": "Task", "Resource": "arn:aws:states:::lambda:invoke",
             "Parameters": {"FunctionName": "${HelperFunctionArn}",
@@ -299,9 +312,9 @@ def definition(values: Mapping[str, str]) -> Dict[str, object]:
                 "TopicArn": "${TopicArn}",
                 "Subject.$": "States.Format('Fruits! nightly run FAILED in {}', $.failure.state)",
                 "Message.$": "States.Format('The Fruits! nightly run {} failed in state {}.\n"
-                             "Cluster: {} (terminated by the run; it also ends itself when idle)\n"
+                             "Cluster: {}\nCluster clean-up: {}\n"
                              "Logs: {}\nError: {}\nExecution: {}', $$.Execution.Name, "
-                             "$.failure.state, $.failure.cluster, $.failure.logs, "
+                             "$.failure.state, $.failure.cluster, $.failure.cleanup, $.failure.logs, "
                              "States.JsonToString($.failure.error), $$.Execution.Id)"},
             "ResultPath": None, "Retry": SDK_RETRY,
             "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.notify_error", "Next": "Failed"}],
