@@ -628,10 +628,15 @@ def test_deploy_describe_run_now_remove_on_a_local_aws(aws: AwsCli, values, asl:
 
     again = aws.script("nightly.sh", "deploy", **env)  # unchanged: a no-op, not an error
     assert again.returncode == 0, again.stderr
+    updated = aws.script("nightly.sh", "deploy", **{**env, "NOTIFICATION_EMAIL": ""})  # an update
+    assert updated.returncode == 0, updated.stderr
+    stack = cfn.describe_stacks(StackName="fruits-nightly-t1")["Stacks"][0]
+    assert stack["StackStatus"] == "UPDATE_COMPLETE"
+    assert {p["ParameterKey"]: p["ParameterValue"] for p in stack["Parameters"]}["NotificationEmail"] == ""
 
     described_text = aws.script("nightly.sh", "describe", **env)
     assert described_text.returncode == 0, described_text.stderr
-    assert "CREATE_COMPLETE" in described_text.stdout
+    assert json.loads(described_text.stdout)["status"] == "UPDATE_COMPLETE"
 
     started = aws.script("nightly.sh", "run-now", **env)
     assert started.returncode == 0, started.stderr
@@ -651,6 +656,18 @@ def test_deploy_describe_run_now_remove_on_a_local_aws(aws: AwsCli, values, asl:
     operations = {operation for operation, _ in aws.requests()}
     assert {"CreateChangeSet", "ExecuteChangeSet", "DescribeStacks", "ListStateMachines",
             "StartExecution", "ListExecutions", "DeleteStack"} <= operations
+
+
+def test_the_guard_catches_a_request_that_escapes_the_local_endpoint(aws: AwsCli) -> None:
+    """A control: without ENDPOINT_URL the CLI goes for AWS's real endpoint; the dead proxy makes
+    it fail, and the debug-log check names it."""
+    result = aws.script("nightly.sh", "describe", BUCKET=BUCKET, ENDPOINT_URL="",
+                        AWS_MAX_ATTEMPTS="1", AWS_RETRY_MODE="standard")
+    assert result.returncode != 0
+    (operation, url), *_ = aws.requests()
+    assert operation == "ListStateMachines" and "amazonaws.com" in url
+    with pytest.raises(AssertionError, match="amazonaws.com"):
+        aws.assert_only_local()
 
 
 def test_describe_and_remove_without_a_stack_say_so(aws: AwsCli) -> None:
