@@ -6,6 +6,7 @@ from datetime import datetime
 import boto3
 
 IMAGES = (".jpg", ".jpeg", ".png")
+# S3_ENDPOINT is unset on AWS; the tests point it at a local S3 server.
 s3 = boto3.client("s3", endpoint_url=os.environ.get("S3_ENDPOINT") or None)
 
 
