@@ -757,6 +757,11 @@ def test_helper_summary_from_the_history_row(helper) -> None:
                      "estimated cost (USD): 0.44", "cluster j-ABC terminated",
                      f"s3://{bucket}/outputs/nightly/history/r1/cloud.executed.ipynb"):
         assert expected in out["message"], expected
+    skipped = dict(row, test_accuracy=None, classifier_skipped="no Test split in the input")
+    s3.put_object(Bucket=bucket, Key="outputs/nightly/history/latest.json", Body=json.dumps(skipped).encode())
+    out = module.handler({"action": "summary", "output_path": f"s3://{bucket}/outputs/nightly",
+                          "run_id": "r1", "cluster_id": "j-ABC"})
+    assert "Test accuracy: n/a (no Test split in the input)" in out["message"]
     missing = module.handler({"action": "summary", "output_path": f"s3://{bucket}/outputs/other",
                               "run_id": "r2", "cluster_id": "j-ABC"})
     assert "history row is missing" in missing["message"]

@@ -58,6 +58,8 @@ def summary(event):
             value = f"{100 * value:.1f}%"
         elif isinstance(value, float):
             value = f"{value:.2f}"
+        if value is None and key == "test_accuracy" and row.get("classifier_skipped"):
+            value = f"n/a ({row['classifier_skipped']})"
         lines.append(f"{label}: {'n/a' if value is None else value}")
     if not row:
         lines.append(f"(no {out}/history/latest.json: the history row is missing)")
