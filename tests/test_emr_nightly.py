@@ -774,7 +774,8 @@ def test_helper_summary_from_the_history_row(helper) -> None:
 def _readme_nightly_section() -> str:
     text = (ROOT / "README.md").read_text()
     start = text.index("\n### On AWS (nightly EMR run)")
-    assert text.rfind("\n## Scheduled runs", 0, start) != -1
+    heading = text.rfind("\n## ", 0, start)
+    assert text.startswith("\n## Scheduled runs\n", heading), "the subsection belongs under '## Scheduled runs'"
     end = min([i for i in (text.find("\n## ", start + 1), text.find("\n### ", start + 1)) if i != -1]
               or [len(text)])
     return text[start:end]
