@@ -101,14 +101,19 @@ def cpu_isa(flags: Optional[Iterable[str]] = None, machine: Optional[str] = None
 
 def tensorflow_state() -> Dict[str, Any]:
     """What TensorFlow uses in this process: ``onednn`` (its runtime switch, as TensorFlow
-    itself reports it), ``isa``, ``host``, ``env`` (``TF_ENABLE_ONEDNN_OPTS`` or ``None``),
+    itself reports it; ``None`` if it cannot say), ``isa``, ``host``, ``env`` (``TF_ENABLE_ONEDNN_OPTS`` or ``None``),
     ``tensorflow`` (version), ``python`` and ``pid``. Imports TensorFlow (errors propagate)."""
     import tensorflow as tf
-    from tensorflow.python.util import _pywrap_util_port
 
+    try:  # TensorFlow's own runtime switch (what its test utilities read too)
+        from tensorflow.python.util import _pywrap_util_port
+
+        enabled: Optional[bool] = bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):  # a TensorFlow without it: unknown, not an error
+        enabled = None
     return {
         "host": socket.gethostname(),
-        "onednn": bool(_pywrap_util_port.IsMklEnabled()),
+        "onednn": enabled,
         "isa": cpu_isa(),
         "env": os.environ.get(ONEDNN_ENV),
         "tensorflow": tf.__version__,
