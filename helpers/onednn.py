@@ -101,8 +101,9 @@ def cpu_isa(flags: Optional[Iterable[str]] = None, machine: Optional[str] = None
 
 def tensorflow_state() -> Dict[str, Any]:
     """What TensorFlow uses in this process: ``onednn`` (its runtime switch, as TensorFlow
-    itself reports it; ``None`` if it cannot say), ``isa``, ``host``, ``env`` (``TF_ENABLE_ONEDNN_OPTS`` or ``None``),
-    ``tensorflow`` (version), ``python`` and ``pid``. Imports TensorFlow (errors propagate)."""
+    itself reports it; ``None`` if it cannot say), ``isa``, ``host``, ``env``
+    (``TF_ENABLE_ONEDNN_OPTS`` or ``None``), ``tensorflow`` (version), ``python`` and ``pid``.
+    Imports TensorFlow (errors propagate)."""
     import tensorflow as tf
 
     try:  # TensorFlow's own runtime switch (what its test utilities read too)
