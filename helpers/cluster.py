@@ -85,13 +85,20 @@ def probe_executors(spark: SparkSession, tasks: Optional[int] = None) -> List[Di
 
 
 def job_failure_sentence(message: str) -> str:
-    """One sentence from a failed probe job's Spark message: the host and the worker's error."""
-    host = re.search(r"\(TID \d+\) \(([^ )]+) executor", message)
-    errors = re.findall(r"^\s*([A-Za-z_.]*(?:Error|Exception): .+)$", message, re.MULTILINE)
-    python_errors = [line for line in errors if not line.startswith(("org.", "java.", "py4j."))]
-    error = (python_errors or errors or [message.strip().splitlines()[0] if message.strip() else
-                                         "unknown error"])[-1]
-    where = f"node {host.group(1)}" if host else "a node"
+    """One sentence from a failed probe job's Spark message: the host and the worker's error
+    (the last Python exception line for a Python error, else the cause Spark gives first)."""
+    lost = re.search(r"\(TID \d+\) \(([^ )]+) executor [^)]*\): ([^\n]+)", message)
+    python_lines = [line for line in re.findall(
+        r"^([A-Za-z_][\w.]*(?:Error|Exception): .+)$", message, re.MULTILINE)
+        if not line.startswith(("org.", "java.", "py4j.", "scala."))]
+    cause = lost.group(2) if lost else ""
+    if python_lines and (not cause or "PythonException" in cause):
+        error = python_lines[-1]
+    elif cause:
+        error = re.sub(r"^(?:[a-z_]+\.)+[A-Za-z]+(?:Exception|Error): ", "", cause)
+    else:
+        error = message.strip().splitlines()[0] if message.strip() else "unknown error"
+    where = f"node {lost.group(1)}" if lost else "a node"
     return f"{where}: the Python worker failed to start ({error.strip()[:300]}): {HINT}"
 
 

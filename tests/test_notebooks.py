@@ -54,9 +54,10 @@ def assert_cluster_checked(notebook):
     """The first cell after the set-up checked the executors and shows one row per host."""
     import socket
 
-    (cell,) = [cell for cell in notebook.cells if cell.source.strip() == "run.check_cluster()"]
-    assert notebook.cells.index(cell) == 1 + next(
-        index for index, cell in enumerate(notebook.cells) if "run = Run(" in cell.source)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    set_up = next(index for index, cell in enumerate(code) if "run = Run(" in cell.source)
+    cell = code[set_up + 1]
+    assert cell.source.strip() == "run.check_cluster()"
     (table,) = [output["data"]["text/html"] for output in cell.outputs
                 if "text/html" in output.get("data", {})]
     for column in ("host", "workers", "python", "helpers", "tensorflow", "onednn", "isa"):
