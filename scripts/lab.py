@@ -143,7 +143,8 @@ def notebook_url(port: int, token: str, notebook: Optional[str]) -> str:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int,
-                        default=int(os.environ.get("LAB_PORT") or DEFAULT_PORT))
+                        default=int(os.environ.get("LAB_PORT") or DEFAULT_PORT),
+                        help=f"port on 127.0.0.1 (default: LAB_PORT, else {DEFAULT_PORT})")
     parser.add_argument("--root", default=os.path.join(REPO, "notebooks"),
                         help="folder JupyterLab opens on (default: notebooks/)")
     parser.add_argument("--notebook", default="local.ipynb",

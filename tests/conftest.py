@@ -183,6 +183,7 @@ def local_notebook_run(tmp_path_factory):
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=1200,
         env=dict(os.environ, PYTHONUNBUFFERED="1"),
     )
+    (folder / "papermill.log").write_text(completed.stdout)
     assert completed.returncode == 0, f"papermill failed:\n{completed.stdout[-5000:]}"
     return {"notebook": str(executed), "output": output, "log": completed.stdout,
             "images": 2 * (5 + 2)}
