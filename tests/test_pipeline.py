@@ -184,6 +184,7 @@ from pyspark import SparkContext
 from helpers.config import PipelineConfig
 from helpers.pipeline import Run
 
+signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own, however we were started
 before = signal.getsignal(signal.SIGINT)
 run = Run(PipelineConfig(sys.argv[1], sys.argv[2], spark_master="local[1]"))
 assert run.owns_session and run.spark.range(3).count() == 3
