@@ -295,7 +295,7 @@ def test_make_lab_runs_the_local_notebook_in_headless_chromium(tmp_path, monkeyp
             f"the screenshot {screenshot} looks blank"
         drawn = Image.open(__import__("io").BytesIO(figure.screenshot_as_png)).convert("L")
         low, high = drawn.getextrema()
-        assert high - low > 100 and len(set(drawn.getdata())) > 20, \
+        assert high - low > 100 and len(drawn.getcolors(256)) > 20, \
             "the variance figure is shown but blank"
 
         click_menu(driver, "File", "Save Notebook")
@@ -333,4 +333,5 @@ def test_make_lab_runs_the_local_notebook_in_headless_chromium(tmp_path, monkeyp
         watcher.stop()
     assert code == 0, f"scripts/lab.py exited with {code}: {log_path.read_text()[-3000:]}"
     assert kernels and not alive, "the kernels stop with the server"
+    assert "127.0.0.1" in watcher.seen, "the watcher saw the browser's and kernels' sockets"
     assert not watcher.outside, f"connections outside 127.0.0.1: {sorted(watcher.outside)}"
