@@ -9,6 +9,7 @@ records every socket the server, its kernels and the browser open, and the test 
 other address.
 """
 import importlib.util
+import io
 import ipaddress
 import json
 import os
@@ -293,7 +294,7 @@ def test_make_lab_runs_the_local_notebook_in_headless_chromium(tmp_path, monkeyp
         page = Image.open(screenshot).convert("L")
         assert page.size[0] >= 1000 and ImageStat.Stat(page).stddev[0] > 20, \
             f"the screenshot {screenshot} looks blank"
-        drawn = Image.open(__import__("io").BytesIO(figure.screenshot_as_png)).convert("L")
+        drawn = Image.open(io.BytesIO(figure.screenshot_as_png)).convert("L")
         low, high = drawn.getextrema()
         assert high - low > 100 and len(drawn.getcolors(256)) > 20, \
             "the variance figure is shown but blank"
