@@ -204,6 +204,58 @@ def test_create_cluster_configurations(cluster_dry_run) -> None:
     assert defaults["spark.pyspark.driver.python"] == VENV_PY
 
 
+#: YARN memory of one m5.xlarge node on EMR (yarn.nodemanager.resource.memory-mb), in MB.
+M5_XLARGE_YARN_MB = 12288
+#: Peak RSS of one Spark Python worker featurizing with its MobileNetV2 (batch 64, 224 px), and
+#: of the worker daemon that forks them, measured with psutil on the local chain (README).
+WORKER_RSS_MB, DAEMON_RSS_MB = 1130, 630
+#: A Livy session's driver runs in YARN next to the executors (cluster mode): its container.
+DRIVER_CONTAINER_MB = 2048 + 384
+
+
+def _mb(value: str) -> int:
+    number, unit = re.fullmatch(r"(\d+)([mg])", value.lower()).groups()
+    return int(number) * (1024 if unit == "g" else 1)
+
+
+def test_configurations_pass_botocores_emr_model(cluster_dry_run) -> None:
+    import botocore.session
+    from botocore.validate import ParamValidator
+
+    args, _, _ = cluster_dry_run
+    model = botocore.session.get_session().get_service_model("emr")
+    shape = model.operation_model("RunJobFlow").input_shape.members["Configurations"]
+    report = ParamValidator().validate(file_arg(args, "--configurations"), shape)
+    assert not report.has_errors(), report.generate_report()
+
+
+def test_livy_sessions_outlive_a_long_cell(cluster_dry_run) -> None:
+    args, _, _ = cluster_dry_run
+    configurations = {c["Classification"]: c for c in file_arg(args, "--configurations")}
+    livy = configurations["livy-conf"]["Properties"]
+    number, unit = re.fullmatch(r"(\d+)([hm])", livy["livy.server.session.timeout"]).groups()
+    assert int(number) * (60 if unit == "h" else 1) >= 4 * 60, "more than Livy's 1 h default"
+    assert livy["livy.server.session.timeout-check"] == "true"  # idle sessions still end
+    assert livy["livy.server.session.timeout-check.skip-busy"] == "true"  # a running cell never
+
+
+def test_executors_hold_four_tensorflow_workers_on_m5_xlarge(cluster_dry_run) -> None:
+    args, _, _ = cluster_dry_run
+    configurations = {c["Classification"]: c for c in file_arg(args, "--configurations")}
+    defaults = configurations["spark-defaults"]["Properties"]
+    cores = int(defaults["spark.executor.cores"])
+    heap, overhead = _mb(defaults["spark.executor.memory"]), _mb(defaults["spark.executor.memoryOverhead"])
+    assert cores == 4  # m5.xlarge: 4 vCPU, one executor per core node
+    # Python workers (one per task, each with its model) live in the overhead, next to the JVM's
+    # own off-heap memory (at least Spark's default 10% of the heap, 384 MB minimum).
+    assert cores * WORKER_RSS_MB + DAEMON_RSS_MB + max(384, heap // 10) <= overhead
+    # The executor and a Livy driver fit one node's YARN memory.
+    assert heap + overhead + DRIVER_CONTAINER_MB <= M5_XLARGE_YARN_MB
+    # Not spark.executor.pyspark.memory: pyspark turns it into an address-space limit
+    # (RLIMIT_AS) of memory / cores per worker, and TensorFlow maps about 3 GB of address space.
+    assert "spark.executor.pyspark.memory" not in defaults
+
+
 def test_create_cluster_logs_idle_termination_tags_access(cluster_dry_run) -> None:
     args, lines, _ = cluster_dry_run
     assert option(args, "--log-uri") == [f"s3://{BUCKET}/logs/"]
