@@ -174,6 +174,10 @@ def test_cloud_notebook_on_s3_with_papermill(s3_server, s3_client, tmp_path, mon
         pngs = [out for out in cell.outputs if "image/png" in out.get("data", {})]
         assert len(pngs) == 1, f"one image for: {cell.source!r}"
         assert base64.b64decode(pngs[0]["data"]["image/png"])[:8] == b"\x89PNG\r\n\x1a\n"
+    # A cell that shows a figure any other way would show text in the PySpark kernel.
+    assert not [cell.source for cell in notebook.cells if cell.cell_type == "code"
+                and cell not in figure_cells
+                and any("image/png" in out.get("data", {}) for out in cell.outputs)]
     manifest = json.loads(s3_client.get_object(Bucket=bucket, Key="outputs/run-1/manifest.json")["Body"].read())
     assert manifest["images_total"] == manifest["images_featurized"] == uploaded
     # Progress of the featurization, from Spark's status tracker and accumulator: plain lines
