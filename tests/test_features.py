@@ -13,8 +13,10 @@ import os
 import numpy as np
 import pytest
 
+from helpers.config import DEFAULT_WEIGHTS, PipelineConfig
 from helpers.features import FEATURE_DIM, extract_features, featurize_udf
 from helpers.images import decode_image
+from helpers.session import task_cpus
 from helpers.weights import load_weight_set, torchvision_weights_path
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
@@ -95,12 +97,16 @@ def test_extract_features_equal_torchvisions(reference, contents):
 
 
 def test_spark_udf_features_equal_torchvisions(spark, reference, contents):
-    """The pandas UDF the chain runs on executors gives torchvision's numbers too."""
+    """The pandas UDF the chain runs on executors gives torchvision's numbers too.
+
+    Called as the chain calls it (default batch size, ``spark.task.cpus`` threads), in one
+    task, so the Python worker's model is the one later runs of the session reuse.
+    """
     size = int(reference["image_size"])
     rows = [(str(name), bytearray(content)) for name, content in zip(reference["files"], contents)]
-    frame = spark.createDataFrame(rows, "path string, content binary").repartition(2)
-    udf = featurize_udf(spark, load_weight_set("torchvision"), size, batch_size=4,
-                        threads_per_task=1)
+    frame = spark.createDataFrame(rows, "path string, content binary").coalesce(1)
+    udf = featurize_udf(spark, load_weight_set(DEFAULT_WEIGHTS), size,
+                        PipelineConfig("unused", "unused").batch_size, task_cpus(spark))
     result = (frame.select("path", udf("content").alias("result"))
               .select("path", "result.features", "result.error").toPandas().set_index("path"))
     assert result.error.isna().all(), result.error.dropna().to_dict()
