@@ -1,7 +1,8 @@
-# Fruits! featurization chain. Two commands from a fresh clone:
+# Fruits! featurization chain. From a fresh clone:
 #   make run    the whole chain on the bundled sample -> outputs/local/
 #   make test   the test suite
-# Both create .venv and install everything on first use; later calls install nothing.
+#   make lab    JupyterLab on notebooks/ (127.0.0.1, with a token; LAB_PORT=8888 by default)
+# Each creates .venv and installs everything on first use; later calls install nothing.
 
 PYTHON ?= python3
 VENV := .venv
@@ -15,7 +16,7 @@ export SPARK_LOCAL_IP := 127.0.0.1
 export PYTHONUNBUFFERED := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: run test bench check-java clean sample wheel
+.PHONY: run test lab bench check-java clean sample wheel
 
 run: $(INSTALLED) check-java
 	@mkdir -p $(OUTPUT)
@@ -26,6 +27,10 @@ run: $(INSTALLED) check-java
 
 test: $(INSTALLED) $(ASL_VALIDATOR) check-java
 	$(PY) -m pytest tests
+
+# Stop with Ctrl-C: the server, its kernels and their Spark stop together.
+lab: $(INSTALLED) check-java
+	$(PY) scripts/lab.py
 
 # Benchmarks (not part of the tests): N synthetic images, medians of REPEATS runs, one run more at
 # each CURVE size; see docs/benchmarks.md.
@@ -44,12 +49,13 @@ sample: $(INSTALLED)
 wheel: $(INSTALLED)
 	$(PY) -m pip wheel --no-deps --no-build-isolation -w dist .
 
-$(INSTALLED): requirements.txt requirements-nodeps.txt pyproject.toml
+$(INSTALLED): requirements.txt requirements-nodeps.txt pyproject.toml scripts/lab.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes \
 		-r requirements-nodeps.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(PY) scripts/lab.py --install-kernel
 	@touch $(INSTALLED)
 
 $(ASL_VALIDATOR): tools/asl/package.json tools/asl/package-lock.json
