@@ -6,8 +6,8 @@ SparkContext, and TensorFlow reads the variable once, at import)::
 
 Modes:
 
-* ``chain``: import :mod:`helpers.features` (the driver), compute the features of
-  ``data/photos`` in this process (saved to ``FEATURES_NPY``), then build the session as the
+* ``chain``: import :mod:`helpers.features` (the driver), compute the features of the images
+  of ``tests/data/torchvision_features.npz`` in this process (saved to ``FEATURES_NPY``), then build the session as the
   chain does (:func:`helpers.session.get_spark`, ``local[2]``) and probe its Python workers;
 * ``existing``: start a plain Spark session first (pyspark's own worker daemon, the JVM
   started before helpers is imported: like Livy on EMR), then import helpers and probe;
@@ -24,7 +24,7 @@ import os
 import sys
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
-PHOTOS = ("orange", "fruits", "apple")
+FIXTURE = os.path.join(REPO, "tests", "data", "torchvision_features.npz")
 
 
 def plain_session(master: str = "local[2]"):
@@ -48,9 +48,11 @@ def main() -> None:
         from helpers.session import get_spark
 
         result["driver"] = onednn.tensorflow_state()
+        with np.load(FIXTURE, allow_pickle=False) as reference:  # torchvision's own numbers
+            files = [str(name) for name in reference["files"]]
         contents = []
-        for name in PHOTOS:
-            with open(os.path.join(REPO, "data", "photos", f"{name}.jpg"), "rb") as handle:
+        for name in files:
+            with open(os.path.join(REPO, name), "rb") as handle:
                 contents.append(handle.read())
         np.save(sys.argv[3], features.extract_features(contents))
         spark = get_spark(PipelineConfig("unused", "unused", spark_master="local[2]"))
