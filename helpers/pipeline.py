@@ -65,7 +65,7 @@ class Run:
         _setup_logging()
         self.config = config
         self.started_at = datetime.now(timezone.utc)
-        self.run_id = self.started_at.strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
+        self.run_id = config.run_id or new_run_id(self.started_at)
         self.seconds: Dict[str, float] = {}
         with self.stage("session"):
             # A session built here is this run's to stop (:meth:`close`); one that was running
@@ -509,6 +509,12 @@ class Run:
         gateway.close()
         SparkContext._gateway = None  # noqa: SLF001
         SparkContext._jvm = None  # noqa: SLF001
+
+
+def new_run_id(moment: Optional[datetime] = None) -> str:
+    """A run id from a UTC time: ``YYYYMMDDTHHMMSSZ-`` and 6 random hex digits."""
+    moment = moment or datetime.now(timezone.utc)
+    return moment.strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
 
 
 def _union_all(frames: List[Optional[DataFrame]]) -> Optional[DataFrame]:
