@@ -29,7 +29,7 @@ from helpers import plots, report, storage
 from helpers.config import IMAGE_EXTENSIONS, PipelineConfig
 from helpers.features import FEATURE_DIM, decode_error_udf, featurize_udf
 from helpers.images import KNOWN_SPLITS, ImageDecodeError, decode_image
-from helpers.reduction import PCA_COLUMN, PcaFit, fit_pca, project
+from helpers.reduction import MIN_PCA_VECTORS, PCA_COLUMN, PcaFit, fit_pca, project
 from helpers.session import balanced_file_scans, get_spark, task_cpus
 from helpers.weights import WeightSet, load_weight_set
 
@@ -81,6 +81,7 @@ class Run:
         self.images_failed = 0
         self.images_reused = 0
         self.pca: Optional[PcaFit] = None
+        self.pca_skipped: Optional[str] = None  # why no PCA was fitted (too few images)
         self.manifest: Dict[str, Any] = {}
         self.run_path = storage.output_location(
             config.output_path, f"{storage.RUNS_DIR}/{self.run_id}"
@@ -389,9 +390,19 @@ class Run:
         return storage.read_parquet(self.spark, location).orderBy("path").toPandas()
 
     # -- stage 3: PCA ------------------------------------------------------------------
-    def reduce(self) -> PcaFit:
-        """Fit PCA on the written features; choose k; write ``pca/``, ``pca_csv/`` and the plot."""
+    def reduce(self) -> Any:
+        """Fit PCA on the written features; choose k; write ``pca/``, ``pca_csv/`` and the plot.
+
+        Returns the :class:`~helpers.reduction.PcaFit`, or, when fewer than 2 images were
+        featurized (PCA needs 2 vectors), the sentence saying PCA was skipped: the run then
+        publishes its features without PCA outputs (``k`` is ``None`` in the manifest).
+        """
         config = self.config
+        if self.images_featurized < MIN_PCA_VECTORS:
+            self.pca_skipped = (f"needs at least {MIN_PCA_VECTORS} images, "
+                                f"{self.images_featurized} featurized")
+            LOG.info("PCA skipped: %s", self.pca_skipped)
+            return f"PCA skipped: {self.pca_skipped}"
         with self.stage("pca_fit"):
             self.pca = fit_pca(self.features, config.variance_target, config.k, config.pca_method)
         LOG.info(
@@ -414,18 +425,27 @@ class Run:
         return self.pca
 
     def variance_figure(self) -> Any:
-        """Scree + cumulative explained variance, with the target line and the chosen k."""
+        """Scree + cumulative explained variance, with the target line and the chosen k (a
+        figure saying why when PCA was skipped)."""
+        if self.pca is None:
+            return plots.message_figure("No PCA", f"PCA skipped: {self.pca_skipped or 'not run'}.")
         target = None if self.config.k is not None else self.config.variance_target
         return plots.variance_figure(self.pca.explained_variance, self.pca.k, target)
 
     def scatter_figure(self, max_points: int = 5000) -> Any:
-        """PC1/PC2 scatter coloured by class (at most ``max_points`` points, sampled)."""
+        """PC1/PC2 scatter coloured by class (at most ``max_points`` points, sampled); with
+        k = 1 the points lie on PC 1 (PC 2 drawn as 0); a figure saying why when PCA was
+        skipped."""
+        if self.pca is None:
+            return plots.message_figure("No PCA scatter",
+                                        f"PCA skipped: {self.pca_skipped or 'not run'}.")
         scores = storage.read_parquet(self.spark, self.location(storage.PCA_DIR))
         total = self.images_featurized
         if total > max_points:
             scores = scores.sample(fraction=max_points / total, seed=self.config.seed)
         points = scores.select(
-            "label", "split", F.col(PCA_COLUMN)[0].alias("pc_1"), F.col(PCA_COLUMN)[1].alias("pc_2")
+            "label", "split", F.col(PCA_COLUMN)[0].alias("pc_1"),
+            (F.col(PCA_COLUMN)[1] if self.pca.k > 1 else F.lit(0.0)).alias("pc_2"),
         ).toPandas()
         return plots.scatter_figure(points)
 
@@ -449,19 +469,22 @@ class Run:
             "images_through_model": int(self.images_through_model.value),
             "feature_dim": FEATURE_DIM,
             "weights": {"source": self.weight_set.source, "flavour": self.weight_set.flavour},
-            "pca_method": self.pca.method,
-            "k": self.pca.k,
-            "explained_variance": self.pca.explained_variance,
-            "explained_variance_kept": self.pca.explained_variance_kept,
+            "pca_method": self.pca.method if self.pca else None,
+            "k": self.pca.k if self.pca else None,
+            "explained_variance": self.pca.explained_variance if self.pca else [],
+            "explained_variance_kept": self.pca.explained_variance_kept if self.pca else None,
             "seconds": dict(self.seconds),
             "outputs": {
                 name: self.location(name)
                 for name in (storage.FEATURES_DIR, storage.PCA_DIR, storage.PCA_CSV_DIR,
                              storage.INVENTORY_DIR, storage.VARIANCE_PLOT)
+                if self.pca is not None or name in (storage.FEATURES_DIR, storage.INVENTORY_DIR)
             },
             "previous_run_id": (self.previous_manifest or {}).get("run_id"),
             "versions": library_versions(self.spark),
         }
+        if self.pca_skipped:
+            self.manifest["pca_skipped"] = f"PCA skipped: {self.pca_skipped}"
         if self.images_failed:
             self.manifest["outputs"][storage.FAILED_DIR] = self.location(storage.FAILED_DIR)
         storage.write_json(self.spark, self.location(storage.MANIFEST), self.manifest)

@@ -227,6 +227,19 @@ def confusion_matrix_figure(
 
 
 @_in_style
+def message_figure(title: str, message: str) -> Figure:
+    """A small figure that says why there is no plot (e.g. a skipped classifier or PCA)."""
+    import textwrap
+
+    figure, axis = _styled(figsize=(8, 2.2))
+    axis.axis("off")
+    axis.set_title(title)
+    axis.text(0.5, 0.45, textwrap.fill(message, 70), ha="center", va="center", fontsize=13,
+              transform=axis.transAxes, color="#444444")
+    return figure
+
+
+@_in_style
 def timings_figure(seconds: Dict[str, float]) -> Figure:
     """Horizontal bars: seconds per stage, in the order the stages ran, with the total."""
     names = list(seconds)

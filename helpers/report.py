@@ -96,12 +96,15 @@ def summary_text(manifest: Dict[str, Any]) -> str:
     parameters = manifest.get("parameters", {})
     target = parameters.get("variance_target")
     target_text = f" (target {100 * target:.0f}%)" if target and parameters.get("k") is None else ""
+    kept = manifest.get("explained_variance_kept")
+    variance = (f"{100 * kept:.1f}%{target_text}" if kept is not None
+                else manifest.get("pca_skipped", "no PCA"))
     return "\n".join([
         f"images:             {manifest['images_total']}",
         f"featurized:         {manifest['images_featurized']}",
         f"failed:             {manifest['images_failed']}",
         f"k (PCA components): {manifest['k']}",
-        f"explained variance: {100 * manifest['explained_variance_kept']:.1f}%{target_text}",
+        f"explained variance: {variance}",
         f"outputs:            {parameters.get('output_path', '?')}",
     ])
 
@@ -319,10 +322,8 @@ def report_notebook(
             f"to {_when(manifest.get('finished_at', '?'))}.\n\n"
             f"**{manifest.get('images_total', '?')}** images in **{len(classes)}** classes, "
             f"**{manifest.get('images_featurized', '?')}** featurized, "
-            f"**{manifest.get('images_failed', '?')}** failed; PCA keeps "
-            f"**k = {manifest.get('k', '?')}** components "
-            f"(**{100 * float(manifest.get('explained_variance_kept', 0.0)):.1f}%** of the "
-            f"variance); {accuracy_text}; {sum(seconds.values()):.0f} s in all.\n\n"
+            f"**{manifest.get('images_failed', '?')}** failed; {_pca_text(manifest)}; "
+            f"{accuracy_text}; {sum(seconds.values()):.0f} s in all.\n\n"
             f"Input `{parameters.get('input_path', '?')}`, outputs "
             f"`{parameters.get('output_path', '?')}`."
         ),
@@ -360,6 +361,8 @@ def report_notebook(
             "reaching the variance target (or a fixed k). Bars: variance per component; line: "
             "cumulative variance."
         ),
+        *([_markdown(f"**{manifest['pca_skipped']}**: the run published its features only "
+                     f"(no `pca/`, `pca_csv/`).")] if manifest.get("pca_skipped") else []),
         *figure(VARIANCE_PLOT, "explained variance"),
         _markdown(
             "The images on the first two principal components, one colour per class: classes "
@@ -400,9 +403,20 @@ def report_notebook(
     return notebook
 
 
+def _pca_text(manifest: Dict[str, Any]) -> str:
+    """The header's PCA clause: k and the variance kept, or why PCA was skipped."""
+    kept = manifest.get("explained_variance_kept")
+    if kept is None:
+        return html.escape(manifest.get("pca_skipped", "no PCA"))
+    return (f"PCA keeps **k = {manifest.get('k', '?')}** components "
+            f"(**{100 * float(kept):.1f}%** of the variance)")
+
+
 def _classification_markdown(classification: Any) -> str:
     if classification.skipped:
         return f"Classifier skipped: {html.escape(classification.skipped)}."
+    untrained = getattr(classification, "untrained", None)
+    partial = (f" **{html.escape(classification.untrained_text())}.**" if untrained else "")
     correct = sum(classification.confusion[i][i] for i in range(len(classification.labels)))
     return (
         f"**Test accuracy {100 * classification.accuracy:.1f}%** ({correct} of "
@@ -410,7 +424,7 @@ def _classification_markdown(classification: Any) -> str:
         f"{100 * classification.chance:.1f}% (one of {len(classification.labels)} classes at "
         f"random); trained on {classification.train_images} Training images, on "
         f"{html.escape(classification.features)}. Rows of the matrix are the true classes, "
-        f"columns the predicted ones: everything off the diagonal is a mistake."
+        f"columns the predicted ones: everything off the diagonal is a mistake.{partial}"
     )
 
 
@@ -426,7 +440,9 @@ def _run_facts(manifest: Dict[str, Any]) -> List[Tuple[str, Any]]:
         ("PCA method", manifest.get("pca_method")),
         ("k (PCA components)", manifest.get("k")),
         ("explained variance kept",
-         f"{100 * float(manifest.get('explained_variance_kept', 0)):.2f}%"),
+         f"{100 * float(manifest['explained_variance_kept']):.2f}%"
+         if manifest.get("explained_variance_kept") is not None
+         else manifest.get("pca_skipped", "no PCA")),
     ]
 
 
