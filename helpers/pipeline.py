@@ -26,6 +26,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
 from helpers import plots, report, storage
+from helpers.lock import OutputLock
 from helpers.config import IMAGE_EXTENSIONS, PipelineConfig
 from helpers.features import FEATURE_DIM, decode_error_udf, featurize_udf
 from helpers.images import KNOWN_SPLITS, ImageDecodeError, decode_image
@@ -86,10 +87,18 @@ class Run:
         self.run_path = storage.output_location(
             config.output_path, f"{storage.RUNS_DIR}/{self.run_id}"
         )
-        with storage.clear_errors(config.output_path, config.effective_s3_endpoint):
-            self.previous_manifest = storage.read_json_if_exists(
-                self.spark, storage.output_location(config.output_path, storage.MANIFEST)
-            )
+        # One run at a time per output_path: a second one stops here, naming the holder
+        # (helpers.lock). Held until close() or the interpreter's exit.
+        self.lock: Optional[OutputLock] = OutputLock(self.spark, config.output_path, self.run_id)
+        try:
+            with storage.clear_errors(config.output_path, config.effective_s3_endpoint):
+                self.lock.acquire()
+                self.previous_manifest = storage.read_json_if_exists(
+                    self.spark, storage.output_location(config.output_path, storage.MANIFEST)
+                )
+        except BaseException:
+            self.lock.release()
+            raise
 
     # -- bookkeeping -------------------------------------------------------------------
     @contextmanager
@@ -510,8 +519,8 @@ class Run:
         return report.summary_text(self.manifest)
 
     def close(self) -> None:
-        """Stop the Spark session if this run built it, and its JVM; a session it found running
-        (Livy on EMR, a pyspark shell, a test's) is kept.
+        """Release the output_path's lock; stop the Spark session if this run built it, and its
+        JVM; a session it found running (Livy on EMR, a pyspark shell, a test's) is kept.
 
         Stopping here ends the JVM and the Python workers while the notebook still runs, as the
         end of a ``spark-submit`` script would. Left to the kernel's shutdown, they are
@@ -519,6 +528,8 @@ class Run:
         stack trace at the end of ``make run``, folders left in /tmp). A later run in the same
         Python process starts a new JVM.
         """
+        if self.lock is not None:
+            self.lock.release()
         if not self.owns_session:
             return
         self.spark.stop()
