@@ -1,7 +1,8 @@
 # Fruits! featurization chain. Two commands from a fresh clone:
 #   make run    the whole chain on the bundled sample -> outputs/local/
 #   make test   the test suite
-# Both create .venv and install everything on first use; later calls install nothing.
+#   make nightly  the scheduled run: incremental, into outputs/nightly (INPUT=, OUTPUT= to change)
+# All create .venv and install everything on first use; later calls install nothing.
 
 PYTHON ?= python3
 VENV := .venv
@@ -13,7 +14,7 @@ export SPARK_LOCAL_IP := 127.0.0.1
 export PYTHONUNBUFFERED := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: run test bench check-java clean sample wheel
+.PHONY: run test nightly bench check-java clean sample wheel
 
 run: $(INSTALLED) check-java
 	@mkdir -p $(OUTPUT)
@@ -24,6 +25,14 @@ run: $(INSTALLED) check-java
 
 test: $(INSTALLED) check-java
 	$(PY) -m pytest tests
+
+# The scheduled run (cron, systemd timer; README "Scheduled runs"): notebooks/local.ipynb with
+# papermill, incremental, into one fixed folder; the executed notebook kept in
+# $(OUTPUT)/history/<run_id>/; non-zero exit status when the run fails or another one holds OUTPUT.
+INPUT ?= $(CURDIR)/data/sample
+nightly: OUTPUT = outputs/nightly
+nightly: $(INSTALLED) check-java
+	$(PY) -m helpers.scheduled --input $(INPUT) --output $(OUTPUT)
 
 # Benchmarks (not part of the tests): N synthetic images, medians of REPEATS runs, one run more at
 # each CURVE size; see docs/benchmarks.md.

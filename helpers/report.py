@@ -62,6 +62,7 @@ SAMPLE_GRID_PLOT = "sample_grid.png"
 SCATTER_PLOT = "scatter.png"
 CLASS_COUNTS_PLOT = "class_counts.png"
 TIMINGS_PLOT = "timings.png"
+HISTORY_PLOT = "history.png"
 
 #: The order the chain's stages run in; unknown stages follow, in their own order.
 STAGE_ORDER = ("session", "list", "weights", "featurize", "pca_fit", "pca_write", "classify")
@@ -288,6 +289,7 @@ def report_notebook(
     classification: Any = None,
     seconds: Optional[Dict[str, float]] = None,
     more_outputs: Optional[Dict[str, str]] = None,
+    history: Optional[List[Dict[str, Any]]] = None,
 ) -> Any:
     """The report as an in-memory notebook: markdown and output-only cells, nothing to run.
 
@@ -301,6 +303,8 @@ def report_notebook(
         classification: a :class:`~helpers.classify.Classification`, or ``None``.
         seconds: seconds per stage (default: the manifest's).
         more_outputs: output locations by name written after the manifest (the report's own).
+        history: the last runs of ``output_path`` (rows of :mod:`helpers.history`), shown as a
+            table and the :data:`HISTORY_PLOT` figure; ``None`` leaves the section out.
     """
     import nbformat
 
@@ -398,6 +402,17 @@ def report_notebook(
             sorted({**manifest.get("outputs", {}), **(more_outputs or {})}.items()),
             "output", "location")),
     ]
+    if history is not None:
+        from helpers.history import table as history_table
+
+        cells += [
+            _markdown(f"## 8. Run history\nThe last {len(history)} runs into this output_path "
+                      f"(all of them in `history/runs.jsonl`): images in all and new ones "
+                      f"(through the CNN), minutes, and the estimated cost where "
+                      f"`cost_per_hour` was given."),
+            *figure(HISTORY_PLOT, "images and minutes per run"),
+            _outputs(table_output(history_table(history), index=False)),
+        ]
     notebook = nbformat.v4.new_notebook(cells=cells)
     notebook.metadata["title"] = f"Fruits! run report {manifest.get('run_id', '')}".strip()
     return notebook
@@ -451,6 +466,9 @@ def write_report(run: Any, classification: Any = None, per_class: int = 6) -> st
     """Write ``report.html`` and its PNG figures next to the run's outputs; return where.
 
     Call it last, after ``run.write_manifest()`` (and :func:`helpers.classify.evaluate_run`).
+    It first records the run in ``output_path``'s history (:func:`helpers.history.record_run`:
+    every run that writes its report is recorded once) and shows the last runs
+    (``history.png`` and a table).
     The figures are redrawn from the run (a few Spark reads: class counts, failures, a sample
     of images, PCA scores) and saved as ``sample_grid.png``, ``scatter.png``,
     ``class_counts.png`` and ``timings.png`` beside the report, through
@@ -462,7 +480,7 @@ def write_report(run: Any, classification: Any = None, per_class: int = 6) -> st
     Raises:
         ValueError: the run has no manifest yet.
     """
-    from helpers import storage
+    from helpers import history, storage
 
     if not run.manifest:
         raise ValueError("the run has no manifest yet: call run.write_manifest() before the report")
@@ -476,10 +494,14 @@ def write_report(run: Any, classification: Any = None, per_class: int = 6) -> st
             SCATTER_PLOT: run.scatter_figure(),
             TIMINGS_PLOT: plots.timings_figure(seconds),
         }
+        history.record_run(run, classification)  # once per run, the classifier result known
+        runs = history.read_rows(run.spark, run.config.output_path)[-history.SHOWN_IN_REPORT:]
+        figures[HISTORY_PLOT] = plots.history_figure(runs)
         pngs = {name: plots.figure_png(figure) for name, figure in figures.items()}
-        for name in (CLASS_COUNTS_PLOT, SAMPLE_GRID_PLOT, SCATTER_PLOT, TIMINGS_PLOT):
+        for name in (CLASS_COUNTS_PLOT, SAMPLE_GRID_PLOT, SCATTER_PLOT, TIMINGS_PLOT, HISTORY_PLOT):
             storage.write_bytes(run.spark, run.location(name), pngs[name])
-        written = [REPORT_HTML, CLASS_COUNTS_PLOT, SAMPLE_GRID_PLOT, SCATTER_PLOT, TIMINGS_PLOT]
+        written = [REPORT_HTML, CLASS_COUNTS_PLOT, SAMPLE_GRID_PLOT, SCATTER_PLOT, TIMINGS_PLOT,
+                   HISTORY_PLOT]
         if classification is not None:
             written.append(CLASSIFICATION_JSON)
             if not classification.skipped:
@@ -487,7 +509,7 @@ def write_report(run: Any, classification: Any = None, per_class: int = 6) -> st
                 written.append(CONFUSION_PLOT)
         notebook = report_notebook(run.manifest, counts, run.failed_images(), pngs,
                                    classification, seconds,
-                                   {name: run.location(name) for name in written})
+                                   {name: run.location(name) for name in written}, runs)
         page = export_html(notebook, title=notebook.metadata["title"]).encode("utf-8")
         locations = [run.location(REPORT_HTML)]
         latest = storage.output_location(run.config.output_path, REPORT_HTML)
