@@ -13,6 +13,9 @@ One module per concern:
 - :mod:`helpers.pipeline`: the chain's stages, as the notebooks call them.
 - :mod:`helpers.classify`: a logistic regression on the PCA features (are they useful?).
 - :mod:`helpers.report`: the run's summary and its self-contained ``report.html``.
+- :mod:`helpers.lock`: one run at a time per ``output_path`` (local disk and S3).
+- :mod:`helpers.history`: one row per run in ``output_path/history/``.
+- :mod:`helpers.scheduled`: the scheduled run (``make nightly``): papermill, incremental.
 """
 
 __version__ = "0.1.0"
