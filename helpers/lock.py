@@ -215,7 +215,7 @@ class OutputLock:
         self._thread = threading.Thread(target=self._heartbeat, daemon=True,
                                         name=f"lock-heartbeat-{self.run_id}")
         self._thread.start()
-        atexit.register(self.release)
+        atexit.register(self._release_at_exit)
         return self
 
     def _heartbeat(self) -> None:
@@ -233,15 +233,15 @@ class OutputLock:
                     return
                 LOG.warning("lock heartbeat of %s failed: %s", self.run_id, error)
 
-    def release(self) -> None:
+    def _release_at_exit(self) -> None:
+        self.release(quiet=True)  # the log's stream may be closed by now
+
+    def release(self, quiet: bool = False) -> None:
         """Stop the heartbeat and delete the lock if it still holds this run's token."""
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=10)
-        try:
-            atexit.unregister(self.release)
-        except Exception:  # noqa: BLE001
-            pass
+        atexit.unregister(self._release_at_exit)
         if not self.held:
             return
         self.held = False
@@ -249,6 +249,8 @@ class OutputLock:
             current = self.holder()
             if current is not None and current.get("token") == self.token:
                 storage.delete_file(self.spark, self.location)
-                LOG.info("lock released: %s", self.location)
+                if not quiet:
+                    LOG.info("lock released: %s", self.location)
         except Exception as error:  # noqa: BLE001 (storage gone at exit: the TTL frees it)
-            LOG.warning("could not release the lock %s: %s", self.location, error)
+            if not quiet:
+                LOG.warning("could not release the lock %s: %s", self.location, error)

@@ -229,7 +229,7 @@ def test_report_renders_in_headless_chromium(report_run, tmp_path):
     assert match.group(1) != "pending", "the report did not finish loading in the browser"
     seen = json.loads(html.unescape(match.group(1)))
     assert seen["title"].startswith("Fruits! run report") and seen["scripts"] == 0
-    assert len(seen["images"]) == page.count("<img ") == 6
+    assert len(seen["images"]) == page.count("<img ") == 7
     for image in seen["images"]:
         assert image["decoded"] and image["data_uri"], image
         assert image["width"] > 100 and image["height"] > 100, image
