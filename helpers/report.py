@@ -9,7 +9,8 @@ One code path, in every mode: the notebook's last cell calls :func:`write_report
 finished :class:`~helpers.pipeline.Run` (and its :class:`~helpers.classify.Classification`).
 It gathers the run's own tables and figures (images per class and split, failures with their
 reasons, sample images, explained variance, PC1/PC2 scatter, classifier accuracy and confusion
-matrix, seconds per stage, parameters and versions from the manifest), puts them in a small
+matrix, seconds per stage, parameters and versions from the manifest, and the history of the
+runs into ``output_path``: :mod:`helpers.history`, where it records this run), puts them in a small
 notebook built in memory (markdown cells, and code cells carrying only outputs) and exports
 that with nbconvert's ``HTMLExporter`` without code cells or prompts. The page is written
 through :mod:`helpers.storage` (local folder or ``s3://``) next to the run's outputs
