@@ -8,6 +8,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
+# Amazon States Language validator (npm) for tests/test_emr_nightly.py, pinned in tools/asl/.
+ASL_VALIDATOR := tools/asl/node_modules/.bin/asl-validator
 OUTPUT := outputs/local
 # Spark local mode must bind to loopback (else it picks an outside address and starts slowly).
 export SPARK_LOCAL_IP := 127.0.0.1
@@ -23,7 +25,7 @@ run: $(INSTALLED) check-java
 		-p input_path $(CURDIR)/data/sample -p output_path $(CURDIR)/$(OUTPUT)
 	@$(PY) -m helpers.report $(OUTPUT) --notebook $(OUTPUT)/local.ipynb
 
-test: $(INSTALLED) check-java
+test: $(INSTALLED) $(ASL_VALIDATOR) check-java
 	$(PY) -m pytest tests
 
 # The scheduled run (cron, systemd timer; README "Scheduled runs"): notebooks/local.ipynb with
@@ -58,6 +60,10 @@ $(INSTALLED): requirements.txt requirements-nodeps.txt pyproject.toml
 		-r requirements-nodeps.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $(INSTALLED)
+
+$(ASL_VALIDATOR): tools/asl/package.json tools/asl/package-lock.json
+	npm ci --prefix tools/asl --no-audit --no-fund
+	@touch $(ASL_VALIDATOR)
 
 clean:
 	rm -rf outputs .pytest_cache dist build *.egg-info
