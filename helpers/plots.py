@@ -253,6 +253,10 @@ def history_figure(rows: Sequence[Dict[str, object]]) -> Figure:
     twin_handles, twin_names = twin.get_legend_handles_labels()
     axis.legend(handles + twin_handles, names + twin_names, loc="upper left", fontsize=10)
     axis.set_title(f"Run history: images and minutes per run (last {len(rows)})")
+    figure.set_label(  # the figure's one-sentence description (alternative text)
+        f"Run history of the last {len(rows)} runs: images in all "
+        f"({', '.join(map(str, total))}), new ones through the CNN ({', '.join(map(str, new))}) "
+        f"and minutes ({', '.join(f'{m:.1f}' for m in minutes)}) per run, oldest first.")
     return figure
 
 
@@ -266,6 +270,7 @@ def message_figure(title: str, message: str) -> Figure:
     axis.set_title(title)
     axis.text(0.5, 0.45, textwrap.fill(message, 70), ha="center", va="center", fontsize=13,
               transform=axis.transAxes, color="#444444")
+    figure.set_label(f"{title}: {message}")  # the figure's description (alternative text)
     return figure
 
 
