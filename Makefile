@@ -1,8 +1,9 @@
-# Fruits! featurization chain. Two commands from a fresh clone:
+# Fruits! featurization chain. From a fresh clone:
 #   make run    the whole chain on the bundled sample -> outputs/local/
 #   make test   the test suite
+#   make lab    JupyterLab on notebooks/ (127.0.0.1, with a token; LAB_PORT=8888 by default)
 #   make nightly  the scheduled run: incremental, into outputs/nightly (INPUT=, OUTPUT= to change)
-# All create .venv and install everything on first use; later calls install nothing.
+# Each creates .venv and installs everything on first use; later calls install nothing.
 
 PYTHON ?= python3
 VENV := .venv
@@ -16,7 +17,7 @@ export SPARK_LOCAL_IP := 127.0.0.1
 export PYTHONUNBUFFERED := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: run test nightly bench check-java clean sample wheel
+.PHONY: run test nightly lab bench check-java clean sample wheel
 
 run: $(INSTALLED) check-java
 	@mkdir -p $(OUTPUT)
@@ -36,6 +37,10 @@ nightly: OUTPUT = outputs/nightly
 nightly: $(INSTALLED) check-java
 	$(PY) -m helpers.scheduled --input $(INPUT) --output $(OUTPUT)
 
+# Stop with Ctrl-C: the server, its kernels and their Spark stop together.
+lab: $(INSTALLED) check-java
+	$(PY) scripts/lab.py
+
 # Benchmarks (not part of the tests): N synthetic images, medians of REPEATS runs, one run more at
 # each CURVE size; see docs/benchmarks.md.
 N ?= 300
@@ -53,12 +58,13 @@ sample: $(INSTALLED)
 wheel: $(INSTALLED)
 	$(PY) -m pip wheel --no-deps --no-build-isolation -w dist .
 
-$(INSTALLED): requirements.txt requirements-nodeps.txt pyproject.toml
+$(INSTALLED): requirements.txt requirements-nodeps.txt pyproject.toml scripts/lab.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes \
 		-r requirements-nodeps.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(PY) scripts/lab.py --install-kernel
 	@touch $(INSTALLED)
 
 $(ASL_VALIDATOR): tools/asl/package.json tools/asl/package-lock.json

@@ -50,19 +50,11 @@ def executed_errors(notebook):
     ]
 
 
-def test_local_notebook_runs_headless_with_papermill(tmp_path):
-    images = copy_subset(str(tmp_path / "images"), classes=2, train=5, test=2)
-    output = tmp_path / "outputs"
-    executed = tmp_path / "local-executed.ipynb"
-    papermill.execute_notebook(
-        NOTEBOOKS["local"], str(executed), cwd=os.path.join(REPO, "notebooks"),
-        parameters={"input_path": images, "output_path": str(output), "spark_master": "local[2]"},
-        progress_bar=False,
-    )
-    notebook = nbformat.read(str(executed), as_version=4)
+def test_local_notebook_runs_headless_with_papermill(local_notebook_run):
+    notebook = nbformat.read(local_notebook_run["notebook"], as_version=4)
     assert not executed_errors(notebook)
-    images_on_disk = 2 * (5 + 2)
-    manifest = json.loads((output / "manifest.json").read_text())
+    images_on_disk = local_notebook_run["images"]
+    manifest = json.loads((local_notebook_run["output"] / "manifest.json").read_text())
     assert manifest["images_total"] == manifest["images_featurized"] == images_on_disk
     assert len(pq.read_table(manifest["outputs"]["features"]).to_pandas()) == images_on_disk
     pngs = [
@@ -70,6 +62,15 @@ def test_local_notebook_runs_headless_with_papermill(tmp_path):
         for output in cell.outputs if "image/png" in output.get("data", {})
     ]
     assert len(pngs) >= 3, "sample grid, variance plot and scatter are shown as images"
+
+
+def test_local_run_log_has_no_error_or_traceback(local_notebook_run):
+    """`make run`'s output (papermill's --log-output: cell outputs, kernel and Spark logs) holds
+    no ERROR and no Traceback line when the run succeeds."""
+    log = local_notebook_run["log"]
+    assert "Executing notebook with kernel: fruits" in log
+    bad = [line for line in log.splitlines() if "ERROR" in line or "Traceback" in line]
+    assert not bad, "\n".join(bad)
 
 
 def upload_folder(client, folder, bucket, prefix):
