@@ -51,6 +51,9 @@ class PipelineConfig:
             start time (``YYYYMMDDTHHMMSSZ-xxxxxx``). A scheduler passes its own to find the run.
         cost_per_hour: USD per hour of the machines running the chain; when set, the run
             history estimates each run's cost as ``minutes / 60 * cost_per_hour``.
+        progress: show the progress of long stages (featurization, PCA, writes) as a bar in
+            Jupyter and plain lines in logs; file scans are then cut into at least
+            :data:`helpers.progress.TASKS_PER_CORE` tasks per core so that it moves.
     """
 
     input_path: str
@@ -68,6 +71,7 @@ class PipelineConfig:
     seed: int = 42
     run_id: Optional[str] = None
     cost_per_hour: Optional[float] = None
+    progress: bool = True
 
     def __post_init__(self) -> None:
         if not self.input_path:
