@@ -156,7 +156,10 @@ def test_a_failing_run_exits_non_zero_names_its_notebook_and_publishes_nothing(n
     assert "scheduled run failed FAILED in cell" in log and "FileNotFoundError" in log
     assert f"the executed notebook with the error: {where}" in log
     assert any(error.ename == "FileNotFoundError" for error in errors_in(executed(nights["output"], "failed")))
-    assert nights["lock_after_failure"] is None, "the failed run's lock was not released"
+    # Released at the kernel's exit, or (a kernel shut down without its exit handlers) left
+    # with a dead pid, which the next night takes over (it did: night 2 ran).
+    left = nights["lock_after_failure"]
+    assert left is None or (left["run_id"] == "failed" and not lock.pid_alive(left["pid"])), left
     assert [row["run_id"] for row in history.read_rows(None, nights["output"])] == ["night-1", "night-2"]
 
 
