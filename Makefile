@@ -2,6 +2,7 @@
 #   make run    the whole chain on the bundled sample -> outputs/local/
 #   make test   the test suite
 #   make lab    JupyterLab on notebooks/ (127.0.0.1, with a token; LAB_PORT=8888 by default)
+#   make nightly  the scheduled run: incremental, into outputs/nightly (INPUT=, OUTPUT= to change)
 # Each creates .venv and installs everything on first use; later calls install nothing.
 
 PYTHON ?= python3
@@ -16,7 +17,7 @@ export SPARK_LOCAL_IP := 127.0.0.1
 export PYTHONUNBUFFERED := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: run test lab bench check-java clean sample wheel
+.PHONY: run test nightly lab bench check-java clean sample wheel
 
 run: $(INSTALLED) check-java
 	@mkdir -p $(OUTPUT)
@@ -27,6 +28,14 @@ run: $(INSTALLED) check-java
 
 test: $(INSTALLED) $(ASL_VALIDATOR) check-java
 	$(PY) -m pytest tests
+
+# The scheduled run (cron, systemd timer; README "Scheduled runs"): notebooks/local.ipynb with
+# papermill, incremental, into one fixed folder; the executed notebook kept in
+# $(OUTPUT)/history/<run_id>/; non-zero exit status when the run fails or another one holds OUTPUT.
+INPUT ?= $(CURDIR)/data/sample
+nightly: OUTPUT = outputs/nightly
+nightly: $(INSTALLED) check-java
+	$(PY) -m helpers.scheduled --input $(INPUT) --output $(OUTPUT)
 
 # Stop with Ctrl-C: the server, its kernels and their Spark stop together.
 lab: $(INSTALLED) check-java

@@ -16,6 +16,9 @@ One module per concern:
 - :mod:`helpers.classify`: a logistic regression on the PCA features (are they useful?).
 - :mod:`helpers.report`: the run's summary and its self-contained ``report.html``.
 - :mod:`helpers.cluster`: what the executors run (helpers, TensorFlow, oneDNN): one probe job.
+- :mod:`helpers.lock`: one run at a time per ``output_path`` (local disk and S3).
+- :mod:`helpers.history`: one row per run in ``output_path/history/``.
+- :mod:`helpers.scheduled`: the scheduled run (``make nightly``): papermill, incremental.
 """
 # First, before any module can import TensorFlow: oneDNN on unless the user chose otherwise.
 from helpers.onednn import enable_onednn as _enable_onednn

@@ -55,6 +55,8 @@ class Classification:
         test_images: Test images it was scored on.
         features: what it was trained on (e.g. ``"pca (53 components)"``).
         skipped: why no classifier was trained (``None`` when it was).
+        untrained: Test classes without Training images (each of their Test images counts
+            as a mistake: the classifier cannot predict a class it never saw).
     """
 
     labels: List[str] = field(default_factory=list)
@@ -63,6 +65,7 @@ class Classification:
     test_images: int = 0
     features: str = PCA_COLUMN
     skipped: Optional[str] = None
+    untrained: List[str] = field(default_factory=list)
 
     @property
     def accuracy(self) -> Optional[float]:
@@ -86,18 +89,30 @@ class Classification:
         )
 
     def confusion_figure(self) -> Any:
-        """The confusion matrix as a figure (counts, class names on both axes)."""
+        """The confusion matrix as a figure (counts, class names on both axes); when the
+        classifier was skipped, a small figure saying why."""
+        if self.skipped or not self.confusion:
+            return plots.message_figure("No confusion matrix",
+                                        f"Classifier skipped: {self.skipped or 'no Test images'}.")
         return plots.confusion_matrix_figure(self.confusion, self.labels, self.accuracy)
+
+    def untrained_text(self) -> str:
+        """One sentence on Test classes without Training images (``""`` when there are none)."""
+        if not self.untrained:
+            return ""
+        return (f"Test classes without Training images: {', '.join(self.untrained)} "
+                f"(counted as errors)")
 
     def text(self) -> str:
         """One line: accuracy against chance, or why there is none."""
         if self.skipped:
             return f"classifier skipped: {self.skipped}"
+        untrained = f"; {self.untrained_text()}" if self.untrained else ""
         return (
             f"logistic regression on {self.features}: Test accuracy {100 * self.accuracy:.1f}% "
             f"({int(np.trace(np.asarray(self.confusion)))} of {self.test_images} Test images), "
             f"chance {100 * self.chance:.1f}% ({len(self.labels)} classes); "
-            f"trained on {self.train_images} Training images"
+            f"trained on {self.train_images} Training images{untrained}"
         )
 
     def as_dict(self) -> Dict[str, Any]:
@@ -130,14 +145,15 @@ def evaluate_frame(
     counts = scores.groupBy("split", "label").count().collect()
     labels = sorted({row["label"] for row in counts})
     per_split = {TRAIN_SPLIT: 0, TEST_SPLIT: 0}
-    train_labels = set()
+    labels_of = {TRAIN_SPLIT: set(), TEST_SPLIT: set()}
     for row in counts:
         if row["split"] in per_split:
             per_split[row["split"]] += row["count"]
-        if row["split"] == TRAIN_SPLIT:
-            train_labels.add(row["label"])
+            labels_of[row["split"]].add(row["label"])
+    train_labels = labels_of[TRAIN_SPLIT]
     result = Classification(labels=labels, train_images=per_split[TRAIN_SPLIT],
-                            test_images=per_split[TEST_SPLIT])
+                            test_images=per_split[TEST_SPLIT],
+                            untrained=sorted(labels_of[TEST_SPLIT] - train_labels))
     dim = scores.select(F.size(PCA_COLUMN).alias("k")).first()
     if dim is not None:
         result.features = f"{PCA_COLUMN} ({dim['k']} components)"
@@ -174,10 +190,16 @@ def evaluate_run(run: Any) -> Classification:
     """Evaluate a run after ``run.reduce()``: a ``classify`` stage, plus its two small files.
 
     Writes ``classification.json`` and (unless skipped) ``confusion_matrix.png`` into the
-    run's ``output_path`` and logs the accuracy (headless runs show it in their log).
+    run's ``output_path`` and logs the accuracy (headless runs show it in their log). A run
+    whose PCA was skipped (fewer than 2 images) gets a skipped result saying so.
     """
     with run.stage("classify"):
-        result = evaluate(run.spark, run.location(storage.PCA_DIR))
+        if getattr(run, "pca", None) is None:
+            why = getattr(run, "pca_skipped", None)
+            result = Classification(skipped=f"no PCA scores (PCA skipped: {why})" if why
+                                    else "no PCA scores")
+        else:
+            result = evaluate(run.spark, run.location(storage.PCA_DIR))
         storage.write_json(run.spark, run.location(CLASSIFICATION_JSON), result.as_dict())
         if not result.skipped:
             storage.write_bytes(run.spark, run.location(CONFUSION_PLOT),

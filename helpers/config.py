@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
@@ -18,6 +19,9 @@ S3_ENDPOINT_ENV = "FRUITS_S3_ENDPOINT"
 
 #: Image file extensions read by the chain (compared in lower case).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+
+#: What a ``run_id`` may hold: it names a folder (``runs/<run_id>/``, ``history/<run_id>/``).
+RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]+")
 
 
 @dataclass
@@ -43,6 +47,10 @@ class PipelineConfig:
         incremental: reuse the last published run's features for images whose path, size and
             modification time are unchanged; only new or changed images go through the CNN.
         seed: seed for anything random (sample grid choice).
+        run_id: the run's id (letters, digits, ``.``, ``_``, ``-``); ``None``: made from the
+            start time (``YYYYMMDDTHHMMSSZ-xxxxxx``). A scheduler passes its own to find the run.
+        cost_per_hour: USD per hour of the machines running the chain; when set, the run
+            history estimates each run's cost as ``minutes / 60 * cost_per_hour``.
         progress: show the progress of long stages (featurization, PCA, writes) as a bar in
             Jupyter and plain lines in logs; file scans are then cut into at least
             :data:`helpers.progress.TASKS_PER_CORE` tasks per core so that it moves.
@@ -61,6 +69,8 @@ class PipelineConfig:
     pca_method: str = "gram"
     incremental: bool = False
     seed: int = 42
+    run_id: Optional[str] = None
+    cost_per_hour: Optional[float] = None
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -80,6 +90,16 @@ class PipelineConfig:
             raise ValueError(f"batch_size must be positive, got {self.batch_size!r}")
         if self.pca_method not in ("spark-ml", "gram"):
             raise ValueError(f"pca_method must be 'spark-ml' or 'gram', got {self.pca_method!r}")
+        if self.run_id is not None and (
+            not isinstance(self.run_id, str) or not RUN_ID_PATTERN.fullmatch(self.run_id)
+            or self.run_id in (".", "..")
+        ):
+            raise ValueError(f"run_id may only hold letters, digits, '.', '_' and '-', "
+                             f"got {self.run_id!r}")
+        if self.cost_per_hour is not None and not float(self.cost_per_hour) >= 0.0:
+            raise ValueError(f"cost_per_hour must be a number of USD >= 0 or None, "
+                             f"got {self.cost_per_hour!r}")
+        self.cost_per_hour = None if self.cost_per_hour is None else float(self.cost_per_hour)
         self.variance_target = float(self.variance_target)
         self.image_size = int(self.image_size)
         self.batch_size = int(self.batch_size)

@@ -26,11 +26,12 @@ from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
 from helpers import cluster, plots, report, storage
+from helpers.lock import OutputLock
 from helpers.config import IMAGE_EXTENSIONS, PipelineConfig
 from helpers.features import FEATURE_DIM, decode_error_udf, featurize_udf
 from helpers.images import KNOWN_SPLITS, ImageDecodeError, decode_image
 from helpers.progress import TASKS_PER_CORE, SparkProgress
-from helpers.reduction import PCA_COLUMN, PcaFit, fit_pca, project
+from helpers.reduction import MIN_PCA_VECTORS, PCA_COLUMN, PcaFit, fit_pca, project
 from helpers.session import (balanced_file_scans, get_spark, restore_sigint,
                              sigint_handler, task_cpus)
 from helpers.weights import WeightSet, load_weight_set
@@ -67,7 +68,7 @@ class Run:
         _setup_logging()
         self.config = config
         self.started_at = datetime.now(timezone.utc)
-        self.run_id = self.started_at.strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
+        self.run_id = config.run_id or new_run_id(self.started_at)
         self.seconds: Dict[str, float] = {}
         with self.stage("session"):
             # A session built here is this run's to stop (:meth:`close`); one that was running
@@ -87,15 +88,24 @@ class Run:
         self.images_failed = 0
         self.images_reused = 0
         self.pca: Optional[PcaFit] = None
+        self.pca_skipped: Optional[str] = None  # why no PCA was fitted (too few images)
         self.manifest: Dict[str, Any] = {}
         self.tensorflow: Dict[str, Any] = {}  # kernels on the driver and executors (featurize)
         self.run_path = storage.output_location(
             config.output_path, f"{storage.RUNS_DIR}/{self.run_id}"
         )
-        with storage.clear_errors(config.output_path, config.effective_s3_endpoint):
-            self.previous_manifest = storage.read_json_if_exists(
-                self.spark, storage.output_location(config.output_path, storage.MANIFEST)
-            )
+        # One run at a time per output_path: a second one stops here, naming the holder
+        # (helpers.lock). Held until close() or the interpreter's exit.
+        self.lock: Optional[OutputLock] = OutputLock(self.spark, config.output_path, self.run_id)
+        try:
+            with storage.clear_errors(config.output_path, config.effective_s3_endpoint):
+                self.lock.acquire()
+                self.previous_manifest = storage.read_json_if_exists(
+                    self.spark, storage.output_location(config.output_path, storage.MANIFEST)
+                )
+        except BaseException:
+            self.lock.release()
+            raise
 
     # -- bookkeeping -------------------------------------------------------------------
     @contextmanager
@@ -412,9 +422,19 @@ class Run:
         return storage.read_parquet(self.spark, location).orderBy("path").toPandas()
 
     # -- stage 3: PCA ------------------------------------------------------------------
-    def reduce(self) -> PcaFit:
-        """Fit PCA on the written features; choose k; write ``pca/``, ``pca_csv/`` and the plot."""
+    def reduce(self) -> Any:
+        """Fit PCA on the written features; choose k; write ``pca/``, ``pca_csv/`` and the plot.
+
+        Returns the :class:`~helpers.reduction.PcaFit`, or, when fewer than 2 images were
+        featurized (PCA needs 2 vectors), the sentence saying PCA was skipped: the run then
+        publishes its features without PCA outputs (``k`` is ``None`` in the manifest).
+        """
         config = self.config
+        if self.images_featurized < MIN_PCA_VECTORS:
+            self.pca_skipped = (f"needs at least {MIN_PCA_VECTORS} images, "
+                                f"{self.images_featurized} featurized")
+            LOG.info("PCA skipped: %s", self.pca_skipped)
+            return f"PCA skipped: {self.pca_skipped}"
         with self.stage("pca_fit"), self.progress("pca_fit"):
             self.pca = fit_pca(self.features, config.variance_target, config.k, config.pca_method)
         LOG.info(
@@ -437,18 +457,27 @@ class Run:
         return self.pca
 
     def variance_figure(self) -> Any:
-        """Scree + cumulative explained variance, with the target line and the chosen k."""
+        """Scree + cumulative explained variance, with the target line and the chosen k (a
+        figure saying why when PCA was skipped)."""
+        if self.pca is None:
+            return plots.message_figure("No PCA", f"PCA skipped: {self.pca_skipped or 'not run'}.")
         target = None if self.config.k is not None else self.config.variance_target
         return plots.variance_figure(self.pca.explained_variance, self.pca.k, target)
 
     def scatter_figure(self, max_points: int = 5000) -> Any:
-        """PC1/PC2 scatter coloured by class (at most ``max_points`` points, sampled)."""
+        """PC1/PC2 scatter coloured by class (at most ``max_points`` points, sampled); with
+        k = 1 the points lie on PC 1 (PC 2 drawn as 0); a figure saying why when PCA was
+        skipped."""
+        if self.pca is None:
+            return plots.message_figure("No PCA scatter",
+                                        f"PCA skipped: {self.pca_skipped or 'not run'}.")
         scores = storage.read_parquet(self.spark, self.location(storage.PCA_DIR))
         total = self.images_featurized
         if total > max_points:
             scores = scores.sample(fraction=max_points / total, seed=self.config.seed)
         points = scores.select(
-            "label", "split", F.col(PCA_COLUMN)[0].alias("pc_1"), F.col(PCA_COLUMN)[1].alias("pc_2")
+            "label", "split", F.col(PCA_COLUMN)[0].alias("pc_1"),
+            (F.col(PCA_COLUMN)[1] if self.pca.k > 1 else F.lit(0.0)).alias("pc_2"),
         ).toPandas()
         return plots.scatter_figure(points)
 
@@ -472,20 +501,23 @@ class Run:
             "images_through_model": int(self.images_through_model.value),
             "feature_dim": FEATURE_DIM,
             "weights": {"source": self.weight_set.source, "flavour": self.weight_set.flavour},
-            "pca_method": self.pca.method,
-            "k": self.pca.k,
-            "explained_variance": self.pca.explained_variance,
-            "explained_variance_kept": self.pca.explained_variance_kept,
+            "pca_method": self.pca.method if self.pca else None,
+            "k": self.pca.k if self.pca else None,
+            "explained_variance": self.pca.explained_variance if self.pca else [],
+            "explained_variance_kept": self.pca.explained_variance_kept if self.pca else None,
             "seconds": dict(self.seconds),
             "outputs": {
                 name: self.location(name)
                 for name in (storage.FEATURES_DIR, storage.PCA_DIR, storage.PCA_CSV_DIR,
                              storage.INVENTORY_DIR, storage.VARIANCE_PLOT)
+                if self.pca is not None or name in (storage.FEATURES_DIR, storage.INVENTORY_DIR)
             },
             "previous_run_id": (self.previous_manifest or {}).get("run_id"),
             "versions": library_versions(self.spark),
             "tensorflow": self.tensorflow,
         }
+        if self.pca_skipped:
+            self.manifest["pca_skipped"] = f"PCA skipped: {self.pca_skipped}"
         if self.images_failed:
             self.manifest["outputs"][storage.FAILED_DIR] = self.location(storage.FAILED_DIR)
         storage.write_json(self.spark, self.location(storage.MANIFEST), self.manifest)
@@ -511,8 +543,8 @@ class Run:
         return report.summary_text(self.manifest)
 
     def close(self) -> None:
-        """Stop the Spark session if this run built it, and its JVM; a session it found running
-        (Livy on EMR, a pyspark shell, a test's) is kept.
+        """Release the output_path's lock; stop the Spark session if this run built it, and its
+        JVM; a session it found running (Livy on EMR, a pyspark shell, a test's) is kept.
 
         Stopping here ends the JVM and the Python workers while the notebook still runs, as the
         end of a ``spark-submit`` script would. Left to the kernel's shutdown, they are
@@ -521,6 +553,8 @@ class Run:
         Python process starts a new JVM. The SIGINT handler in place before the context started
         is put back (pyspark's would answer Ctrl-C with an error from the stopped context).
         """
+        if self.lock is not None:
+            self.lock.release()
         if not self.owns_session:
             return
         self.spark.stop()
@@ -535,6 +569,12 @@ class Run:
         gateway.close()
         SparkContext._gateway = None  # noqa: SLF001
         SparkContext._jvm = None  # noqa: SLF001
+
+
+def new_run_id(moment: Optional[datetime] = None) -> str:
+    """A run id from a UTC time: ``YYYYMMDDTHHMMSSZ-`` and 6 random hex digits."""
+    moment = moment or datetime.now(timezone.utc)
+    return moment.strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
 
 
 def _union_all(frames: List[Optional[DataFrame]]) -> Optional[DataFrame]:

@@ -294,6 +294,54 @@ def confusion_matrix_figure(
 
 
 @_in_style
+def history_figure(rows: Sequence[Dict[str, object]]) -> Figure:
+    """Images and minutes per run, oldest run on the left: bars of images (all, and new ones
+    through the CNN), a line of minutes on the right axis."""
+    labels = [str(row.get("started_at", ""))[:16].replace("T", "\n") or str(row.get("run_id"))
+              for row in rows]
+    total = [int(row.get("images_total") or 0) for row in rows]
+    new = [int(row.get("images_new") or 0) for row in rows]
+    minutes = [float(row.get("minutes") or 0.0) for row in rows]
+    positions = np.arange(len(rows))
+    figure, axis = _styled(figsize=(max(8.0, 0.9 * len(rows) + 4.0), 5.5))
+    axis.bar(positions - 0.2, total, width=0.4, color="#8fb8de", label="images (all)")
+    axis.bar(positions + 0.2, new, width=0.4, color="#1f4e79", label="new (through the CNN)")
+    axis.set_xticks(positions)
+    axis.set_xticklabels(labels, fontsize=10)
+    axis.set_xlabel("run (start, UTC)")
+    axis.set_ylabel("images (count)")
+    axis.grid(axis="x", visible=False)
+    twin = axis.twinx()
+    twin.plot(positions, minutes, color="#c0392b", marker="o", label="minutes")
+    twin.set_ylabel("run time (minutes)")
+    twin.set_ylim(0, max(minutes + [0.1]) * 1.25)
+    twin.grid(False)
+    handles, names = axis.get_legend_handles_labels()
+    twin_handles, twin_names = twin.get_legend_handles_labels()
+    axis.legend(handles + twin_handles, names + twin_names, loc="upper left", fontsize=10)
+    axis.set_title(f"Run history: images and minutes per run (last {len(rows)})")
+    figure.set_label(  # the figure's one-sentence description (alternative text)
+        f"Run history of the last {len(rows)} runs: images in all "
+        f"({', '.join(map(str, total))}), new ones through the CNN ({', '.join(map(str, new))}) "
+        f"and minutes ({', '.join(f'{m:.1f}' for m in minutes)}) per run, oldest first.")
+    return figure
+
+
+@_in_style
+def message_figure(title: str, message: str) -> Figure:
+    """A small figure that says why there is no plot (e.g. a skipped classifier or PCA)."""
+    import textwrap
+
+    figure, axis = _styled(figsize=(8, 2.2))
+    axis.axis("off")
+    axis.set_title(title)
+    axis.text(0.5, 0.45, textwrap.fill(message, 70), ha="center", va="center", fontsize=13,
+              transform=axis.transAxes, color="#444444")
+    figure.set_label(f"{title}: {message}")  # the figure's description (alternative text)
+    return figure
+
+
+@_in_style
 def timings_figure(seconds: Dict[str, float]) -> Figure:
     """Horizontal bars: seconds per stage, in the order the stages ran, with the total."""
     names = list(seconds)

@@ -37,6 +37,8 @@ from helpers.session import temporary_conf
 
 FEATURES_COLUMN = "features"
 PCA_COLUMN = "pca"
+#: PCA needs at least this many feature vectors (one vector has no variance to explain).
+MIN_PCA_VECTORS = 2
 
 
 @dataclass
@@ -159,8 +161,8 @@ def _count_and_dim(features: DataFrame) -> tuple:
         F.count(F.lit(1)).alias("n"), F.max(F.size(FEATURES_COLUMN)).alias("d")
     ).first()
     n, d = int(row["n"]), int(row["d"] or 0)
-    if n < 2:
-        raise ValueError(f"PCA needs at least 2 feature vectors, got {n}")
+    if n < MIN_PCA_VECTORS:
+        raise ValueError(f"PCA needs at least {MIN_PCA_VECTORS} feature vectors, got {n}")
     return n, d
 
 

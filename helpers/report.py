@@ -9,7 +9,8 @@ One code path, in every mode: the notebook's last cell calls :func:`write_report
 finished :class:`~helpers.pipeline.Run` (and its :class:`~helpers.classify.Classification`).
 It gathers the run's own tables and figures (images per class and split, failures with their
 reasons, sample images, explained variance, PC1/PC2 scatter, classifier accuracy and confusion
-matrix, seconds per stage, parameters and versions from the manifest), puts them in a small
+matrix, seconds per stage, parameters and versions from the manifest, and the history of the
+runs into ``output_path``: :mod:`helpers.history`, where it records this run), puts them in a small
 notebook built in memory (markdown cells, and code cells carrying only outputs) and exports
 that with nbconvert's ``HTMLExporter`` without code cells or prompts. The page is written
 through :mod:`helpers.storage` (local folder or ``s3://``) next to the run's outputs
@@ -62,6 +63,7 @@ SAMPLE_GRID_PLOT = "sample_grid.png"
 SCATTER_PLOT = "scatter.png"
 CLASS_COUNTS_PLOT = "class_counts.png"
 TIMINGS_PLOT = "timings.png"
+HISTORY_PLOT = "history.png"
 
 #: The order the chain's stages run in; unknown stages follow, in their own order.
 STAGE_ORDER = ("session", "list", "weights", "featurize", "pca_fit", "pca_write", "classify")
@@ -96,12 +98,15 @@ def summary_text(manifest: Dict[str, Any]) -> str:
     parameters = manifest.get("parameters", {})
     target = parameters.get("variance_target")
     target_text = f" (target {100 * target:.0f}%)" if target and parameters.get("k") is None else ""
+    kept = manifest.get("explained_variance_kept")
+    variance = (f"{100 * kept:.1f}%{target_text}" if kept is not None
+                else manifest.get("pca_skipped", "no PCA"))
     return "\n".join([
         f"images:             {manifest['images_total']}",
         f"featurized:         {manifest['images_featurized']}",
         f"failed:             {manifest['images_failed']}",
         f"k (PCA components): {manifest['k']}",
-        f"explained variance: {100 * manifest['explained_variance_kept']:.1f}%{target_text}",
+        f"explained variance: {variance}",
         f"outputs:            {parameters.get('output_path', '?')}",
     ])
 
@@ -285,6 +290,7 @@ def report_notebook(
     classification: Any = None,
     seconds: Optional[Dict[str, float]] = None,
     more_outputs: Optional[Dict[str, str]] = None,
+    history: Optional[List[Dict[str, Any]]] = None,
 ) -> Any:
     """The report as an in-memory notebook: markdown and output-only cells, nothing to run.
 
@@ -298,6 +304,8 @@ def report_notebook(
         classification: a :class:`~helpers.classify.Classification`, or ``None``.
         seconds: seconds per stage (default: the manifest's).
         more_outputs: output locations by name written after the manifest (the report's own).
+        history: the last runs of ``output_path`` (rows of :mod:`helpers.history`), shown as a
+            table and the :data:`HISTORY_PLOT` figure; ``None`` leaves the section out.
     """
     import nbformat
 
@@ -319,10 +327,8 @@ def report_notebook(
             f"to {_when(manifest.get('finished_at', '?'))}.\n\n"
             f"**{manifest.get('images_total', '?')}** images in **{len(classes)}** classes, "
             f"**{manifest.get('images_featurized', '?')}** featurized, "
-            f"**{manifest.get('images_failed', '?')}** failed; PCA keeps "
-            f"**k = {manifest.get('k', '?')}** components "
-            f"(**{100 * float(manifest.get('explained_variance_kept', 0.0)):.1f}%** of the "
-            f"variance); {accuracy_text}; {sum(seconds.values()):.0f} s in all.\n\n"
+            f"**{manifest.get('images_failed', '?')}** failed; {_pca_text(manifest)}; "
+            f"{accuracy_text}; {sum(seconds.values()):.0f} s in all.\n\n"
             f"Input `{parameters.get('input_path', '?')}`, outputs "
             f"`{parameters.get('output_path', '?')}`."
         ),
@@ -360,6 +366,8 @@ def report_notebook(
             "reaching the variance target (or a fixed k). Bars: variance per component; line: "
             "cumulative variance."
         ),
+        *([_markdown(f"**{manifest['pca_skipped']}**: the run published its features only "
+                     f"(no `pca/`, `pca_csv/`).")] if manifest.get("pca_skipped") else []),
         *figure(VARIANCE_PLOT, "explained variance"),
         _markdown(
             "The images on the first two principal components, one colour per class: classes "
@@ -395,14 +403,36 @@ def report_notebook(
             sorted({**manifest.get("outputs", {}), **(more_outputs or {})}.items()),
             "output", "location")),
     ]
+    if history is not None:
+        from helpers.history import table as history_table
+
+        cells += [
+            _markdown(f"## 8. Run history\nThe last {len(history)} runs into this output_path "
+                      f"(all of them in `history/runs.jsonl`): images in all and new ones "
+                      f"(through the CNN), minutes, and the estimated cost where "
+                      f"`cost_per_hour` was given."),
+            *figure(HISTORY_PLOT, "images and minutes per run"),
+            _outputs(table_output(history_table(history), index=False)),
+        ]
     notebook = nbformat.v4.new_notebook(cells=cells)
     notebook.metadata["title"] = f"Fruits! run report {manifest.get('run_id', '')}".strip()
     return notebook
 
 
+def _pca_text(manifest: Dict[str, Any]) -> str:
+    """The header's PCA clause: k and the variance kept, or why PCA was skipped."""
+    kept = manifest.get("explained_variance_kept")
+    if kept is None:
+        return html.escape(manifest.get("pca_skipped", "no PCA"))
+    return (f"PCA keeps **k = {manifest.get('k', '?')}** components "
+            f"(**{100 * float(kept):.1f}%** of the variance)")
+
+
 def _classification_markdown(classification: Any) -> str:
     if classification.skipped:
         return f"Classifier skipped: {html.escape(classification.skipped)}."
+    untrained = getattr(classification, "untrained", None)
+    partial = (f" **{html.escape(classification.untrained_text())}.**" if untrained else "")
     correct = sum(classification.confusion[i][i] for i in range(len(classification.labels)))
     return (
         f"**Test accuracy {100 * classification.accuracy:.1f}%** ({correct} of "
@@ -410,7 +440,7 @@ def _classification_markdown(classification: Any) -> str:
         f"{100 * classification.chance:.1f}% (one of {len(classification.labels)} classes at "
         f"random); trained on {classification.train_images} Training images, on "
         f"{html.escape(classification.features)}. Rows of the matrix are the true classes, "
-        f"columns the predicted ones: everything off the diagonal is a mistake."
+        f"columns the predicted ones: everything off the diagonal is a mistake.{partial}"
     )
 
 
@@ -426,7 +456,9 @@ def _run_facts(manifest: Dict[str, Any]) -> List[Tuple[str, Any]]:
         ("PCA method", manifest.get("pca_method")),
         ("k (PCA components)", manifest.get("k")),
         ("explained variance kept",
-         f"{100 * float(manifest.get('explained_variance_kept', 0)):.2f}%"),
+         f"{100 * float(manifest['explained_variance_kept']):.2f}%"
+         if manifest.get("explained_variance_kept") is not None
+         else manifest.get("pca_skipped", "no PCA")),
         ("TensorFlow oneDNN", onednn.describe(manifest.get("tensorflow") or {})),
     ]
 
@@ -436,6 +468,9 @@ def write_report(run: Any, classification: Any = None, per_class: int = 6) -> st
     """Write ``report.html`` and its PNG figures next to the run's outputs; return where.
 
     Call it last, after ``run.write_manifest()`` (and :func:`helpers.classify.evaluate_run`).
+    It first records the run in ``output_path``'s history (:func:`helpers.history.record_run`:
+    every run that writes its report is recorded once) and shows the last runs
+    (``history.png`` and a table).
     The figures are redrawn from the run (a few Spark reads: class counts, failures, a sample
     of images, PCA scores) and saved as ``sample_grid.png``, ``scatter.png``,
     ``class_counts.png`` and ``timings.png`` beside the report, through
@@ -447,7 +482,7 @@ def write_report(run: Any, classification: Any = None, per_class: int = 6) -> st
     Raises:
         ValueError: the run has no manifest yet.
     """
-    from helpers import storage
+    from helpers import history, storage
 
     if not run.manifest:
         raise ValueError("the run has no manifest yet: call run.write_manifest() before the report")
@@ -461,10 +496,14 @@ def write_report(run: Any, classification: Any = None, per_class: int = 6) -> st
             SCATTER_PLOT: run.scatter_figure(),
             TIMINGS_PLOT: plots.timings_figure(seconds),
         }
+        history.record_run(run, classification)  # once per run, the classifier result known
+        runs = history.read_rows(run.spark, run.config.output_path)[-history.SHOWN_IN_REPORT:]
+        figures[HISTORY_PLOT] = plots.history_figure(runs)
         pngs = {name: plots.figure_png(figure) for name, figure in figures.items()}
-        for name in (CLASS_COUNTS_PLOT, SAMPLE_GRID_PLOT, SCATTER_PLOT, TIMINGS_PLOT):
+        for name in (CLASS_COUNTS_PLOT, SAMPLE_GRID_PLOT, SCATTER_PLOT, TIMINGS_PLOT, HISTORY_PLOT):
             storage.write_bytes(run.spark, run.location(name), pngs[name])
-        written = [REPORT_HTML, CLASS_COUNTS_PLOT, SAMPLE_GRID_PLOT, SCATTER_PLOT, TIMINGS_PLOT]
+        written = [REPORT_HTML, CLASS_COUNTS_PLOT, SAMPLE_GRID_PLOT, SCATTER_PLOT, TIMINGS_PLOT,
+                   HISTORY_PLOT]
         if classification is not None:
             written.append(CLASSIFICATION_JSON)
             if not classification.skipped:
@@ -472,7 +511,7 @@ def write_report(run: Any, classification: Any = None, per_class: int = 6) -> st
                 written.append(CONFUSION_PLOT)
         notebook = report_notebook(run.manifest, counts, run.failed_images(), pngs,
                                    classification, seconds,
-                                   {name: run.location(name) for name in written})
+                                   {name: run.location(name) for name in written}, runs)
         page = export_html(notebook, title=notebook.metadata["title"]).encode("utf-8")
         locations = [run.location(REPORT_HTML)]
         latest = storage.output_location(run.config.output_path, REPORT_HTML)

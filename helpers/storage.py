@@ -93,32 +93,122 @@ def write_json(spark: SparkSession, path: str, payload: Dict[str, Any]) -> None:
     write_bytes(spark, path, text.encode("utf-8"))
 
 
-def write_json_atomic(spark: SparkSession, path: str, payload: Dict[str, Any]) -> None:
-    """Replace the JSON file ``path`` in one step: readers see the old file or the new one.
-
-    Local disk: write a temporary file beside it, then ``os.replace``. S3: one PUT (an object
-    becomes visible whole, when its upload completes). Other file systems (HDFS): write a
-    temporary file, delete the old one, rename (a window of milliseconds without the file).
-    """
-    text = json.dumps(payload, indent=2, sort_keys=True, default=str).encode("utf-8")
+def local_file(path: str) -> Optional[str]:
+    """The local file system path of ``path`` (a plain path or a ``file:`` URI), else ``None``."""
     target = to_local_or_uri(path)
-    if target.startswith("file:") or "://" not in target:
-        local = target[len("file:"):] if target.startswith("file:") else target
+    if target.startswith("file:"):
+        local = target[len("file:"):]
+        while local.startswith("//"):  # file:///x and file:/x are both /x
+            local = local[1:]
+        return local
+    return None if "://" in target else target
+
+
+def _is_s3(path: str) -> bool:
+    return to_local_or_uri(path).startswith(("s3://", "s3a://", "s3n://"))
+
+
+def write_bytes_atomic(spark: Optional[SparkSession], path: str, data: bytes) -> None:
+    """Replace the small file ``path`` in one step: readers see the old file or the new one.
+
+    Local disk: write a temporary file beside it, then ``os.replace`` (no Spark needed). S3: one
+    PUT (an object becomes visible whole, when its upload completes). Other file systems (HDFS):
+    write a temporary file, delete the old one, rename (a window of milliseconds without it).
+    """
+    local = local_file(path)
+    if local is not None:
+        os.makedirs(os.path.dirname(local) or ".", exist_ok=True)
         temporary = f"{local}.{uuid.uuid4().hex}.tmp"
         with open(temporary, "wb") as handle:
-            handle.write(text)
+            handle.write(data)
         os.replace(temporary, local)
         return
-    if target.startswith(("s3://", "s3a://", "s3n://")):
-        write_bytes(spark, path, text)
+    if _is_s3(path):
+        write_bytes(spark, path, data)
         return
     temporary = f"{path}.{uuid.uuid4().hex}.tmp"
-    write_bytes(spark, temporary, text)
+    write_bytes(spark, temporary, data)
     delete(spark, path)
     hadoop_source, fs = _hadoop_path(spark, temporary)
     hadoop_target, _ = _hadoop_path(spark, path)
     if not fs.rename(hadoop_source, hadoop_target):
         raise OSError(f"could not publish {path} (rename from {temporary} failed)")
+
+
+def write_json_atomic(spark: SparkSession, path: str, payload: Dict[str, Any]) -> None:
+    """Replace the JSON file ``path`` in one step (:func:`write_bytes_atomic`)."""
+    text = json.dumps(payload, indent=2, sort_keys=True, default=str).encode("utf-8")
+    write_bytes_atomic(spark, path, text)
+
+
+def create_exclusive(spark: Optional[SparkSession], path: str, data: bytes) -> bool:
+    """Create the small file ``path`` holding ``data`` only if it does not exist; True if created.
+
+    Local disk: the content written to a temporary file, then hard-linked to ``path`` (atomic
+    like ``O_CREAT | O_EXCL``: of two racers exactly one creates it, and nobody reads it half
+    written). Other file
+    systems (S3): Hadoop's ``create(overwrite=false)``, a check then a write, which two racers
+    can both pass within milliseconds; a caller that must be alone reads the file back after a
+    pause (S3 is strongly read-after-write consistent: the last writer's content is what all see).
+    """
+    local = local_file(path)
+    if local is not None:
+        os.makedirs(os.path.dirname(local) or ".", exist_ok=True)
+        temporary = f"{local}.{uuid.uuid4().hex}.tmp"
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+        try:
+            os.link(temporary, local)  # atomic, fails if it exists; readers never see it empty
+        except FileExistsError:
+            return False
+        finally:
+            os.remove(temporary)
+        return True
+    hadoop_path, fs = _hadoop_path(spark, path)
+    if fs.exists(hadoop_path):
+        return False
+    try:
+        stream = fs.create(hadoop_path, False)
+    except Exception as error:  # noqa: BLE001 (py4j)
+        if "FileAlreadyExistsException" in str(error):
+            return False
+        raise
+    try:
+        stream.write(bytearray(data))
+    finally:
+        stream.close()
+    return True
+
+
+def read_bytes_if_exists(spark: Optional[SparkSession], path: str) -> Optional[bytes]:
+    """The small file ``path`` (local disk without Spark), or ``None`` when there is none."""
+    local = local_file(path)
+    if local is not None:
+        try:
+            with open(local, "rb") as handle:
+                return handle.read()
+        except FileNotFoundError:
+            return None
+    if not exists(spark, path):
+        return None
+    try:
+        return read_bytes(spark, path)
+    except Exception as error:  # noqa: BLE001 (py4j): deleted between the check and the read
+        if "FileNotFoundException" in str(error):
+            return None
+        raise
+
+
+def delete_file(spark: Optional[SparkSession], path: str) -> None:
+    """Delete the small file ``path`` if it exists (local disk without Spark)."""
+    local = local_file(path)
+    if local is not None:
+        try:
+            os.remove(local)
+        except FileNotFoundError:
+            pass
+        return
+    delete(spark, path)
 
 
 def read_json(spark: SparkSession, path: str) -> Dict[str, Any]:

@@ -74,7 +74,9 @@ def test_incremental_run_sends_only_new_images_through_the_cnn(spark, first_run)
 def test_a_run_killed_mid_write_leaves_the_previous_run_published(spark, tmp_path):
     images = copy_subset(str(tmp_path / "images"), classes=2, train=4, test=1)
     output = str(tmp_path / "output")
-    published = run_pipeline(PipelineConfig(images, output, spark_master="local[2]"), spark).manifest
+    first = run_pipeline(PipelineConfig(images, output, spark_master="local[2]"), spark)
+    first.close()  # ends the run: frees output_path for the run below (one run at a time)
+    published = first.manifest
     before = open(os.path.join(output, "manifest.json"), "rb").read()
 
     more = copy_subset(str(tmp_path / "more"), classes=4, train=12, test=4)

@@ -25,7 +25,7 @@ from helpers import classify, plots, report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 REPORT_FIGURES = (report.CLASS_COUNTS_PLOT, report.SAMPLE_GRID_PLOT, report.SCATTER_PLOT,
-                  report.TIMINGS_PLOT, classify.CONFUSION_PLOT)
+                  report.TIMINGS_PLOT, classify.CONFUSION_PLOT, report.HISTORY_PLOT)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def test_report_shows_data_failures_figures_classifier_timings_parameters(report
     manifest = run.manifest
     for heading in ("1. The data", "2. Sample images", "3. PCA of the MobileNetV2 features",
                     "4. Are the features useful?", "5. Time per stage",
-                    "6. Parameters and versions", "7. Outputs"):
+                    "6. Parameters and versions", "7. Outputs", "8. Run history"):
         assert heading in page
     # data summary: images per class and split, with the non-ASCII class and the totals
     for label in ("Pêche de vigne été", "all classes", "Training", "Test"):
@@ -63,8 +63,8 @@ def test_report_shows_data_failures_figures_classifier_timings_parameters(report
     assert f"Failed images: {manifest['images_failed']}" in page and manifest["images_failed"] > 0
     for reason in set(run.failed_images()["reason"]):
         assert html.escape(reason, quote=False) in page, reason
-    # figures: class counts, sample grid, variance, scatter, confusion matrix, timings
-    assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', page)) == 6
+    # figures: class counts, sample grid, variance, scatter, confusion matrix, timings, history
+    assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', page)) == 7
     # classifier
     assert f"Test accuracy {100 * result.accuracy:.1f}%" in page
     # timings per stage, parameters and versions from the manifest
@@ -233,7 +233,7 @@ def test_report_renders_in_headless_chromium(report_run, tmp_path):
     assert match.group(1) != "pending", "the report did not finish loading in the browser"
     seen = json.loads(html.unescape(match.group(1)))
     assert seen["title"].startswith("Fruits! run report") and seen["scripts"] == 0
-    assert len(seen["images"]) == page.count("<img ") == 6
+    assert len(seen["images"]) == page.count("<img ") == 7
     for image in seen["images"]:
         assert image["decoded"] and image["data_uri"], image
         assert image["width"] > 100 and image["height"] > 100, image

@@ -1,0 +1,252 @@
+"""The scheduled run (``python -m helpers.scheduled``, what ``make nightly`` runs), for real:
+papermill runs ``notebooks/local.ipynb`` in subprocesses, on the local disk and on SeaweedFS.
+
+One module fixture plays a few nights on the local disk, on a folder with no Test split (the
+nightly input; it used to crash in the confusion-matrix cell):
+
+1. night 1 starts; while it holds the output_path, a second scheduled run and a ``Run`` in this
+   process are started: both stop at once, naming night 1;
+2. night 1 completes; then a run that fails (its input is gone): exit status 1, the executed
+   notebook with the error is named; it publishes nothing and leaves no lock behind;
+3. night 2 on the same input: nothing goes through the CNN; the history has two rows.
+"""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import nbformat
+import pytest
+
+from conftest import REPO, copy_subset
+from helpers import history, lock
+from helpers.config import PipelineConfig
+from helpers.pipeline import Run
+
+COST_PER_HOUR = 0.84
+
+
+def scheduled_command(images, output, run_id, *more):
+    return [sys.executable, "-m", "helpers.scheduled", "--input", images, "--output", output,
+            "--run-id", run_id, "-p", "spark_master", "local[2]", *more]
+
+
+def environment(extra=None):
+    env = dict(os.environ, **(extra or {}))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, env.get("PYTHONPATH")]))
+    return env
+
+
+def start(command, log_path, env=None):
+    log = open(log_path, "wb")
+    return subprocess.Popen(command, cwd=REPO, env=environment(env), stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True), log
+
+
+def finish(process, log, log_path, timeout):
+    try:
+        process.wait(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, 9)
+            process.wait()
+        log.close()
+    with open(log_path, encoding="utf-8", errors="replace") as handle:
+        return process.returncode, handle.read()
+
+
+def wait_for_lock(read_holder, run_id, process, log_path, timeout=300):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        holder = read_holder()
+        if holder and holder.get("run_id") == run_id:
+            return holder
+        if process.poll() is not None:
+            pytest.fail(f"{run_id} ended before taking the lock:\n" + open(log_path).read()[-3000:])
+        time.sleep(0.3)
+    pytest.fail(f"{run_id} did not take the lock within {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def nights(spark, tmp_path_factory):
+    base = tmp_path_factory.mktemp("nightly")
+    images = copy_subset(str(base / "images"), classes=2, train=4, test=0)
+    shutil.rmtree(os.path.join(images, "Test"))  # only Training/<Class>/: no Test split
+    output = str(base / "outputs")
+    logs = {name: str(base / f"{name}.log") for name in ("night-1", "blocked", "failed", "night-2")}
+    done = {"images": images, "output": output}
+
+    first, first_log = start(scheduled_command(images, output, "night-1", "--cost-per-hour",
+                                               str(COST_PER_HOUR)), logs["night-1"])
+    try:
+        done["holder"] = wait_for_lock(lambda: lock.read_holder(None, output), "night-1", first,
+                                       logs["night-1"])
+        started = time.time()
+        blocked, blocked_log = start(scheduled_command(images, output, "blocked"), logs["blocked"])
+        done["blocked"] = finish(blocked, blocked_log, logs["blocked"], timeout=120)
+        done["blocked_seconds"] = time.time() - started
+        with pytest.raises(lock.RunLockedError) as in_process:
+            Run(PipelineConfig(images, output, run_id="in-process"), spark)
+        done["in_process"] = str(in_process.value)
+        done["still_running"] = first.poll() is None
+    finally:
+        done["night-1"] = finish(first, first_log, logs["night-1"], timeout=900)
+
+    failing, failing_log = start(scheduled_command(str(base / "gone"), output, "failed"),
+                                 logs["failed"])
+    done["failed"] = finish(failing, failing_log, logs["failed"], timeout=600)
+    done["lock_after_failure"] = lock.read_holder(None, output)
+
+    second, second_log = start(scheduled_command(images, output, "night-2", "--cost-per-hour",
+                                                 str(COST_PER_HOUR)), logs["night-2"])
+    done["night-2"] = finish(second, second_log, logs["night-2"], timeout=900)
+    return done
+
+
+def manifest_of(output):
+    with open(os.path.join(output, "manifest.json")) as handle:
+        return json.load(handle)
+
+
+def executed(output, run_id):
+    return nbformat.read(history.executed_notebook_location(output, run_id, "local.ipynb"),
+                         as_version=4)
+
+
+def errors_in(notebook):
+    return [output for cell in notebook.cells if cell.cell_type == "code"
+            for output in cell.outputs if output.output_type == "error"]
+
+
+def test_a_second_run_stops_at_once_naming_the_first(nights):
+    holder = nights["holder"]
+    assert holder["host"] == socket.gethostname() and holder["pid"] > 0
+    status, log = nights["blocked"]
+    assert status == 75, log
+    assert nights["still_running"], "night 1 ended before the second run was refused"
+    assert nights["blocked_seconds"] < 30
+    named = (f"in use by run night-1 (host {holder['host']}, pid {holder['pid']}, "
+             f"started {holder['started_at']})")
+    assert named in log
+    assert named in nights["in_process"] and "one run at a time" in nights["in_process"]
+    # the refused runs left nothing behind
+    assert not os.path.exists(history.location(nights["output"], "blocked"))
+
+
+def test_night_without_a_test_split_completes_and_publishes(nights):
+    status, log = nights["night-1"]
+    assert status == 0, log[-5000:]
+    assert "scheduled run night-1 published: 8 images, 8 new through the CNN" in log
+    notebook = executed(nights["output"], "night-1")
+    assert not errors_in(notebook)
+    confusion_cell = next(cell for cell in notebook.cells
+                          if "classification.confusion_figure()" in cell.source)
+    assert any("image/png" in output.get("data", {}) for output in confusion_cell.outputs)
+    with open(os.path.join(nights["output"], "report.html"), encoding="utf-8") as handle:
+        assert "Classifier skipped: no images in a Test split." in handle.read()
+
+
+def test_a_failing_run_exits_non_zero_names_its_notebook_and_publishes_nothing(nights):
+    status, log = nights["failed"]
+    assert status == 1, log[-5000:]
+    where = history.executed_notebook_location(nights["output"], "failed", "local.ipynb")
+    assert "scheduled run failed FAILED in cell" in log and "FileNotFoundError" in log
+    assert f"the executed notebook with the error: {where}" in log
+    assert any(error.ename == "FileNotFoundError" for error in errors_in(executed(nights["output"], "failed")))
+    # Released at the kernel's exit, or (a kernel shut down without its exit handlers) left
+    # with a dead pid, which the next night takes over (it did: night 2 ran).
+    left = nights["lock_after_failure"]
+    assert left is None or (left["run_id"] == "failed" and not lock.pid_alive(left["pid"])), left
+    assert [row["run_id"] for row in history.read_rows(None, nights["output"])] == ["night-1", "night-2"]
+
+
+def test_second_night_sends_nothing_through_the_cnn_and_history_has_two_rows(nights):
+    status, log = nights["night-2"]
+    assert status == 0, log[-5000:]
+    output = nights["output"]
+    manifest = manifest_of(output)
+    assert manifest["run_id"] == "night-2" and manifest["previous_run_id"] == "night-1"
+    assert manifest["images_through_model"] == 0
+    assert manifest["images_reused"] == manifest["images_total"] == 8
+    rows = history.read_rows(None, output)
+    assert [row["run_id"] for row in rows] == ["night-1", "night-2"]
+    assert [row["images_new"] for row in rows] == [8, 0]
+    assert [row["images_reused"] for row in rows] == [0, 8]
+    for row in rows:
+        assert set(history.ROW_FIELDS) <= set(row)
+        assert row["images_total"] == 8 and row["images_failed"] == 0
+        assert row["test_accuracy"] is None and row["classifier_skipped"] == "no images in a Test split"
+        assert row["k"] >= 1 and 0.95 <= row["explained_variance_kept"] <= 1.0
+        assert row["spark_master"] == "local[2]" and row["host"] == socket.gethostname()
+        assert row["minutes"] > 0
+        assert row["estimated_cost_usd"] == pytest.approx(row["minutes"] / 60 * COST_PER_HOUR, abs=1e-4)
+    with open(history.location(output, history.LATEST_JSON)) as handle:
+        assert json.load(handle) == rows[-1]
+    for run_id in ("night-1", "night-2"):  # each night's executed notebook is kept
+        assert not errors_in(executed(output, run_id))
+    assert lock.read_holder(None, output) is None
+
+
+def test_report_shows_the_history_table_and_plot(nights):
+    output = nights["output"]
+    with open(os.path.join(output, "report.html"), encoding="utf-8") as handle:
+        page = handle.read()
+    assert "8. Run history" in page and "The last 2 runs" in page
+    assert "<td>night-1</td>" in page and "<td>night-2</td>" in page
+    run_folder = os.path.join(output, "runs", "night-2")
+    with open(os.path.join(run_folder, "history.png"), "rb") as handle:
+        assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
+    printed = subprocess.run([sys.executable, "-m", "helpers.history", output], cwd=REPO,
+                             env=environment(), capture_output=True, text=True, timeout=120)
+    assert printed.returncode == 0 and "night-1" in printed.stdout and "night-2" in printed.stdout
+
+
+# -- the same on S3 (SeaweedFS): the lock lives in the bucket ---------------------------------
+
+def test_two_concurrent_runs_on_s3_the_second_stops_naming_the_first(s3_server, s3_client, tmp_path):
+    endpoint, env = s3_server
+    bucket = "fruits-nightly-lock"
+    s3_client.create_bucket(Bucket=bucket)
+    images = copy_subset(str(tmp_path / "images"), classes=2, train=3, test=1)
+    for root, _, files in os.walk(images):
+        for name in files:
+            path = os.path.join(root, name)
+            s3_client.upload_file(path, bucket, "images/" + os.path.relpath(path, images))
+    output = f"s3://{bucket}/nightly"
+
+    def command(run_id):
+        return [sys.executable, "-m", "helpers.scheduled", "--notebook",
+                os.path.join(REPO, "notebooks", "cloud.ipynb"), "--input", f"s3://{bucket}/images",
+                "--output", output, "--run-id", run_id, "-p", "s3_endpoint", endpoint,
+                "-p", "spark_master", "local[1]"]
+
+    def holder():
+        try:
+            body = s3_client.get_object(Bucket=bucket, Key=f"nightly/{lock.LOCK_FILE}")["Body"]
+        except s3_client.exceptions.NoSuchKey:
+            return None
+        return json.loads(body.read())
+
+    first_log, second_log = str(tmp_path / "first.log"), str(tmp_path / "second.log")
+    first, first_handle = start(command("s3-night-1"), first_log, env)
+    try:
+        held = wait_for_lock(holder, "s3-night-1", first, first_log)
+        second, second_handle = start(command("s3-blocked"), second_log, env)
+        status, log = finish(second, second_handle, second_log, timeout=300)
+        assert first.poll() is None, "the first run ended before the second was refused"
+    finally:
+        first_status, first_output = finish(first, first_handle, first_log, timeout=900)
+    assert status == 75, log[-5000:]
+    assert (f"in use by run s3-night-1 (host {held['host']}, pid {held['pid']}, "
+            f"started {held['started_at']})") in log
+    assert first_status == 0, first_output[-5000:]
+    keys = {item["Key"] for item in s3_client.list_objects_v2(Bucket=bucket, Prefix="nightly/")["Contents"]}
+    assert "nightly/history/s3-night-1/cloud.executed.ipynb" in keys
+    assert f"nightly/{lock.LOCK_FILE}" not in keys  # released at the end of the run
+    rows = history.parse_rows(
+        s3_client.get_object(Bucket=bucket, Key="nightly/history/runs.jsonl")["Body"].read().decode())
+    assert [row["run_id"] for row in rows] == ["s3-night-1"] and rows[0]["images_new"] == 8
+    assert rows[0]["test_accuracy"] is not None
