@@ -3,7 +3,9 @@ import ast
 import dataclasses
 import io
 import json
+import logging
 import os
+import re
 
 import nbformat
 import pandas as pd
@@ -12,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import REPO, SAMPLE, copy_subset
+from helpers import report
 from helpers.config import PipelineConfig
 
 NOTEBOOKS = {name: os.path.join(REPO, "notebooks", f"{name}.ipynb") for name in ("local", "cloud")}
@@ -50,7 +53,7 @@ def executed_errors(notebook):
     ]
 
 
-def test_local_notebook_runs_headless_with_papermill(tmp_path):
+def test_local_notebook_runs_headless_with_papermill(tmp_path, caplog):
     images = copy_subset(str(tmp_path / "images"), classes=2, train=5, test=2)
     output = tmp_path / "outputs"
     executed = tmp_path / "local-executed.ipynb"
@@ -70,6 +73,17 @@ def test_local_notebook_runs_headless_with_papermill(tmp_path):
         for output in cell.outputs if "image/png" in output.get("data", {})
     ]
     assert len(pngs) >= 3, "sample grid, variance plot and scatter are shown as images"
+    # every figure carries what it shows: as text, as alt metadata, as <img alt> once exported
+    for png in pngs:
+        assert png.metadata["image/png"]["alt"] == png.data["text/plain"], png.data["text/plain"]
+        assert not png.data["text/plain"].startswith("<Figure"), png.data["text/plain"]
+    assert any(png.data["text/plain"].startswith("Explained variance of the PCA") for png in pngs)
+    with caplog.at_level(logging.WARNING):
+        exported = report.export_notebook(str(executed))
+    assert not [r for r in caplog.records if "Alternative text" in r.getMessage()], caplog.text
+    alts = re.findall(r'<img\b[^>]*?\balt="([^"]*)"', exported)
+    assert len(alts) == exported.count("<img ") == len(pngs)
+    assert all(alt and not alt.startswith("No description") for alt in alts), alts
 
 
 def upload_folder(client, folder, bucket, prefix):
