@@ -30,7 +30,8 @@ from helpers.config import IMAGE_EXTENSIONS, PipelineConfig
 from helpers.features import FEATURE_DIM, decode_error_udf, featurize_udf
 from helpers.images import KNOWN_SPLITS, ImageDecodeError, decode_image
 from helpers.reduction import PCA_COLUMN, PcaFit, fit_pca, project
-from helpers.session import balanced_file_scans, get_spark, task_cpus
+from helpers.session import (balanced_file_scans, get_spark, restore_sigint,
+                             sigint_handler, task_cpus)
 from helpers.weights import WeightSet, load_weight_set
 
 LOG = logging.getLogger("helpers.pipeline")
@@ -72,7 +73,11 @@ class Run:
             # before (Livy on EMR, a pyspark shell, a test's) is left as it is.
             running = SparkContext._active_spark_context is not None  # noqa: SLF001
             self.owns_session = spark is None and not running
+            # Starting a context, pyspark puts its own SIGINT handler in place; close() puts
+            # the one before back once it stops that context.
+            self.sigint_before_spark = sigint_handler()
             self.spark = spark or get_spark(config)
+            self.sigint_of_spark = sigint_handler() if self.owns_session else None
         self.images_through_model = self.spark.sparkContext.accumulator(0)
         self.weight_set: Optional[WeightSet] = None
         self.images_total = 0
@@ -500,12 +505,14 @@ class Run:
         end of a ``spark-submit`` script would. Left to the kernel's shutdown, they are
         terminated with it, and the JVM's removal of its temporary folders can be cut short (a
         stack trace at the end of ``make run``, folders left in /tmp). A later run in the same
-        Python process starts a new JVM.
+        Python process starts a new JVM. The SIGINT handler in place before the context started
+        is put back (pyspark's would answer Ctrl-C with an error from the stopped context).
         """
         if not self.owns_session:
             return
         self.spark.stop()
         self.owns_session = False
+        restore_sigint(self.sigint_before_spark, self.sigint_of_spark)
         gateway = SparkContext._gateway  # noqa: SLF001 - the JVM pyspark launched for this process
         jvm_process = getattr(gateway, "proc", None)
         if jvm_process is None or jvm_process.stdin is None:

@@ -11,9 +11,11 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+import signal
 import sys
+import threading
 from contextlib import contextmanager
-from typing import Dict, Iterator, List
+from typing import Any, Dict, Iterator, List
 
 from pyspark.sql import SparkSession
 
@@ -140,6 +142,29 @@ def s3a_jar_paths() -> List[str]:
     if missing:
         raise FileNotFoundError(f"S3A jar(s) not found: {', '.join(missing)}")
     return paths
+
+
+def sigint_handler() -> Any:
+    """The SIGINT handler in place now; ``None`` off the main thread (where it cannot be set).
+
+    pyspark replaces it when it starts a SparkContext (its handler cancels the context's jobs,
+    then raises ``KeyboardInterrupt``); record it before and after to put it back on stop.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.getsignal(signal.SIGINT)
+
+
+def restore_sigint(before: Any, spark_handler: Any) -> None:
+    """Put ``before`` back as the SIGINT handler if pyspark's ``spark_handler`` is still in place.
+
+    Once its context is stopped, pyspark's handler would answer Ctrl-C with an error from the
+    stopped context instead of ``KeyboardInterrupt``. A handler set since by someone else is kept.
+    """
+    if before is None or spark_handler is None or before is spark_handler:
+        return
+    if sigint_handler() is spark_handler:
+        signal.signal(signal.SIGINT, before)
 
 
 def task_cpus(spark: SparkSession) -> int:

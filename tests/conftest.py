@@ -158,3 +158,32 @@ def s3_client(s3_server):
     return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
                         aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
                         aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
+
+
+# -- the local notebook run the way `make run` runs it ---------------------------------------
+
+@pytest.fixture(scope="session")
+def local_notebook_run(tmp_path_factory):
+    """``notebooks/local.ipynb`` executed once as ``make run`` does: papermill in a subprocess
+    with ``--log-output --progress-bar``, with the kernel its metadata names, on 2 classes x
+    (5 Training + 2 Test) images. Returns a dict: ``notebook`` (the executed notebook's path),
+    ``output`` (its output folder), ``log`` (papermill's stdout and stderr), ``images`` (count).
+    """
+    import subprocess
+
+    folder = tmp_path_factory.mktemp("local_notebook_run")
+    images = copy_subset(str(folder / "images"), classes=2, train=5, test=2)
+    output = folder / "outputs"
+    executed = folder / "local.ipynb"
+    completed = subprocess.run(
+        [sys.executable, "-m", "papermill", os.path.join(REPO, "notebooks", "local.ipynb"),
+         str(executed), "--cwd", os.path.join(REPO, "notebooks"), "--log-output",
+         "--progress-bar", "-p", "input_path", images, "-p", "output_path", str(output),
+         "-p", "spark_master", "local[2]"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=1200,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
+    (folder / "papermill.log").write_text(completed.stdout)
+    assert completed.returncode == 0, f"papermill failed:\n{completed.stdout[-5000:]}"
+    return {"notebook": str(executed), "output": output, "log": completed.stdout,
+            "images": 2 * (5 + 2)}

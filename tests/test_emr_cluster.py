@@ -430,15 +430,31 @@ def test_papermill_step_runs_the_venv_papermill_on_s3(tmp_path: Path) -> None:
     positional = [a for a in args if a.endswith(".ipynb")]
     assert positional == [f"s3://{BUCKET}/notebooks/cloud.ipynb",
                           f"s3://{BUCKET}/outputs/r1/cloud.executed.ipynb"]
+    # Only what differs from the notebook's defaults; never an empty argument, which EMR's
+    # command-runner.jar would drop (papermill then fails: "Option '-r' requires 2 arguments").
     assert _papermill_parameters(args) == {
         "input_path": f"s3://{BUCKET}/fruits-360",
         "output_path": f"s3://{BUCKET}/outputs/r1",
-        "s3_endpoint": "",
-        "variance_target": "0.95",
-        "image_size": "224",
-        "weights": "torchvision",
-        "spark_master": "",
     }
+    assert "" not in args
+
+
+def test_papermill_step_passes_only_what_differs_from_the_notebook_defaults(tmp_path: Path) -> None:
+    step = _step(tmp_path, VARIANCE_TARGET="0.9", IMAGE_SIZE="160", WEIGHTS="imagenet")
+    params = _papermill_parameters(step["Args"])
+    assert {k: params[k] for k in ("variance_target", "image_size", "weights")} == {
+        "variance_target": "0.9", "image_size": "160", "weights": "imagenet"}
+    assert "s3_endpoint" not in params and "spark_master" not in params
+    assert "" not in step["Args"]
+
+
+def test_papermill_step_defaults_are_the_cloud_notebooks() -> None:
+    """Leaving a parameter out is the same as passing the notebook's default for EMR."""
+    notebook = json.loads((ROOT / "notebooks" / "cloud.ipynb").read_text())
+    (cell,) = [c for c in notebook["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    source = "".join(cell["source"])
+    assert re.search(r'^s3_endpoint = ""', source, re.MULTILINE)
+    assert re.search(r'^spark_master = ""', source, re.MULTILINE)
 
 
 def test_papermill_step_passes_k_and_sample_limit(tmp_path: Path) -> None:
@@ -458,12 +474,15 @@ def test_papermill_step_arguments_parse_with_papermills_cli(tmp_path: Path) -> N
     assert ctx.params["notebook_path"] == f"s3://{BUCKET}/notebooks/cloud.ipynb"
     assert ctx.params["kernel"] == "python3"
     raw = dict(ctx.params["parameters_raw"])
-    assert raw["s3_endpoint"] == "" and raw["spark_master"] == ""
+    assert raw == {"input_path": f"s3://{BUCKET}/fruits-360", "output_path": f"s3://{BUCKET}/outputs/r1"}
     assert dict(ctx.params["parameters"])["k"] == "40"
+    # What command-runner.jar would run if it dropped empty arguments: the same, none here.
+    assert [a for a in args if a] == args
 
 
 @pytest.mark.parametrize("bad", [{"CLUSTER_ID": "cluster-1"}, {"VARIANCE_TARGET": "1.5"},
-                                 {"K": "0"}, {"INPUT_PATH": "/local/path"}, {"RUN": "a b"}])
+                                 {"K": "0"}, {"INPUT_PATH": "/local/path"}, {"RUN": "a b"},
+                                 {"IMAGE_SIZE": "0"}, {"WEIGHTS": "a b"}])
 def test_papermill_step_refuses_bad_values(tmp_path: Path, bad: Dict[str, str]) -> None:
     env = {"DRY_RUN": "1", "BUCKET": BUCKET, "CLUSTER_ID": "j-ABC123", "RENDER_DIR": str(tmp_path)}
     env.update(bad)

@@ -53,19 +53,11 @@ def executed_errors(notebook):
     ]
 
 
-def test_local_notebook_runs_headless_with_papermill(tmp_path, caplog):
-    images = copy_subset(str(tmp_path / "images"), classes=2, train=5, test=2)
-    output = tmp_path / "outputs"
-    executed = tmp_path / "local-executed.ipynb"
-    papermill.execute_notebook(
-        NOTEBOOKS["local"], str(executed), cwd=os.path.join(REPO, "notebooks"),
-        parameters={"input_path": images, "output_path": str(output), "spark_master": "local[2]"},
-        progress_bar=False,
-    )
-    notebook = nbformat.read(str(executed), as_version=4)
+def test_local_notebook_runs_headless_with_papermill(local_notebook_run, caplog):
+    notebook = nbformat.read(local_notebook_run["notebook"], as_version=4)
     assert not executed_errors(notebook)
-    images_on_disk = 2 * (5 + 2)
-    manifest = json.loads((output / "manifest.json").read_text())
+    images_on_disk = local_notebook_run["images"]
+    manifest = json.loads((local_notebook_run["output"] / "manifest.json").read_text())
     assert manifest["images_total"] == manifest["images_featurized"] == images_on_disk
     assert len(pq.read_table(manifest["outputs"]["features"]).to_pandas()) == images_on_disk
     pngs = [
@@ -79,11 +71,20 @@ def test_local_notebook_runs_headless_with_papermill(tmp_path, caplog):
         assert not png.data["text/plain"].startswith("<Figure"), png.data["text/plain"]
     assert any(png.data["text/plain"].startswith("Explained variance of the PCA") for png in pngs)
     with caplog.at_level(logging.WARNING):
-        exported = report.export_notebook(str(executed))
+        exported = report.export_notebook(local_notebook_run["notebook"])
     assert not [r for r in caplog.records if "Alternative text" in r.getMessage()], caplog.text
     alts = re.findall(r'<img\b[^>]*?\balt="([^"]*)"', exported)
     assert len(alts) == exported.count("<img ") == len(pngs)
     assert all(alt and not alt.startswith("No description") for alt in alts), alts
+
+
+def test_local_run_log_has_no_error_or_traceback(local_notebook_run):
+    """`make run`'s output (papermill's --log-output: cell outputs, kernel and Spark logs) holds
+    no ERROR and no Traceback line when the run succeeds."""
+    log = local_notebook_run["log"]
+    assert "Executing notebook with kernel: fruits" in log
+    bad = [line for line in log.splitlines() if "ERROR" in line or "Traceback" in line]
+    assert not bad, "\n".join(bad)
 
 
 def upload_folder(client, folder, bucket, prefix):

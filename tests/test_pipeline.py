@@ -176,17 +176,29 @@ def test_close_keeps_a_session_the_run_did_not_build(spark, tmp_path):
 
 
 CLOSE_SCRIPT = """
+import os
+import signal
 import sys
+import time
 from pyspark import SparkContext
 from helpers.config import PipelineConfig
 from helpers.pipeline import Run
 
+signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own, however we were started
+before = signal.getsignal(signal.SIGINT)
 run = Run(PipelineConfig(sys.argv[1], sys.argv[2], spark_master="local[1]"))
 assert run.owns_session and run.spark.range(3).count() == 3
+assert signal.getsignal(signal.SIGINT) is not before  # pyspark's own, while its context runs
 jvm = SparkContext._gateway.proc
 run.close()
 assert SparkContext._active_spark_context is None
 assert jvm.poll() is not None  # the JVM has exited, its shutdown hooks run
+assert signal.getsignal(signal.SIGINT) is before
+try:  # Ctrl-C after the run: a plain KeyboardInterrupt, not an error of the stopped context
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(10)
+except KeyboardInterrupt:
+    print("interrupted")
 again = Run(PipelineConfig(sys.argv[1], sys.argv[2], spark_master="local[1]"))  # a new JVM
 assert again.spark.range(2).count() == 2
 again.close()
@@ -200,4 +212,5 @@ def test_close_stops_the_session_the_run_built(tmp_path):
         capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().endswith("stopped")
+    lines = result.stdout.splitlines()
+    assert "interrupted" in lines and lines[-1] == "stopped"

@@ -2,18 +2,24 @@
 # add_papermill_step.sh: run notebooks/cloud.ipynb headless on the cluster, as an EMR step.
 # The step runs on the primary node through command-runner.jar:
 #   /opt/fruits/venv/bin/papermill --kernel python3 <notebook> <output_path>/cloud.executed.ipynb
-#     -r input_path ... -r output_path ... -r s3_endpoint "" -p variance_target ... [-p k ...]
-#     -p image_size ... -r weights ... [-p sample_limit ...] -r spark_master ""
+#     -r input_path ... -r output_path ... [-p variance_target ...] [-p k ...] [-p image_size ...]
+#     [-r weights ...] [-p sample_limit ...]
+# Only the parameters that differ from the notebook's defaults are passed, and never an empty
+# string: EMR's command-runner.jar drops empty arguments, which would break papermill's options
+# (`Option '-r' requires 2 arguments`). The cloud notebook's defaults already suit EMR
+# (s3_endpoint "" for EMR's own S3 access, spark_master "" so its Spark session runs on YARN).
 # papermill reads the notebook from S3 and writes the executed notebook (with its outputs and
 # errors) next to the run's results, in S3; "python3" is the venv's kernel registered by
-# bootstrap-emr.sh, and with spark_master "" the notebook's Spark session runs on YARN.
+# bootstrap-emr.sh.
 #
 # Usage: CLUSTER_ID=j-XXXXXXXXXXXXX BUCKET=<your-bucket> [RUN=<run-name>] scripts/emr/add_papermill_step.sh
 # Environment (notebook parameters first):
 #   INPUT_PATH       default s3://BUCKET/fruits-360 (use s3://BUCKET/sample for a smoke test)
 #   OUTPUT_PATH      default s3://BUCKET/outputs/RUN
-#   VARIANCE_TARGET  default 0.95          K            default empty (None: chosen by variance)
-#   IMAGE_SIZE       default 224           WEIGHTS      default torchvision
+#   VARIANCE_TARGET  default empty (the notebook's 0.95)
+#   K                default empty (None: chosen by variance)
+#   IMAGE_SIZE       default empty (the notebook's 224)
+#   WEIGHTS          default empty (the notebook's torchvision)
 #   SAMPLE_LIMIT     default empty (None: all images)
 #   RUN              run name, default run-<UTC timestamp>
 #   NOTEBOOK_URI     default s3://BUCKET/notebooks/cloud.ipynb (upload_artifacts.sh puts it there)
@@ -35,17 +41,19 @@ INPUT_PATH=${INPUT_PATH:-s3://${BUCKET}/${DATA_PREFIX}}
 OUTPUT_PATH=${OUTPUT_PATH:-s3://${BUCKET}/${OUTPUTS_PREFIX}/${RUN}}
 OUTPUT_PATH=${OUTPUT_PATH%/}
 NOTEBOOK_URI=${NOTEBOOK_URI:-s3://${BUCKET}/${NOTEBOOKS_PREFIX}/cloud.ipynb}
-VARIANCE_TARGET=${VARIANCE_TARGET:-0.95}
+VARIANCE_TARGET=${VARIANCE_TARGET:-}
 K=${K:-}
-IMAGE_SIZE=${IMAGE_SIZE:-224}
-WEIGHTS=${WEIGHTS:-torchvision}
+IMAGE_SIZE=${IMAGE_SIZE:-}
+WEIGHTS=${WEIGHTS:-}
 SAMPLE_LIMIT=${SAMPLE_LIMIT:-}
 ACTION_ON_FAILURE=${ACTION_ON_FAILURE:-CONTINUE}
 
 [[ ${INPUT_PATH} == s3://* && ${OUTPUT_PATH} == s3://* && ${NOTEBOOK_URI} == s3://*.ipynb ]] \
   || die "INPUT_PATH, OUTPUT_PATH and NOTEBOOK_URI must be s3:// locations"
-[[ ${VARIANCE_TARGET} =~ ^(0?\.[0-9]+|1(\.0*)?)$ ]] || die "VARIANCE_TARGET must be in (0, 1], got '${VARIANCE_TARGET}'"
-[[ ${IMAGE_SIZE} =~ ^[0-9]+$ ]] || die "IMAGE_SIZE must be a number of pixels"
+[[ -z ${VARIANCE_TARGET} || ${VARIANCE_TARGET} =~ ^(0?\.[0-9]+|1(\.0*)?)$ ]] \
+  || die "VARIANCE_TARGET must be in (0, 1], got '${VARIANCE_TARGET}'"
+[[ -z ${IMAGE_SIZE} || ${IMAGE_SIZE} =~ ^[1-9][0-9]*$ ]] || die "IMAGE_SIZE must be a number of pixels"
+[[ -z ${WEIGHTS} || ${WEIGHTS} =~ ^[A-Za-z0-9._:/-]+$ ]] || die "WEIGHTS='${WEIGHTS}' has unexpected characters"
 [[ -z ${K} || ${K} =~ ^[1-9][0-9]*$ ]] || die "K must be empty or a positive number"
 [[ -z ${SAMPLE_LIMIT} || ${SAMPLE_LIMIT} =~ ^[1-9][0-9]*$ ]] || die "SAMPLE_LIMIT must be empty or a positive number"
 [[ ${ACTION_ON_FAILURE} =~ ^(CONTINUE|CANCEL_AND_WAIT|TERMINATE_CLUSTER)$ ]] || die "bad ACTION_ON_FAILURE"
@@ -54,6 +62,7 @@ ACTION_ON_FAILURE=${ACTION_ON_FAILURE:-CONTINUE}
 # characters refused).
 json_string() {
   local value=$1
+  [[ -n ${value} ]] || die "empty step argument (command-runner.jar would drop it)"
   [[ ${value} != *[[:cntrl:]]* ]] || die "control character in a step argument"
   value=${value//\\/\\\\}
   value=${value//\"/\\\"}
@@ -63,13 +72,11 @@ json_string() {
 args=(/opt/fruits/venv/bin/papermill --kernel python3 --log-output
   "${NOTEBOOK_URI}" "${OUTPUT_PATH}/cloud.executed.ipynb"
   -r input_path "${INPUT_PATH}"
-  -r output_path "${OUTPUT_PATH}"
-  -r s3_endpoint ""
-  -p variance_target "${VARIANCE_TARGET}"
-  -p image_size "${IMAGE_SIZE}"
-  -r weights "${WEIGHTS}"
-  -r spark_master "")
+  -r output_path "${OUTPUT_PATH}")
+[[ -z ${VARIANCE_TARGET} ]] || args+=(-p variance_target "${VARIANCE_TARGET}")
 [[ -z ${K} ]] || args+=(-p k "${K}")
+[[ -z ${IMAGE_SIZE} ]] || args+=(-p image_size "${IMAGE_SIZE}")
+[[ -z ${WEIGHTS} ]] || args+=(-r weights "${WEIGHTS}")
 [[ -z ${SAMPLE_LIMIT} ]] || args+=(-p sample_limit "${SAMPLE_LIMIT}")
 
 if [[ -n ${RENDER_DIR:-} ]]; then

@@ -10,7 +10,8 @@
 #   s3://<bucket>/jupyter/      JupyterHub notebooks (jupyter-s3-conf)         written by the cluster
 #   s3://<bucket>/logs/         EMR logs (--log-uri)                           written by the cluster
 # Environment read by every script: REGION (default eu-west-3), DRY_RUN=1 prints the aws
-# commands instead of running them.
+# commands instead of running them, ENDPOINT_URL sends every aws call to that endpoint
+# (--endpoint-url; the tests point it at a local server).
 
 REGION=${REGION:-eu-west-3}
 DRY_RUN=${DRY_RUN:-0}
@@ -55,6 +56,16 @@ help_requested() {
 # Dry-run lines go to file descriptor 3, a copy of the script's stdout, so that they reach the
 # terminal even from inside $(...).
 exec 3>&1
+
+# aws ARGS...: the AWS CLI, with --endpoint-url ENDPOINT_URL when ENDPOINT_URL is set (AWS CLI v1
+# ignores AWS_ENDPOINT_URL for some services, `aws emr` among them).
+aws() {
+  if [[ -n ${ENDPOINT_URL:-} ]]; then
+    command aws --endpoint-url "${ENDPOINT_URL}" "$@"
+  else
+    command aws "$@"
+  fi
+}
 
 # run CMD...: run a command, or print it (shell-quoted, one line) when DRY_RUN=1.
 run() {

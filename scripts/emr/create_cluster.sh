@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# create_cluster.sh: start the project's EMR cluster with `aws emr create-cluster`, from the JSON
-# files beside this script (their {{...}} placeholders are filled from the variables below):
+# create_cluster.sh: start the project's EMR cluster with `aws emr create-cluster`. The request is
+# built by cluster.py (the one cluster definition, also used by the nightly run, nightly.sh) from
+# the JSON files beside this script, their {{...}} placeholders filled from the variables below:
 #   instance-groups.json    1 primary + CORE_COUNT core nodes of INSTANCE_TYPE (default 1 + 2 m5.xlarge)
 #   configurations.json     jupyter-s3-conf (notebooks persist to s3://BUCKET/jupyter/), spark-env
 #                           and spark-defaults so that PySpark runs /opt/fruits/venv/bin/python
@@ -27,6 +28,8 @@
 #   IDLE_TIMEOUT      seconds of idleness before auto-termination, default 3600
 #   EBS_ROOT_GB       root volume size of each node, default 32 (the venv is ~2 GB)
 #   OWNER             tag, default $USER      DATA_CLASSIFICATION  tag, default internal
+#   EXTRA_TAGS        more tags, space-separated key=value
+#   PYTHON            the Python that runs cluster.py (the request builder), default python3
 #   DRY_RUN=1         print the aws commands instead of running them
 #   RENDER_DIR        where the filled JSON files go (default: a temporary folder, kept with DRY_RUN)
 set -Eeuo pipefail
@@ -54,6 +57,8 @@ OWNER=${OWNER:-${USER:-unknown}}
 DATA_CLASSIFICATION=${DATA_CLASSIFICATION:-internal}
 MY_IP=${MY_IP:-}
 SUBNET_ID=${SUBNET_ID:-}
+EXTRA_TAGS=${EXTRA_TAGS:-}
+PYTHON=${PYTHON:-python3}
 
 if [[ -n ${RENDER_DIR:-} ]]; then
   mkdir -p "${RENDER_DIR}"
@@ -63,17 +68,10 @@ else
   RENDER_DIR=$(mktemp -d)
   trap 'rm -rf "${RENDER_DIR}"' EXIT
 fi
-render "${EMR_DIR}/instance-groups.json" "${RENDER_DIR}/instance-groups.json" \
-  "INSTANCE_TYPE=${INSTANCE_TYPE}" "CORE_COUNT=${CORE_COUNT}"
-render "${EMR_DIR}/configurations.json" "${RENDER_DIR}/configurations.json" "BUCKET=${BUCKET}"
-render "${EMR_DIR}/bootstrap-actions.json" "${RENDER_DIR}/bootstrap-actions.json" "BUCKET=${BUCKET}"
-log "filled JSON files in ${RENDER_DIR}"
-
-EC2_ATTRIBUTES="KeyName=${KEY_NAME},InstanceProfile=${INSTANCE_PROFILE}"
 if [[ -n ${SUBNET_ID} ]]; then
   [[ ${SUBNET_ID} =~ ^subnet-[0-9a-f]+$ ]] || die "SUBNET_ID='${SUBNET_ID}' is not a subnet id"
-  EC2_ATTRIBUTES+=",SubnetId=${SUBNET_ID}"
 fi
+ADDITIONAL_MASTER_SG=""
 
 # --- SSH from one address only ------------------------------------------------------------
 if [[ -n ${MY_IP} ]]; then
@@ -101,28 +99,21 @@ if [[ -n ${MY_IP} ]]; then
     [[ ${out} == *InvalidPermission.Duplicate* ]] || die "could not open port 22 to ${MY_IP}/32: ${out}"
     log "the rule was already there"
   fi
-  EC2_ATTRIBUTES+=",AdditionalMasterSecurityGroups=[${SG_ID}]"
+  ADDITIONAL_MASTER_SG=${SG_ID}
 else
   log "MY_IP not set: no SSH rule added (the tunnel needs port 22 open to your address)"
 fi
 
 # --- the cluster ----------------------------------------------------------------------------
+# The request comes from cluster.py, which also gives the nightly state machine its createCluster
+# parameters (one definition for both).
+export BUCKET KEY_NAME RELEASE_LABEL INSTANCE_TYPE CORE_COUNT INSTANCE_PROFILE SERVICE_ROLE \
+  CLUSTER_NAME IDLE_TIMEOUT EBS_ROOT_GB OWNER DATA_CLASSIFICATION SUBNET_ID ADDITIONAL_MASTER_SG EXTRA_TAGS
+CLUSTER_ARGS_TEXT=$("${PYTHON}" "${EMR_DIR}/cluster.py" create-cluster-args --render-dir "${RENDER_DIR}")
+mapfile -t CLUSTER_ARGS <<<"${CLUSTER_ARGS_TEXT}"
+log "filled JSON files in ${RENDER_DIR}"
 log "creating cluster ${CLUSTER_NAME} (${RELEASE_LABEL}, 1 + ${CORE_COUNT} x ${INSTANCE_TYPE}) in ${REGION}"
-CLUSTER_ID=$(capture 'j-DRYRUN' aws emr create-cluster \
-  --region "${REGION}" \
-  --name "${CLUSTER_NAME}" \
-  --release-label "${RELEASE_LABEL}" \
-  --applications Name=Hadoop Name=Spark Name=Livy Name=JupyterHub \
-  --instance-groups "file://${RENDER_DIR}/instance-groups.json" \
-  --configurations "file://${RENDER_DIR}/configurations.json" \
-  --bootstrap-actions "file://${RENDER_DIR}/bootstrap-actions.json" \
-  --ec2-attributes "${EC2_ATTRIBUTES}" \
-  --service-role "${SERVICE_ROLE}" \
-  --log-uri "s3://${BUCKET}/${LOGS_PREFIX}/" \
-  --auto-termination-policy "IdleTimeout=${IDLE_TIMEOUT}" \
-  --ebs-root-volume-size "${EBS_ROOT_GB}" \
-  --tags project=fruits "owner=${OWNER}" "data-classification=${DATA_CLASSIFICATION}" \
-  for-use-with-amazon-emr-managed-policies=true \
+CLUSTER_ID=$(capture 'j-DRYRUN' aws emr create-cluster --region "${REGION}" "${CLUSTER_ARGS[@]}" \
   --query ClusterId --output text)
 log "cluster ${CLUSTER_ID} starting; next:"
 log "  aws emr wait cluster-running --region ${REGION} --cluster-id ${CLUSTER_ID}"
