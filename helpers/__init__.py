@@ -10,6 +10,7 @@ One module per concern:
 - :mod:`helpers.storage`: paths, Parquet/CSV/JSON outputs, atomic publication of the manifest.
 - :mod:`helpers.session`: the Spark session (local, YARN, existing Livy session, S3A).
 - :mod:`helpers.plots`: figures (variance, scatter, sample grid).
+- :mod:`helpers.progress`: progress of long Spark work (a Jupyter bar, plain log lines).
 - :mod:`helpers.pipeline`: the chain's stages, as the notebooks call them.
 - :mod:`helpers.classify`: a logistic regression on the PCA features (are they useful?).
 - :mod:`helpers.report`: the run's summary and its self-contained ``report.html``.

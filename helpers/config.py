@@ -43,6 +43,9 @@ class PipelineConfig:
         incremental: reuse the last published run's features for images whose path, size and
             modification time are unchanged; only new or changed images go through the CNN.
         seed: seed for anything random (sample grid choice).
+        progress: show the progress of long stages (featurization, PCA, writes) as a bar in
+            Jupyter and plain lines in logs; file scans are then cut into at least
+            :data:`helpers.progress.TASKS_PER_CORE` tasks per core so that it moves.
     """
 
     input_path: str
@@ -58,6 +61,7 @@ class PipelineConfig:
     pca_method: str = "gram"
     incremental: bool = False
     seed: int = 42
+    progress: bool = True
 
     def __post_init__(self) -> None:
         if not self.input_path:

@@ -29,6 +29,7 @@ from helpers import plots, report, storage
 from helpers.config import IMAGE_EXTENSIONS, PipelineConfig
 from helpers.features import FEATURE_DIM, decode_error_udf, featurize_udf
 from helpers.images import KNOWN_SPLITS, ImageDecodeError, decode_image
+from helpers.progress import TASKS_PER_CORE, SparkProgress
 from helpers.reduction import PCA_COLUMN, PcaFit, fit_pca, project
 from helpers.session import (balanced_file_scans, get_spark, restore_sigint,
                              sigint_handler, task_cpus)
@@ -104,6 +105,11 @@ class Run:
         yield
         self.seconds[name] = round(time.perf_counter() - start, 3)
         LOG.info("stage %s: done in %.1f s", name, self.seconds[name])
+
+    def progress(self, label: str, total: Optional[int] = None, count: Any = None) -> SparkProgress:
+        """A progress display for the Spark jobs of a block (off when ``config.progress`` is)."""
+        return SparkProgress(self.spark, label, total=total, count=count,
+                             enabled=self.config.progress)
 
     def location(self, name: str) -> str:
         """Where this run writes output ``name``: inside ``output_path/runs/<run_id>/``."""
@@ -268,7 +274,10 @@ class Run:
             new_features = self._featurize_contents(contents) if contents is not None else None
             features = _union_all([reused, new_features])
             if features is not None:
-                with balanced_file_scans(self.spark, *scanned):  # every core busy to the end
+                waves = TASKS_PER_CORE if config.progress else 1
+                # Every core busy to the end; with progress, a few tasks per core so it moves.
+                with balanced_file_scans(self.spark, *scanned, min_waves=waves), \
+                        self.progress("featurize", scanned[0], self.images_through_model):
                     storage.write_parquet(features, self.location(storage.FEATURES_DIR))
                 self.features = storage.read_parquet(self.spark, self.location(storage.FEATURES_DIR))
                 self.images_featurized = self.features.count()  # from the Parquet footers
@@ -403,13 +412,13 @@ class Run:
     def reduce(self) -> PcaFit:
         """Fit PCA on the written features; choose k; write ``pca/``, ``pca_csv/`` and the plot."""
         config = self.config
-        with self.stage("pca_fit"):
+        with self.stage("pca_fit"), self.progress("pca_fit"):
             self.pca = fit_pca(self.features, config.variance_target, config.k, config.pca_method)
         LOG.info(
             "PCA (%s): k = %d keeps %.1f%% of the variance", self.pca.method, self.pca.k,
             100 * self.pca.explained_variance_kept,
         )
-        with self.stage("pca_write"):
+        with self.stage("pca_write"), self.progress("pca_write"):
             scores = project(self.spark, self.features, self.pca)
             storage.write_parquet(scores, self.location(storage.PCA_DIR))
             written = storage.read_parquet(self.spark, self.location(storage.PCA_DIR))

@@ -1,8 +1,10 @@
 """Plots: every figure the chain shows or saves, in one slide-readable style.
 
 Functions take plain data (lists, numpy arrays, pandas frames) and return a matplotlib
-``Figure``; :func:`figure_png` turns one into PNG bytes for storage. Nothing here touches
-Spark, so the same figures can be redrawn from the saved outputs.
+``Figure``; :func:`figure_png` turns one into PNG bytes for storage, :func:`make_current`
+hands one to pyplot for ``%matplot plt`` (EMR's PySpark kernel; an IPython ``%matplot`` magic
+is registered here for other kernels). Nothing here touches Spark, so the same figures can be
+redrawn from the saved outputs.
 
 Every figure carries a one-sentence description of what it shows, as its matplotlib label
 (``Figure.get_label()``): :func:`describe` reads it, and it becomes the image's alternative text
@@ -114,7 +116,72 @@ def show_figures_in_ipython() -> bool:
     return True
 
 
+def make_current(figure: Figure) -> None:
+    """Make ``figure`` pyplot's current figure, so that ``%matplot plt`` shows it.
+
+    In EMR JupyterHub's PySpark kernel (sparkmagic -> Livy) a cell's code runs in Livy's
+    Python REPL, whose ``%matplot plt`` line saves ``plt.gcf()`` as PNG (a plain
+    ``savefig(format="png")``) and sends it back as ``image/png``. Figures here are made
+    without pyplot, so this hands ``figure`` to pyplot: after it, ``plt.gcf()`` is
+    ``figure``. Figures pyplot held before are closed (one figure at a time: a long session
+    does not pile them up). ``figure`` gets the tight layout engine, so that plain
+    ``savefig`` keeps its labels inside the picture. A figure cell reads::
+
+        make_current(run.variance_figure())
+        %matplot plt
+
+    Under an IPython kernel (papermill, local Jupyter) the ``%matplot`` magic registered by
+    this module shows the same figure.
+    """
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+    figure.set_layout_engine("tight")
+    plt.figure(figure)  # an unmanaged Figure gets a manager of pyplot's backend: gcf() is it
+
+
+def matplot(line: str) -> None:
+    """IPython line magic ``%matplot plt``: show ``plt.gcf()`` once, as ``image/png``.
+
+    Sparkmagic's ``%matplot`` is handled by Livy; an IPython kernel has no such magic, so
+    this module registers this one, which does what Livy does (take ``<name>.gcf()`` from the
+    notebook's variables) and displays it. The figure is then closed in pyplot, so the inline
+    backend does not show it a second time when the cell ends.
+
+    Raises:
+        NameError: the notebook has no variable named ``line`` (``import
+            matplotlib.pyplot as plt`` first).
+    """
+    from IPython import get_ipython
+    from IPython.display import display
+
+    shell = get_ipython()
+    name = line.strip() or "plt"
+    if name not in shell.user_ns:
+        raise NameError(f"%matplot {name}: the notebook has no variable '{name}' "
+                        f"(import matplotlib.pyplot as {name})")
+    module = shell.user_ns[name]
+    figure = module.gcf()
+    show_figures_in_ipython()  # PNG of the figure as figure_png draws it (pyplot may re-register)
+    display(figure)
+    module.close(figure)
+
+
+def _register_matplot_magic() -> bool:
+    """Register :func:`matplot` as the ``%matplot`` line magic (True when under IPython)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    if shell is None:
+        return False
+    shell.register_magic_function(matplot, "line", "matplot")
+    return True
+
+
 show_figures_in_ipython()
+_register_matplot_magic()
 
 
 @_in_style

@@ -188,7 +188,8 @@ def temporary_conf(spark: SparkSession, key: str, value: str) -> Iterator[None]:
 
 
 def balanced_partition_bytes(
-    files: int, total_bytes: int, largest_file: int, slots: int, open_cost: int, max_bytes: int
+    files: int, total_bytes: int, largest_file: int, slots: int, open_cost: int, max_bytes: int,
+    min_waves: int = 1,
 ) -> int:
     """A ``spark.sql.files.maxPartitionBytes`` that splits a file scan into whole waves.
 
@@ -199,12 +200,14 @@ def balanced_partition_bytes(
     partitions (never above ``max_bytes``) and holds ``ceil(files / partitions)`` files of the
     largest size: the first partitions, which get the largest files, are never short of a file
     (a bound sized on the mean left one image over, run alone as one more wave); partitions of
-    smaller files may hold a few more.
+    smaller files may hold a few more. ``min_waves``: at least that many partitions per slot
+    (more, shorter tasks: progress, which Spark reports per finished task, moves in smaller
+    steps).
     """
     if files < 1 or slots < 1:
         return max_bytes
     cost = total_bytes + files * open_cost
-    partitions = slots * max(1, math.ceil(cost / (slots * max_bytes)))
+    partitions = slots * max(1, min_waves, math.ceil(cost / (slots * max_bytes)))
     # Spark closes a partition when the next file's length would pass the bound, counting the
     # open cost of the files already in it.
     per_partition = math.ceil(files / partitions)
@@ -214,19 +217,21 @@ def balanced_partition_bytes(
 
 @contextmanager
 def balanced_file_scans(
-    spark: SparkSession, files: int, total_bytes: int, largest_file: int
+    spark: SparkSession, files: int, total_bytes: int, largest_file: int, min_waves: int = 1
 ) -> Iterator[None]:
     """File scans inside the block split into whole waves of the session's task slots.
 
     ``files``, ``total_bytes`` and ``largest_file`` describe what the scan will read (the
-    listing knows them). See :func:`balanced_partition_bytes`.
+    listing knows them); ``min_waves``: at least that many waves. See
+    :func:`balanced_partition_bytes`.
     """
     jvm_bytes = spark.sparkContext._jvm.org.apache.spark.network.util.JavaUtils  # noqa: SLF001
     key = "spark.sql.files.maxPartitionBytes"
     max_bytes = int(jvm_bytes.byteStringAsBytes(spark.conf.get(key, "128m")))
     open_cost = int(jvm_bytes.byteStringAsBytes(spark.conf.get("spark.sql.files.openCostInBytes", "4m")))
     slots = max(1, spark.sparkContext.defaultParallelism // task_cpus(spark))
-    bound = balanced_partition_bytes(files, total_bytes, largest_file, slots, open_cost, max_bytes)
+    bound = balanced_partition_bytes(files, total_bytes, largest_file, slots, open_cost, max_bytes,
+                                     min_waves)
     # Spark also caps a partition at (all bytes / minPartitionNum, by default the slots): with
     # one wave, that is the mean and the largest files would not fit; the bound decides alone.
     with temporary_conf(spark, key, str(bound)), \

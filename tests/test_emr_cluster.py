@@ -204,6 +204,58 @@ def test_create_cluster_configurations(cluster_dry_run) -> None:
     assert defaults["spark.pyspark.driver.python"] == VENV_PY
 
 
+#: YARN memory of one m5.xlarge node on EMR (yarn.nodemanager.resource.memory-mb), in MB.
+M5_XLARGE_YARN_MB = 12288
+#: Peak RSS of one Spark Python worker featurizing with its MobileNetV2 (batch 64, 224 px), and
+#: of the worker daemon that forks them, measured with psutil on the local chain (README).
+WORKER_RSS_MB, DAEMON_RSS_MB = 1130, 630
+#: A Livy session's driver runs in YARN next to the executors (cluster mode): its container.
+DRIVER_CONTAINER_MB = 2048 + 384
+
+
+def _mb(value: str) -> int:
+    number, unit = re.fullmatch(r"(\d+)([mg])", value.lower()).groups()
+    return int(number) * (1024 if unit == "g" else 1)
+
+
+def test_configurations_pass_botocores_emr_model(cluster_dry_run) -> None:
+    import botocore.session
+    from botocore.validate import ParamValidator
+
+    args, _, _ = cluster_dry_run
+    model = botocore.session.get_session().get_service_model("emr")
+    shape = model.operation_model("RunJobFlow").input_shape.members["Configurations"]
+    report = ParamValidator().validate(file_arg(args, "--configurations"), shape)
+    assert not report.has_errors(), report.generate_report()
+
+
+def test_livy_sessions_outlive_a_long_cell(cluster_dry_run) -> None:
+    args, _, _ = cluster_dry_run
+    configurations = {c["Classification"]: c for c in file_arg(args, "--configurations")}
+    livy = configurations["livy-conf"]["Properties"]
+    number, unit = re.fullmatch(r"(\d+)([hm])", livy["livy.server.session.timeout"]).groups()
+    assert int(number) * (60 if unit == "h" else 1) >= 4 * 60, "more than Livy's 1 h default"
+    assert livy["livy.server.session.timeout-check"] == "true"  # idle sessions still end
+    assert livy["livy.server.session.timeout-check.skip-busy"] == "true"  # a running cell never
+
+
+def test_executors_hold_four_tensorflow_workers_on_m5_xlarge(cluster_dry_run) -> None:
+    args, _, _ = cluster_dry_run
+    configurations = {c["Classification"]: c for c in file_arg(args, "--configurations")}
+    defaults = configurations["spark-defaults"]["Properties"]
+    cores = int(defaults["spark.executor.cores"])
+    heap, overhead = _mb(defaults["spark.executor.memory"]), _mb(defaults["spark.executor.memoryOverhead"])
+    assert cores == 4  # m5.xlarge: 4 vCPU, one executor per core node
+    # Python workers (one per task, each with its model) live in the overhead, next to the JVM's
+    # own off-heap memory (at least Spark's default 10% of the heap, 384 MB minimum).
+    assert cores * WORKER_RSS_MB + DAEMON_RSS_MB + max(384, heap // 10) <= overhead
+    # The executor and a Livy driver fit one node's YARN memory.
+    assert heap + overhead + DRIVER_CONTAINER_MB <= M5_XLARGE_YARN_MB
+    # Not spark.executor.pyspark.memory: pyspark turns it into an address-space limit
+    # (RLIMIT_AS) of memory / cores per worker, and TensorFlow maps about 3 GB of address space.
+    assert "spark.executor.pyspark.memory" not in defaults
+
+
 def test_create_cluster_logs_idle_termination_tags_access(cluster_dry_run) -> None:
     args, lines, _ = cluster_dry_run
     assert option(args, "--log-uri") == [f"s3://{BUCKET}/logs/"]
@@ -492,10 +544,77 @@ def test_papermill_step_refuses_bad_values(tmp_path: Path, bad: Dict[str, str]) 
 
 
 # ---------------------------------------------------------------------------------------------
-# jupyterhub_user.sh (runs on the primary node; docker and sudo are stand-ins)
+# jupyterhub_user.sh (runs on the primary node): docker and sudo are stand-ins; the hub's REST API
+# is a small real HTTP server on 127.0.0.1 that the script's real curl talks to.
+
+HUB_TOKEN = "0123456789abcdef0123456789abcdef"  # what `jupyterhub token jovyan` prints (made up)
 
 
-def test_jupyterhub_user_gets_a_generated_password_and_jovyan_is_locked(tmp_path: Path) -> None:
+class FakeHub:
+    """JupyterHub's user endpoints (POST/PATCH/GET /hub/api/users/<name>, token auth), on
+    127.0.0.1; every request is appended to ``log`` (shared with the docker stand-in, so the
+    file holds the order of everything the script did)."""
+
+    def __init__(self, log: Path, fail_with: int | None = None) -> None:
+        import http.server
+        import threading
+
+        self.log = log
+        self.fail_with = fail_with
+        self.users: Dict[str, dict] = {"jovyan": {"name": "jovyan", "admin": True}}
+        hub = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:  # quiet
+                pass
+
+            def _reply(self, status: int, body: dict) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length) or b"{}")
+                with hub.log.open("a") as handle:
+                    handle.write(f"HTTP {self.command} {self.path} {json.dumps(body)}\n")
+                if self.headers.get("Authorization") != f"token {HUB_TOKEN}":
+                    return self._reply(403, {"status": 403, "message": "Forbidden"})
+                if hub.fail_with:
+                    return self._reply(hub.fail_with, {"status": hub.fail_with, "message": "hub error"})
+                prefix = "/hub/api/users/"
+                if not self.path.startswith(prefix):
+                    return self._reply(404, {"status": 404, "message": "Not Found"})
+                name = self.path[len(prefix):]
+                user = hub.users.get(name)
+                if self.command == "POST":
+                    if user is not None:
+                        return self._reply(409, {"status": 409, "message": f"User {name} already exists"})
+                    hub.users[name] = {"name": name, "admin": bool(body.get("admin"))}
+                    return self._reply(201, hub.users[name])
+                if user is None:
+                    return self._reply(404, {"status": 404, "message": "Not Found"})
+                if self.command == "PATCH":
+                    user.update({key: body[key] for key in ("admin",) if key in body})
+                return self._reply(200, user)
+
+            do_POST = do_PATCH = do_GET = _handle
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hub/api"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _jupyterhub_sandbox(tmp_path: Path, existing: str = "", token: str = HUB_TOKEN):
+    """sudo and docker stand-ins logging to ``docker.log``; ``existing``: users the container has."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     log = tmp_path / "docker.log"
@@ -504,12 +623,23 @@ def test_jupyterhub_user_gets_a_generated_password_and_jovyan_is_locked(tmp_path
         f"#!{BASH}\n"
         'printf "%s\\n" "$*" >>"$DOCKER_LOG"\n'
         'if [[ $2 == -i ]]; then printf "stdin: %s\\n" "$(cat)" >>"$DOCKER_LOG"; fi\n'
-        'if [[ "$*" == *"id -u alice"* ]]; then exit 1; fi\n'  # alice does not exist yet
+        'if [[ $3 == id && " $EXISTING_USERS " != *" ${5} "* ]]; then exit 1; fi\n'
+        'if [[ $3 == */jupyterhub && $4 == token ]]; then echo "[I] generated"; echo "$HUB_TOKEN"; fi\n'
         "exit 0\n")
     for stub in bin_dir.iterdir():
         stub.chmod(0o755)
-    env = {"PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}", "DOCKER_LOG": str(log)}
-    result = run_script("jupyterhub_user.sh", "alice", env=env)
+    env = {"PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}", "DOCKER_LOG": str(log),
+           "EXISTING_USERS": f"jovyan {existing}".strip(), "HUB_TOKEN": token}
+    return env, log
+
+
+def test_jupyterhub_user_is_made_a_hub_admin_before_jovyan_is_locked(tmp_path: Path) -> None:
+    env, log = _jupyterhub_sandbox(tmp_path)
+    hub = FakeHub(log)
+    try:
+        result = run_script("jupyterhub_user.sh", "alice", env={**env, "JUPYTERHUB_API_URL": hub.url})
+    finally:
+        hub.close()
     assert result.returncode == 0, result.stderr
     password = re.search(r"^password: (\S+)$", result.stdout, re.MULTILINE).group(1)
     assert re.fullmatch(r"[A-Za-z0-9]{24}", password)
@@ -517,10 +647,55 @@ def test_jupyterhub_user_gets_a_generated_password_and_jovyan_is_locked(tmp_path
     assert "exec jupyterhub useradd -m -s /bin/bash -N alice" in calls
     assert "exec -i jupyterhub chpasswd" in calls
     assert f"stdin: alice:{password}" in calls
-    assert "exec jupyterhub passwd -l jovyan" in calls
-    # The password only ever travels on standard input, never as an argument.
+    assert "exec jupyterhub /opt/conda/bin/jupyterhub token jovyan" in calls
+    assert hub.users["alice"] == {"name": "alice", "admin": True}, "the hub knows alice as an admin"
+    made_admin = calls.index('HTTP POST /hub/api/users/alice {"admin": true}')
+    checked = calls.index("HTTP GET /hub/api/users/alice {}")
+    locked = calls.index("exec jupyterhub passwd -l jovyan")
+    assert made_admin < checked < locked, "jovyan is locked only after alice is a hub admin"
+    # The password and the token only travel on standard input, never as an argument.
     assert [c for c in calls if password in c] == [f"stdin: alice:{password}"]
-    assert password not in result.stderr
+    assert password not in result.stderr and HUB_TOKEN not in result.stderr + result.stdout
+
+
+def test_jupyterhub_user_known_to_the_hub_is_promoted_with_patch(tmp_path: Path) -> None:
+    env, log = _jupyterhub_sandbox(tmp_path, existing="alice")
+    hub = FakeHub(log)
+    hub.users["alice"] = {"name": "alice", "admin": False}
+    try:
+        result = run_script("jupyterhub_user.sh", "alice", env={**env, "JUPYTERHUB_API_URL": hub.url})
+    finally:
+        hub.close()
+    assert result.returncode == 0, result.stderr
+    calls = log.read_text().splitlines()
+    assert not any("useradd" in c for c in calls), "an existing user gets a new password only"
+    assert 'HTTP PATCH /hub/api/users/alice {"admin": true}' in calls
+    assert hub.users["alice"]["admin"] is True
+    assert calls.index('HTTP PATCH /hub/api/users/alice {"admin": true}') < calls.index(
+        "exec jupyterhub passwd -l jovyan")
+
+
+@pytest.mark.parametrize("failure", ["hub error", "wrong token", "hub down", "no token"])
+def test_jupyterhub_user_stops_and_keeps_jovyan_when_the_admin_step_fails(
+        tmp_path: Path, failure: str) -> None:
+    env, log = _jupyterhub_sandbox(tmp_path, token="" if failure == "no token" else
+                                   "ffffffffffffffffffffffffffffffff" if failure == "wrong token"
+                                   else HUB_TOKEN)
+    hub = FakeHub(log, fail_with=500 if failure == "hub error" else None)
+    url = hub.url
+    if failure == "hub down":
+        hub.close()
+    try:
+        result = run_script("jupyterhub_user.sh", "alice", env={**env, "JUPYTERHUB_API_URL": url})
+    finally:
+        if failure != "hub down":
+            hub.close()
+    assert result.returncode != 0
+    assert "could not make alice a JupyterHub admin" in result.stderr
+    assert "jovyan was NOT locked" in result.stderr
+    assert not any("passwd -l jovyan" in c for c in log.read_text().splitlines())
+    assert "password:" not in result.stdout
+    assert "alice" not in hub.users or not hub.users["alice"]["admin"]
 
 
 @pytest.mark.parametrize("user", ["jovyan", "Bad User", "root;id", ""])

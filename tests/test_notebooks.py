@@ -1,5 +1,6 @@
 """The real notebooks, executed by papermill: locally, and against a real S3 server."""
 import ast
+import base64
 import dataclasses
 import io
 import json
@@ -46,6 +47,30 @@ def test_committed_notebook_is_clean_and_parameterized(name):
         assert "s3_endpoint" in names
 
 
+def test_cloud_notebook_opens_with_pyspark_and_its_figures_suit_livy():
+    """What sparkmagic and Livy do with the cells (sparkmagic's UserCodeParser, Livy's
+    fake_shell.py): a cell that starts with '%' runs locally, anything else goes to Livy, which
+    runs lines starting with '%' as its magics and the rest as Python, the cell's result being
+    the last part's."""
+    notebook = nbformat.read(NOTEBOOKS["cloud"], as_version=4)
+    assert notebook.metadata.kernelspec == {
+        "name": "pysparkkernel", "display_name": "PySpark", "language": "python"}
+    # papermill picks its parameter translator from language_info.name ('pyspark' has none).
+    assert notebook.metadata.language_info.name == "python"
+    sources = [cell.source for cell in notebook.cells if cell.cell_type == "code"]
+    assert any("import matplotlib.pyplot as plt" in source for source in sources)
+    figures = [source for source in sources if "\n%matplot" in source]
+    assert len(figures) == 5
+    for source in figures:
+        lines = source.rstrip().split("\n")
+        assert not source.startswith("%"), "sparkmagic would run the cell locally"
+        assert lines[-1] == "%matplot plt", "Livy returns the last part's result: the image"
+        assert not any(line.startswith("%") for line in lines[:-1])
+        *_, last = ast.parse("\n".join(lines[:-1])).body
+        # A call whose value is None: Livy's REPL prints no `<Figure ...>` text before the image.
+        assert isinstance(last, ast.Expr) and last.value.func.id == "make_current", source
+
+
 def executed_errors(notebook):
     return [
         output for cell in notebook.cells if cell.cell_type == "code"
@@ -87,6 +112,16 @@ def test_local_run_log_has_no_error_or_traceback(local_notebook_run):
     assert not bad, "\n".join(bad)
 
 
+def assert_progress_lines(text, images):
+    """Featurization progress lines: a start, at least one step strictly between, the end."""
+    lines = [line for line in text.splitlines() if line.startswith("featurize: ")]
+    assert lines and lines[0].startswith("featurize: started"), text
+    assert lines[-1].startswith(f"featurize: done, 100%, {images}/{images} images"), text
+    percents = [int(match.group(1)) for line in lines[1:-1]
+                for match in [re.search(r"(\d+)%, (\d+)/\d+ images", line)] if match]
+    assert any(0 < percent < 100 for percent in percents), f"no step between start and end: {lines}"
+
+
 def upload_folder(client, folder, bucket, prefix):
     uploaded = 0
     for root, _, files in os.walk(folder):
@@ -125,12 +160,15 @@ def test_cloud_notebook_on_s3_with_papermill(s3_server, s3_client, tmp_path, mon
     s3_client.upload_file(NOTEBOOKS["cloud"], bucket, "notebooks/cloud.ipynb")
     executed = f"{output}/cloud-executed.ipynb"
 
-    papermill.execute_notebook(
-        f"s3://{bucket}/notebooks/cloud.ipynb", executed, cwd=os.path.join(REPO, "notebooks"),
-        parameters={"input_path": f"s3://{bucket}/fruits-360", "output_path": output,
-                    "s3_endpoint": endpoint, "spark_master": "local[2]"},
-        progress_bar=False,
-    )
+    papermill_log = tmp_path / "papermill-stdout.log"  # what `papermill --stdout-file` writes
+    with open(papermill_log, "w") as stdout_file:
+        papermill.execute_notebook(
+            f"s3://{bucket}/notebooks/cloud.ipynb", executed, cwd=os.path.join(REPO, "notebooks"),
+            parameters={"input_path": f"s3://{bucket}/fruits-360", "output_path": output,
+                        "s3_endpoint": endpoint, "spark_master": "local[2]"},
+            kernel_name="python3",  # the notebook declares JupyterHub's PySpark kernel
+            progress_bar=False, stdout_file=stdout_file,
+        )
 
     keys = set(s3_keys(s3_client, bucket, "outputs/run-1/"))
     assert "outputs/run-1/cloud-executed.ipynb" in keys and "outputs/run-1/manifest.json" in keys
@@ -141,8 +179,30 @@ def test_cloud_notebook_on_s3_with_papermill(s3_server, s3_client, tmp_path, mon
         as_version=4,
     )
     assert not executed_errors(notebook)
+    # Every figure cell ends with sparkmagic's `%matplot plt`; under python3 the magic helpers
+    # register shows the figure once, as a PNG.
+    figure_cells = [cell for cell in notebook.cells
+                    if cell.cell_type == "code" and "\n%matplot plt" in cell.source]
+    assert len(figure_cells) == 5  # sample grid, variance, scatter, confusion matrix, timings
+    for cell in figure_cells:
+        pngs = [out for out in cell.outputs if "image/png" in out.get("data", {})]
+        assert len(pngs) == 1, f"one image for: {cell.source!r}"
+        assert base64.b64decode(pngs[0]["data"]["image/png"])[:8] == b"\x89PNG\r\n\x1a\n"
+    # A cell that shows a figure any other way would show text in the PySpark kernel.
+    assert not [cell.source for cell in notebook.cells if cell.cell_type == "code"
+                and cell not in figure_cells
+                and any("image/png" in out.get("data", {}) for out in cell.outputs)]
     manifest = json.loads(s3_client.get_object(Bucket=bucket, Key="outputs/run-1/manifest.json")["Body"].read())
     assert manifest["images_total"] == manifest["images_featurized"] == uploaded
+    # Progress of the featurization, from Spark's status tracker and accumulator: plain lines
+    # (start, a step between, end) in the cell's output and in papermill's log, and one HTML bar
+    # in the cell, updated in place.
+    (featurize,) = [cell for cell in notebook.cells if cell.source.strip() == "run.featurize()"]
+    streamed = "".join(out.get("text", "") for out in featurize.outputs if out.output_type == "stream")
+    assert_progress_lines(streamed, uploaded)
+    assert_progress_lines(papermill_log.read_text(), uploaded)
+    bars = [out for out in featurize.outputs if "<progress" in out.get("data", {}).get("text/html", "")]
+    assert len(bars) == 1 and 'value="1.0000"' in bars[0]["data"]["text/html"]
 
     def key(name):  # outputs live in the published run's folder, named by the manifest
         location = manifest["outputs"][name]

@@ -37,6 +37,18 @@ def test_partition_bound_gives_whole_waves_below_the_session_bound() -> None:
     assert balanced_partition_bytes(0, 0, 0, 2, OPEN_COST, 128 * MB) == 128 * MB
 
 
+def test_partition_bound_gives_at_least_min_waves() -> None:
+    # 240 images on 2 slots: one wave (2 tasks) by default; 4 waves (8 tasks of 30) asked for
+    # by the progress display, so that Spark reports progress in eighths.
+    one = balanced_partition_bytes(240, 240 * 5000, 5000, 2, OPEN_COST, 128 * MB)
+    four = balanced_partition_bytes(240, 240 * 5000, 5000, 2, OPEN_COST, 128 * MB, min_waves=4)
+    assert one == 120 * (5000 + OPEN_COST) - OPEN_COST
+    assert four == 30 * (5000 + OPEN_COST) - OPEN_COST
+    # Many files already make more waves than asked: min_waves changes nothing.
+    many = (5000, 5000 * 5000, 6000, 2, OPEN_COST, 128 * MB)
+    assert balanced_partition_bytes(*many, min_waves=3) == balanced_partition_bytes(*many)
+
+
 def _partition_sizes(spark, folder: str) -> List[int]:
     scan = spark.read.format("binaryFile").load(folder)
     return [row["n"] for row in scan.groupBy(F.spark_partition_id().alias("p"))
