@@ -8,7 +8,7 @@ class). Everything runs in Spark; only the small confusion table comes to the dr
 
 :func:`evaluate` works on any PCA Parquet; :func:`evaluate_run` evaluates a finished
 :class:`~helpers.pipeline.Run`, times itself as the run's ``classify`` stage and writes
-``classification.json`` and ``confusion_matrix.png`` next to the outputs. A run without both
+``classification.json``, ``confusion.csv`` and ``confusion_matrix.png`` next to the outputs. A run without both
 splits (``sample_limit`` runs, data sets without a Test folder) gets a result that says why it
 was skipped instead of an error, so the notebook and its report still finish.
 """
@@ -35,7 +35,11 @@ TRAIN_SPLIT = "Training"
 TEST_SPLIT = "Test"
 #: Small files written next to the outputs by :func:`evaluate_run`.
 CLASSIFICATION_JSON = "classification.json"
+CONFUSION_CSV = "confusion.csv"
 CONFUSION_PLOT = "confusion_matrix.png"
+
+#: Rows of the "most confused pairs" and "worst classes" tables shown for many classes.
+TOP_ROWS = 15
 
 #: L2 regularisation of the logistic regression: with k PCA scores per image and only a few
 #: dozen images per class the classes are often separable; a little L2 keeps the fit finite.
@@ -88,12 +92,54 @@ class Classification:
             columns=pd.Index(self.labels, name="predicted class"),
         )
 
+    def confused_pairs(self, top: int = TOP_ROWS) -> pd.DataFrame:
+        """The ``top`` most frequent mistakes: ``true class``, ``predicted class``, ``images``
+        (Test images of the true class predicted as the other) and ``share of true class``
+        (of its Test images); most images first, then by name. No rows without mistakes."""
+        matrix = np.asarray(self.confusion, dtype=int).reshape(len(self.labels), -1) \
+            if self.confusion else np.zeros((0, 0), dtype=int)
+        per_class = matrix.sum(axis=1)
+        rows = [(self.labels[i], self.labels[j], int(matrix[i, j]),
+                 float(matrix[i, j]) / per_class[i])
+                for i, j in zip(*np.nonzero(matrix)) if i != j]
+        frame = pd.DataFrame(rows, columns=["true class", "predicted class", "images",
+                                            "share of true class"])
+        frame = frame.sort_values(["images", "true class", "predicted class"],
+                                  ascending=[False, True, True], kind="stable")
+        return frame.head(top).reset_index(drop=True)
+
+    def class_accuracy(self) -> pd.DataFrame:
+        """Test accuracy per class: ``class``, ``Test images``, ``right``, ``accuracy``; worst
+        first (then by name). Classes without Test images are left out."""
+        matrix = np.asarray(self.confusion, dtype=int).reshape(len(self.labels), -1) \
+            if self.confusion else np.zeros((0, 0), dtype=int)
+        rows = [(label, int(matrix[i].sum()), int(matrix[i, i]),
+                 float(matrix[i, i]) / matrix[i].sum())
+                for i, label in enumerate(self.labels[:len(matrix)]) if matrix[i].sum()]
+        frame = pd.DataFrame(rows, columns=["class", "Test images", "right", "accuracy"])
+        return frame.sort_values(["accuracy", "class"], kind="stable").reset_index(drop=True)
+
+    def worst_classes(self, top: int = TOP_ROWS) -> pd.DataFrame:
+        """The ``top`` classes with the lowest Test accuracy, below 100% (see
+        :meth:`class_accuracy`)."""
+        accuracy = self.class_accuracy()
+        return accuracy[accuracy["accuracy"] < 1.0].head(top).reset_index(drop=True)
+
     def confusion_figure(self) -> Any:
-        """The confusion matrix as a figure (counts, class names on both axes); when the
-        classifier was skipped, a small figure saying why."""
+        """What the classifier mistakes, as a figure a reader can use.
+
+        Up to :data:`~helpers.plots.MANY_CLASSES` classes: the confusion matrix (counts, class
+        names on both axes). With more, whose matrix labels cannot be read: bars of the
+        :meth:`confused_pairs` and :meth:`worst_classes`; the whole matrix stays in
+        :meth:`confusion_table`, ``classification.json`` and ``confusion.csv``.
+        When the classifier was skipped: a small figure saying why.
+        """
         if self.skipped or not self.confusion:
             return plots.message_figure("No confusion matrix",
                                         f"Classifier skipped: {self.skipped or 'no Test images'}.")
+        if len(self.labels) > plots.MANY_CLASSES:
+            return plots.confused_pairs_figure(self.confused_pairs(), self.worst_classes(),
+                                               self.accuracy)
         return plots.confusion_matrix_figure(self.confusion, self.labels, self.accuracy)
 
     def untrained_text(self) -> str:
@@ -189,9 +235,11 @@ def evaluate_frame(
 def evaluate_run(run: Any) -> Classification:
     """Evaluate a run after ``run.reduce()``: a ``classify`` stage, plus its two small files.
 
-    Writes ``classification.json`` and (unless skipped) ``confusion_matrix.png`` into the
-    run's ``output_path`` and logs the accuracy (headless runs show it in their log). A run
-    whose PCA was skipped (fewer than 2 images) gets a skipped result saying so.
+    Writes ``classification.json`` and (unless skipped) ``confusion.csv`` (the whole matrix:
+    true class per row, predicted class per column) and ``confusion_matrix.png`` (see
+    :meth:`Classification.confusion_figure`) into the run's ``output_path``, and logs the
+    accuracy (headless runs show it in their log).
+    A run whose PCA was skipped (fewer than 2 images) gets a skipped result saying so.
     """
     with run.stage("classify"):
         if getattr(run, "pca", None) is None:
@@ -202,6 +250,8 @@ def evaluate_run(run: Any) -> Classification:
             result = evaluate(run.spark, run.location(storage.PCA_DIR))
         storage.write_json(run.spark, run.location(CLASSIFICATION_JSON), result.as_dict())
         if not result.skipped:
+            storage.write_bytes(run.spark, run.location(CONFUSION_CSV),
+                                result.confusion_table().to_csv().encode("utf-8"))
             storage.write_bytes(run.spark, run.location(CONFUSION_PLOT),
                                 plots.figure_png(result.confusion_figure()))
     LOG.info("%s", result.text())

@@ -216,6 +216,12 @@ class Run:
         counts["split"] = counts["split"].fillna("(none)")
         return counts
 
+    def class_summary(self) -> "report.ClassSummary":
+        """Images per class: the whole table for a few classes, a summary for many (classes,
+        images per class min / median / max, smallest and largest classes, the whole table
+        folded); see :class:`helpers.report.ClassSummary`. :meth:`class_counts` is the table."""
+        return report.class_summary(self.class_counts())
+
     def sample_images(self, per_class: int = 6, max_classes: int = 12) -> Any:
         """A figure: a grid of up to ``per_class`` images of each class (decoded on the driver).
 

@@ -5,12 +5,18 @@ Functions take plain data (lists, numpy arrays, pandas frames) and return a matp
 hands one to pyplot for ``%matplot plt`` (EMR's PySpark kernel; an IPython ``%matplot`` magic
 is registered here for other kernels). Nothing here touches Spark, so the same figures can be
 redrawn from the saved outputs.
+
+Every figure carries a one-sentence description of what it shows, as its matplotlib label
+(``Figure.get_label()``): :func:`describe` reads it, and it becomes the image's alternative text
+in Jupyter (the ``text/plain`` of the figure's output and ``metadata["image/png"]["alt"]``), in
+the exported notebook and in ``report.html``.
 """
 from __future__ import annotations
 
+import base64
 import functools
 import io
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import matplotlib
 import numpy as np
@@ -65,11 +71,39 @@ def figure_png(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
+#: Above this many classes, figures and tables summarise instead of listing every class
+#: (a 155-bar chart or a 155x155 matrix cannot be read); at or below it they show each class.
+MANY_CLASSES = 20
+
+
+def describe(figure: Figure) -> str:
+    """What ``figure`` shows, in one sentence: its label, else its titles.
+
+    Every figure of this module is labelled when drawn; other figures are described by their
+    suptitle and axes titles (empty when they have none).
+    """
+    label = figure.get_label()
+    if label:
+        return label
+    titles = [figure.get_suptitle()] + [axis.get_title() for axis in figure.axes]
+    return "; ".join(" ".join(title.split()) for title in titles if title.strip())
+
+
+def figure_mimebundle(figure: Figure) -> Tuple[Dict[str, str], Dict[str, Any]]:
+    """``figure`` as a Jupyter output: PNG (base64), its description as ``text/plain`` and as
+    the PNG's ``alt`` metadata (what nbconvert's export puts in ``<img alt>``)."""
+    description = describe(figure) or "figure"
+    png = base64.b64encode(figure_png(figure)).decode("ascii")
+    return ({"image/png": png, "text/plain": description},
+            {"image/png": {"alt": description}})
+
+
 def show_figures_in_ipython() -> bool:
-    """Make Jupyter show a returned ``Figure`` as a PNG (True when running under IPython).
+    """Make Jupyter show a returned ``Figure`` as a described PNG (True under IPython).
 
     Figures here are made without pyplot, so no backend displays them on its own; this
-    registers :func:`figure_png` as their PNG representation, once, whatever the backend.
+    registers :func:`figure_mimebundle` as their representation, once, whatever the backend:
+    the cell's output holds the PNG, its description as text and as ``alt`` metadata.
     """
     try:
         from IPython import get_ipython
@@ -78,7 +112,7 @@ def show_figures_in_ipython() -> bool:
     shell = get_ipython()
     if shell is None:
         return False
-    shell.display_formatter.formatters["image/png"].for_type(Figure, figure_png)
+    shell.display_formatter.mimebundle_formatter.for_type(Figure, figure_mimebundle)
     return True
 
 
@@ -174,6 +208,11 @@ def variance_figure(
     twin.axvline(k, color="#27ae60", linestyle=":", label=f"chosen k = {k}")
     kept = float(np.sum(ratios[:k]))
     axis.set_title(f"PCA explained variance: k = {k} keeps {kept:.1f}%")
+    figure.set_label(
+        f"Explained variance of the PCA: k = {k} components keep {kept:.1f}% of the variance"
+        + (f" (target {variance_target:.0%})" if variance_target is not None else "")
+        + f"; bars per component and the cumulative line, for the first {shown} components"
+    )
     handles = axis.get_legend_handles_labels()
     twin_handles = twin.get_legend_handles_labels()
     twin.legend(handles[0] + twin_handles[0], handles[1] + twin_handles[1], loc="center right")
@@ -201,6 +240,10 @@ def scatter_figure(points: pd.DataFrame, x: str = "pc_1", y: str = "pc_2") -> Fi
     else:
         axis.legend(loc="best", ncol=2 if len(labels) > 8 else 1, markerscale=1.3)
     axis.set_title(title)
+    figure.set_label(
+        f"Scatter of {len(points)} images on the first two principal components, "
+        f"one colour per class ({len(labels)} classes), circles Training, triangles Test"
+    )
     return figure
 
 
@@ -230,16 +273,29 @@ def sample_grid_figure(
     if classes_in_total is not None:
         title += f" ({len(labels)} of {classes_in_total} classes)"
     figure.suptitle(title, fontsize=16)
+    named = ", ".join(labels[:MANY_CLASSES]) + (", ..." if len(labels) > MANY_CLASSES else "")
+    figure.set_label(
+        f"Sample images of {len(labels)}"
+        + (f" of {classes_in_total}" if classes_in_total is not None else "")
+        + f" classes, up to {per_row} per class: {named}"
+    )
     return figure
 
 
 @_in_style
 def class_counts_figure(counts: pd.DataFrame) -> Figure:
-    """Horizontal bars: images per class, stacked by split."""
+    """Images per class (``counts``: ``split``, ``label``, ``images``).
+
+    Up to :data:`MANY_CLASSES` classes: horizontal bars, one per class, stacked by split. With
+    more: a histogram of how many classes have how many images (all splits together), so the
+    figure keeps one size whatever the number of classes.
+    """
     table = counts.pivot_table(index="label", columns="split", values="images",
                                aggfunc="sum", fill_value=0)
     ordered = [split for split in ("Training", "Test") if split in table.columns]
     table = table[ordered + [split for split in table.columns if split not in ordered]]
+    if len(table) > MANY_CLASSES:
+        return _class_histogram(table.sum(axis=1))
     table = table.iloc[::-1]  # first class at the top
     figure, axis = _styled(figsize=(10, 0.45 * len(table) + 1.8))
     colours = ["#1f4e79", "#8fb8de", "#aaaaaa", "#dddddd"]
@@ -249,6 +305,29 @@ def class_counts_figure(counts: pd.DataFrame) -> Figure:
     axis.set_ylabel("class")
     axis.set_title("Images per class and split")
     axis.legend(title="split", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    figure.set_label(
+        f"Bar chart of the images of each of {len(table)} classes, stacked by split ("
+        + ", ".join(f"{split} {int(table[split].sum())}" for split in table.columns) + ")"
+    )
+    return figure
+
+
+def _class_histogram(per_class: pd.Series) -> Figure:
+    """Histogram: classes (count) by images per class (all splits)."""
+    values = per_class.to_numpy(dtype=int)
+    low, high = int(values.min()), int(values.max())
+    middle = f"{float(np.median(values)):.1f}".removesuffix(".0")
+    figure, axis = _styled(figsize=(10, 5))
+    bins = np.arange(low, high + 2) - 0.5 if high - low < 40 else 30
+    axis.hist(values, bins=bins, color="#1f4e79", edgecolor="white")
+    axis.set_xlabel("images per class, all splits (count)")
+    axis.set_ylabel("classes (count)")
+    axis.set_title(f"{len(values)} classes: images per class "
+                   f"min {low}, median {middle}, max {high}")
+    figure.set_label(
+        f"Histogram of the number of images per class over {len(values)} classes: "
+        f"min {low}, median {middle}, max {high} images per class"
+    )
     return figure
 
 
@@ -290,6 +369,60 @@ def confusion_matrix_figure(
     if accuracy is not None:
         title += f": accuracy {100 * accuracy:.1f}%"
     axis.set_title(title)
+    figure.set_label(
+        f"Confusion matrix of {classes} classes on the Test split"
+        + (f" (accuracy {100 * accuracy:.1f}%)" if accuracy is not None else "")
+        + f": {int(np.trace(matrix))} of {int(matrix.sum())} Test images on the diagonal"
+    )
+    return figure
+
+
+@_in_style
+def confused_pairs_figure(
+    pairs: pd.DataFrame, worst: pd.DataFrame, accuracy: Optional[float] = None
+) -> Figure:
+    """For many classes, what a confusion matrix cannot show readably: two bar charts.
+
+    Top: the most confused pairs (``pairs``: ``true class``, ``predicted class``, ``images``,
+    ``share of true class``), longest bar first. Bottom: the classes with the lowest Test
+    accuracy (``worst``: ``class``, ``Test images``, ``right``, ``accuracy``). Either may be
+    empty (no mistakes): the panel says so.
+    """
+    rows = max(len(pairs), 1) + max(len(worst), 1)
+    figure, (top, bottom) = _styled(2, 1, figsize=(11, 0.32 * rows + 3.2))
+    labels = [f"{t} -> {p}" for t, p in zip(pairs.get("true class", []),
+                                            pairs.get("predicted class", []))]
+    top.barh(np.arange(len(pairs)), pairs.get("images", []), color="#c0392b")
+    top.set_yticks(np.arange(len(pairs)))
+    top.set_yticklabels(labels, fontsize=10)
+    top.invert_yaxis()
+    for position, (count, share) in enumerate(zip(pairs.get("images", []),
+                                                  pairs.get("share of true class", []))):
+        top.text(count, position, f" {int(count)} ({100 * share:.0f}%)", va="center", fontsize=10)
+    top.set_xlabel("Test images of the true class predicted as the other (count)")
+    top.set_title(f"{len(pairs)} most confused pairs (true -> predicted)" if len(pairs)
+                  else "No Test image was mistaken for another class")
+    bottom.barh(np.arange(len(worst)), 100 * np.asarray(worst.get("accuracy", []), dtype=float),
+                color="#1f4e79")
+    bottom.set_yticks(np.arange(len(worst)))
+    bottom.set_yticklabels(list(worst.get("class", [])), fontsize=10)
+    bottom.invert_yaxis()
+    bottom.set_xlim(0, 100)
+    bottom.set_xlabel("Test accuracy of the class (%)")
+    bottom.set_title(f"{len(worst)} classes with the lowest Test accuracy" if len(worst)
+                     else "Every class is predicted right")
+    for axis in (top, bottom):
+        axis.grid(axis="y", visible=False)
+    if accuracy is not None:
+        figure.suptitle(f"Mistakes on the Test split (overall accuracy {100 * accuracy:.1f}%)",
+                        fontsize=16)
+    first = (f"; the most confused: {labels[0]}, {int(pairs['images'].iloc[0])} images"
+             if len(pairs) else "; no mistakes")
+    figure.set_label(
+        f"Bar charts of the {len(pairs)} most confused class pairs and the {len(worst)} classes "
+        f"with the lowest Test accuracy"
+        + (f" (overall accuracy {100 * accuracy:.1f}%)" if accuracy is not None else "") + first
+    )
     return figure
 
 
@@ -360,4 +493,9 @@ def timings_figure(seconds: Dict[str, float]) -> Figure:
     axis.set_xlabel("wall-clock time (seconds)")
     axis.set_ylabel("stage")
     axis.set_title(f"Time per stage (total {sum(values):.1f} s)")
+    longest = max(seconds, key=lambda name: seconds[name]) if seconds else None
+    figure.set_label(
+        f"Bar chart of the wall-clock seconds of {len(names)} stages, total {sum(values):.1f} s"
+        + (f"; the longest: {longest}, {float(seconds[longest]):.1f} s" if longest else "")
+    )
     return figure

@@ -30,7 +30,19 @@ step), in the tests and in scripts, and it needs nothing after the kernel ends.
 
 The page is readable offline: figures are embedded as ``data:`` URIs and the template is
 nbconvert's ``lab`` template with every script block (require.js, MathJax, Mermaid, widgets)
-emptied, so the page fetches nothing (:data:`REPORT_TEMPLATE`). The same exporter turns an
+emptied, so the page fetches nothing (:data:`REPORT_TEMPLATE`). Every PNG output becomes an
+``<img>`` whose ``alt`` says what it shows: the output's ``metadata["image/png"]["alt"]``, else
+its ``text/plain`` (the description :func:`helpers.plots.describe` gives the figures of this
+project, in the report and in executed notebooks alike); a bare ``<Figure ...>`` repr is no
+description, and such an image is left without ``alt`` (nbconvert then warns).
+
+What is shown scales with the number of classes: up to :data:`~helpers.plots.MANY_CLASSES`,
+every class (table of images per class, bar chart, confusion matrix); with more, a summary
+(:class:`ClassSummary`: classes, images per class min / median / max, the smallest and largest
+classes, the whole table folded in a ``<details>`` element), a histogram instead of one bar per
+class, and the most confused pairs and worst classes instead of the matrix; the whole data stay
+in ``class_counts.csv``, ``confusion.csv`` and ``classification.json``. The variance plot is the
+first figure of the page, after the headline. The same exporter turns an
 executed notebook into HTML without its code (:func:`export_notebook`), for those who want the
 whole narrative of a headless run too:
 
@@ -54,7 +66,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import pandas as pd
 
 from helpers import onednn, plots
-from helpers.classify import CLASSIFICATION_JSON, CONFUSION_PLOT
+from helpers.classify import CLASSIFICATION_JSON, CONFUSION_CSV, CONFUSION_PLOT
 from helpers.storage import MANIFEST, VARIANCE_PLOT
 
 #: The report and the figures written next to it (``variance.png`` is the pipeline's own).
@@ -62,6 +74,7 @@ REPORT_HTML = "report.html"
 SAMPLE_GRID_PLOT = "sample_grid.png"
 SCATTER_PLOT = "scatter.png"
 CLASS_COUNTS_PLOT = "class_counts.png"
+CLASS_COUNTS_CSV = "class_counts.csv"
 TIMINGS_PLOT = "timings.png"
 HISTORY_PLOT = "history.png"
 
@@ -86,8 +99,24 @@ REPORT_TEMPLATE = """{%- extends 'index.html.j2' -%}
   .jp-OutputArea-output img { max-width: 100%; height: auto; }
   .jp-OutputArea-output.jp-RenderedHTMLCommon table { margin-left: 0; margin-right: auto; }
   table.text-left td, table.text-left th { text-align: left !important; }
+  details > summary { cursor: pointer; font-weight: bold; margin: 0.5em 0; }
 </style>
 {%- endblock html_head_css -%}
+{%- block data_png scoped -%}
+{%- set alt = output | get_metadata('alt', 'image/png') or output.data.get('text/plain', '') -%}
+{%- if alt is not string -%}{%- set alt = alt | join('') -%}{%- endif -%}
+<div class="jp-RenderedImage jp-OutputArea-output {{ extra_class }}">
+{%- if 'image/png' in output.metadata.get('filenames', {}) %}
+<img src="{{ output.metadata.filenames['image/png'] | posix_path | escape_html }}"
+{%- else %}
+<img src="data:image/png;base64,{{ output.data['image/png'] | escape_html }}"
+{%- endif %}
+{%- if alt and not alt.startswith('<') %}
+alt="{{ alt | trim | escape_html }}"
+{%- endif %}
+>
+</div>
+{%- endblock data_png -%}
 """
 _TEMPLATE_NAME = "fruits_report.html.j2"
 
@@ -219,15 +248,30 @@ def _outputs(*outputs: Any) -> Any:
     return cell
 
 
-def figure_output(figure: Any, description: str = "figure") -> Any:
-    """A display output holding ``figure`` (a matplotlib Figure or PNG bytes) as a PNG."""
+def figure_output(figure: Any, description: Optional[str] = None) -> Any:
+    """A display output holding ``figure`` (a matplotlib Figure or PNG bytes) as a PNG, with
+    ``description`` (default: the figure's own, :func:`helpers.plots.describe`) as its text and
+    its ``alt`` metadata, which the exported page's ``<img alt>`` shows."""
     import nbformat
 
-    png = figure if isinstance(figure, (bytes, bytearray)) else plots.figure_png(figure)
+    if isinstance(figure, (bytes, bytearray)):
+        png = bytes(figure)
+    else:
+        png = plots.figure_png(figure)
+        description = description or plots.describe(figure)
+    description = description or "figure"
     return nbformat.v4.new_output(
         "display_data",
-        data={"image/png": base64.b64encode(bytes(png)).decode("ascii"), "text/plain": description},
+        data={"image/png": base64.b64encode(png).decode("ascii"), "text/plain": description},
+        metadata={"image/png": {"alt": description}},
     )
+
+
+def html_output(markup: str, text: str) -> Any:
+    """A display output holding ``markup`` (HTML) and its plain-text equivalent."""
+    import nbformat
+
+    return nbformat.v4.new_output("display_data", data={"text/html": markup, "text/plain": text})
 
 
 def table_output(frame: pd.DataFrame, index: bool = True, text: bool = False) -> Any:
@@ -264,6 +308,102 @@ def counts_table(counts: pd.DataFrame) -> pd.DataFrame:
     return table.astype(int)
 
 
+class ClassSummary:
+    """Images per class, whole for a few classes and summarised for many.
+
+    Up to ``many`` classes (:data:`~helpers.plots.MANY_CLASSES`) Jupyter shows :attr:`table`,
+    one row per class. With more, it shows :attr:`statistics` (classes, images, images per
+    class min / median / max, per split and over all splits), the :attr:`smallest` and
+    :attr:`largest` classes, and the whole table folded in a ``<details>`` element.
+
+    Attributes:
+        counts: the long table it was made from (``split``, ``label``, ``images``).
+        table: images per class (rows) and split (columns) with totals (:func:`counts_table`).
+        classes: number of classes.
+        many: whether there are more than ``many`` classes (then summarised).
+        statistics: the summary (rows: what, columns: splits and ``all splits``).
+        smallest, largest: the ``top`` classes with the fewest / most images (all splits).
+    """
+
+    def __init__(self, counts: pd.DataFrame, many: int = plots.MANY_CLASSES, top: int = 5) -> None:
+        self.counts = counts
+        labelled = counts[counts["label"].notna()] if len(counts) else counts
+        self.table = counts_table(labelled) if len(labelled) else pd.DataFrame()
+        per_class = self.table.drop(index="all classes") if len(self.table) else self.table
+        self.classes = len(per_class)
+        self.many = self.classes > many
+        self.statistics = pd.DataFrame(
+            {column: [len(per_class[per_class[column] > 0]), int(per_class[column].sum()),
+                      int(per_class[column].min()), float(per_class[column].median()),
+                      int(per_class[column].max())]
+             for column in per_class.columns},
+            index=["classes", "images", "images per class: min", "images per class: median",
+                   "images per class: max"],
+            dtype=object,
+        ) if self.classes else pd.DataFrame()
+        ranked = per_class.sort_values("all splits", kind="stable") if self.classes else per_class
+        self.smallest = ranked.head(top)
+        self.largest = ranked.iloc[::-1].head(top) if self.classes else ranked
+
+    def _spread(self) -> Tuple[int, float, int]:
+        column = self.statistics["all splits"]
+        return (int(column["images per class: min"]), float(column["images per class: median"]),
+                int(column["images per class: max"]))
+
+    def text(self) -> str:
+        """One line: classes, images, images per class min / median / max, extremes."""
+        if not self.classes:
+            return "no class: no image lies in a class folder"
+        low, middle, high = self._spread()
+
+        def named(frame: pd.DataFrame) -> str:
+            return ", ".join(f"{label} ({int(row['all splits'])})" for label, row in frame.iterrows())
+
+        return (f"{self.classes} classes, {int(self.statistics['all splits']['images'])} images; "
+                f"images per class (all splits): min {low}, median {_number(middle)}, max {high}; "
+                f"smallest: {named(self.smallest)}; largest: {named(self.largest)}")
+
+    def __repr__(self) -> str:
+        return self.text() if self.many or not self.classes else self.table.to_string()
+
+    def full_table_html(self) -> str:
+        """The whole table, folded in a ``<details>`` element (open it to read)."""
+        return (f"<details><summary>All {self.classes} classes: images per class and split "
+                f"(click to open)</summary>\n{self.table.to_html(border=0)}\n</details>")
+
+    def _repr_html_(self) -> str:
+        if not self.many:
+            return self.table.to_html(border=0)
+        low, middle, high = self._spread()
+        return (
+            f"<p><strong>{self.classes} classes</strong>, images per class (all splits): "
+            f"min {low}, median {_number(middle)}, max {high}.</p>\n"
+            f"{_statistics_frame(self.statistics).to_html(border=0)}\n"
+            f"<p>The {len(self.smallest)} smallest classes:</p>\n"
+            f"{self.smallest.to_html(border=0)}\n"
+            f"<p>The {len(self.largest)} largest classes:</p>\n"
+            f"{self.largest.to_html(border=0)}\n{self.full_table_html()}"
+        )
+
+
+def _statistics_frame(statistics: pd.DataFrame) -> pd.DataFrame:
+    """Statistics with whole numbers written without a decimal point (medians may be .5)."""
+    return statistics.map(_number)
+
+
+def _number(value: Any) -> Any:
+    """A count as an integer, a median of an even number of classes with its .5."""
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else round(value, 1)
+    return value
+
+
+def class_summary(counts: pd.DataFrame, many: int = plots.MANY_CLASSES) -> ClassSummary:
+    """Images per class (``counts`` as ``Run.class_counts``), whole or summarised: see
+    :class:`ClassSummary`."""
+    return ClassSummary(counts, many=many)
+
+
 def _text_table(pairs: Sequence[Tuple[str, Any]], key: str, value: str) -> Any:
     """A two-column, left-aligned table output; ``None`` and ``""`` shown as Python writes them."""
     frame = pd.DataFrame([(k, repr(v) if v is None or v == "" else str(v)) for k, v in pairs],
@@ -291,8 +431,15 @@ def report_notebook(
     seconds: Optional[Dict[str, float]] = None,
     more_outputs: Optional[Dict[str, str]] = None,
     history: Optional[List[Dict[str, Any]]] = None,
+    descriptions: Optional[Dict[str, str]] = None,
 ) -> Any:
     """The report as an in-memory notebook: markdown and output-only cells, nothing to run.
+
+    Order: the headline, the PCA (variance plot first, then the scatter), the classifier, the
+    data (images per class, failures), sample images, time per stage, parameters and versions,
+    outputs. With more than :data:`~helpers.plots.MANY_CLASSES` classes the data are
+    summarised (:class:`ClassSummary`) and the classifier's mistakes shown as the most confused
+    pairs and the worst classes instead of the confusion matrix.
 
     Args:
         manifest: the run's manifest (counts, k, variance, parameters, versions, outputs).
@@ -306,14 +453,27 @@ def report_notebook(
         more_outputs: output locations by name written after the manifest (the report's own).
         history: the last runs of ``output_path`` (rows of :mod:`helpers.history`), shown as a
             table and the :data:`HISTORY_PLOT` figure; ``None`` leaves the section out.
+        descriptions: what each figure shows, by file name (its ``alt`` text); default: the
+            figure's own description, or a generic one for PNG bytes.
     """
     import nbformat
 
-    def figure(name: str, description: str) -> List[Any]:
-        return [_outputs(figure_output(figures[name], description))] if name in figures else []
+    generic = {SAMPLE_GRID_PLOT: "sample images per class", VARIANCE_PLOT: "explained variance",
+               SCATTER_PLOT: "PC1/PC2 scatter", CLASS_COUNTS_PLOT: "images per class and split",
+               TIMINGS_PLOT: "seconds per stage", CONFUSION_PLOT: "confusion matrix",
+               HISTORY_PLOT: "images and minutes per run"}
+
+    def figure(name: str) -> List[Any]:
+        if name not in figures:
+            return []
+        described = (descriptions or {}).get(name)
+        if described is None and isinstance(figures[name], (bytes, bytearray)):
+            described = generic[name]
+        return [_outputs(figure_output(figures[name], described))]
 
     parameters = manifest.get("parameters", {})
     seconds = ordered_seconds(seconds if seconds is not None else manifest.get("seconds", {}))
+    summary = class_summary(counts)
     classes = sorted(counts["label"].dropna().unique()) if len(counts) else []
     accuracy = getattr(classification, "accuracy", None)
     accuracy_text = (
@@ -333,12 +493,55 @@ def report_notebook(
             f"`{parameters.get('output_path', '?')}`."
         ),
         _markdown(
-            "## 1. The data\nImages per class and split, as Spark listed them (the class is the "
-            "folder name, the split the folder above it)."
+            "## 1. PCA of the MobileNetV2 features\n"
+            "Each image gives 1280 ImageNet features; PCA keeps the smallest number of components "
+            "reaching the variance target (or a fixed k). Bars: variance per component; line: "
+            "cumulative variance."
         ),
-        _outputs(table_output(counts_table(counts) if len(counts) else counts)),
-        *figure(CLASS_COUNTS_PLOT, "images per class and split"),
+        *([_markdown(f"**{manifest['pca_skipped']}**: the run published its features only "
+                     f"(no `pca/`, `pca_csv/`).")] if manifest.get("pca_skipped") else []),
+        *figure(VARIANCE_PLOT),
+        _markdown(
+            "The images on the first two principal components, one colour per class: classes "
+            "that form separate clouds are told apart by the features."
+        ),
+        *figure(SCATTER_PLOT),
+        _markdown(
+            "## 2. Are the features useful?\n"
+            "A logistic regression (`pyspark.ml`, multinomial) trained on the PCA scores of the "
+            "Training split and scored on the Test split, which it never saw."
+        ),
     ]
+    if classification is None:
+        cells.append(_markdown("No classifier was run."))
+    else:
+        cells.append(_markdown(_classification_markdown(classification)))
+        if not classification.skipped and len(classification.labels) > plots.MANY_CLASSES:
+            cells += _mistakes_cells(classification)
+        else:
+            cells += figure(CONFUSION_PLOT)
+    cells.append(_markdown(
+        "## 3. The data\nImages per class and split, as Spark listed them (the class is the "
+        "folder name, the split the folder above it)."
+        + (f" {summary.classes} classes are too many to list here: a summary, the smallest and "
+           f"largest classes, and the whole table folded below (also in `{CLASS_COUNTS_CSV}`)."
+           if summary.many else "")
+    ))
+    if summary.many:
+        low, middle, high = summary._spread()  # noqa: SLF001 - the same module
+        cells += [
+            _markdown(f"**{summary.classes} classes**; images per class (all splits): "
+                      f"**min {low}, median {_number(middle)}, max {high}**."),
+            _outputs(table_output(_statistics_frame(summary.statistics))),
+            _markdown(f"The {len(summary.smallest)} smallest and the {len(summary.largest)} "
+                      f"largest classes (images, all splits):"),
+            _outputs(table_output(summary.smallest)),
+            _outputs(table_output(summary.largest)),
+            _outputs(html_output(summary.full_table_html(), summary.table.to_string())),
+        ]
+    else:
+        cells.append(_outputs(table_output(summary.table if summary.classes else counts)))
+    cells += figure(CLASS_COUNTS_PLOT)
     if len(failures):
         reasons = failures.groupby("reason").size().rename("images").reset_index()
         listed = failures.head(MAX_FAILURES_LISTED)
@@ -356,43 +559,17 @@ def report_notebook(
         ]
     else:
         cells.append(_markdown("### Failed images: none\nEvery listed image was featurized."))
-    cells += [
-        _markdown("## 2. Sample images\n"
-                  "A few images of each class, decoded as the chain decodes them."),
-        *figure(SAMPLE_GRID_PLOT, "sample images per class"),
-        _markdown(
-            "## 3. PCA of the MobileNetV2 features\n"
-            "Each image gives 1280 ImageNet features; PCA keeps the smallest number of components "
-            "reaching the variance target (or a fixed k). Bars: variance per component; line: "
-            "cumulative variance."
-        ),
-        *([_markdown(f"**{manifest['pca_skipped']}**: the run published its features only "
-                     f"(no `pca/`, `pca_csv/`).")] if manifest.get("pca_skipped") else []),
-        *figure(VARIANCE_PLOT, "explained variance"),
-        _markdown(
-            "The images on the first two principal components, one colour per class: classes "
-            "that form separate clouds are told apart by the features."
-        ),
-        *figure(SCATTER_PLOT, "PC1/PC2 scatter"),
-        _markdown(
-            "## 4. Are the features useful?\n"
-            "A logistic regression (`pyspark.ml`, multinomial) trained on the PCA scores of the "
-            "Training split and scored on the Test split, which it never saw."
-        ),
-    ]
-    if classification is None:
-        cells.append(_markdown("No classifier was run."))
-    else:
-        cells.append(_markdown(_classification_markdown(classification)))
-        cells += figure(CONFUSION_PLOT, "confusion matrix")
     timing_rows = pd.DataFrame(
         [(name, round(value, 1)) for name, value in seconds.items()]
         + [("total", round(sum(seconds.values()), 1))],
         columns=["stage", "seconds"],
     )
     cells += [
+        _markdown("## 4. Sample images\n"
+                  "A few images of each class, decoded as the chain decodes them."),
+        *figure(SAMPLE_GRID_PLOT),
         _markdown("## 5. Time per stage\nWall-clock seconds, as the run measured them."),
-        *figure(TIMINGS_PLOT, "seconds per stage"),
+        *figure(TIMINGS_PLOT),
         _outputs(table_output(timing_rows, index=False)),
         _markdown("## 6. Parameters and versions\nFrom the run's `manifest.json`."),
         _outputs(_text_table(sorted(parameters.items()), "parameter", "value")),
@@ -411,7 +588,7 @@ def report_notebook(
                       f"(all of them in `history/runs.jsonl`): images in all and new ones "
                       f"(through the CNN), minutes, and the estimated cost where "
                       f"`cost_per_hour` was given."),
-            *figure(HISTORY_PLOT, "images and minutes per run"),
+            *figure(HISTORY_PLOT),
             _outputs(table_output(history_table(history), index=False)),
         ]
     notebook = nbformat.v4.new_notebook(cells=cells)
@@ -428,6 +605,31 @@ def _pca_text(manifest: Dict[str, Any]) -> str:
             f"(**{100 * float(kept):.1f}%** of the variance)")
 
 
+def _mistakes_cells(classification: Any) -> List[Any]:
+    """For many classes: the most confused pairs and the worst classes, as tables."""
+    pairs = classification.confused_pairs()
+    worst = classification.worst_classes()
+    cells = [_markdown(
+        f"### The most confused pairs\nWith {len(classification.labels)} classes the confusion "
+        f"matrix cannot be read; here are its largest off-diagonal cells (true -> predicted, Test "
+        f"images, share of the true class's Test images). The whole matrix is in "
+        f"`{CONFUSION_CSV}` and `{CLASSIFICATION_JSON}`."
+    )]
+    if len(pairs):
+        shown = pairs.assign(**{"share of true class": [f"{100 * v:.0f}%"
+                                                        for v in pairs["share of true class"]]})
+        cells.append(_outputs(table_output(shown, index=False, text=True)))
+    else:
+        cells.append(_markdown("No Test image was mistaken for another class."))
+    cells.append(_markdown("### The worst classes\nThe classes with the lowest Test accuracy."))
+    if len(worst):
+        shown = worst.assign(accuracy=[f"{100 * v:.0f}%" for v in worst["accuracy"]])
+        cells.append(_outputs(table_output(shown, index=False, text=True)))
+    else:
+        cells.append(_markdown("Every class's Test images are all predicted right."))
+    return cells
+
+
 def _classification_markdown(classification: Any) -> str:
     if classification.skipped:
         return f"Classifier skipped: {html.escape(classification.skipped)}."
@@ -439,8 +641,11 @@ def _classification_markdown(classification: Any) -> str:
         f"{classification.test_images} Test images right) against a chance level of "
         f"{100 * classification.chance:.1f}% (one of {len(classification.labels)} classes at "
         f"random); trained on {classification.train_images} Training images, on "
-        f"{html.escape(classification.features)}. Rows of the matrix are the true classes, "
-        f"columns the predicted ones: everything off the diagonal is a mistake.{partial}"
+        f"{html.escape(classification.features)}."
+        + (" Rows of the matrix are the true classes, columns the predicted ones: everything "
+           "off the diagonal is a mistake." if len(classification.labels) <= plots.MANY_CLASSES
+           else "")
+        + partial
     )
 
 
@@ -473,7 +678,8 @@ def write_report(run: Any, classification: Any = None, per_class: int = 6) -> st
     (``history.png`` and a table).
     The figures are redrawn from the run (a few Spark reads: class counts, failures, a sample
     of images, PCA scores) and saved as ``sample_grid.png``, ``scatter.png``,
-    ``class_counts.png`` and ``timings.png`` beside the report, through
+    ``class_counts.png`` and ``timings.png`` beside the report, with the images per class and
+    split as ``class_counts.csv`` (the whole table the page summarises for many classes), through
     :mod:`helpers.storage` (local or ``s3://``). When the run keeps its outputs in a folder of
     its own inside ``output_path`` (``run.location``), the page (self-contained) is also
     written as ``output_path/report.html``, the report of the latest run, like the top-level
@@ -499,19 +705,28 @@ def write_report(run: Any, classification: Any = None, per_class: int = 6) -> st
         history.record_run(run, classification)  # once per run, the classifier result known
         runs = history.read_rows(run.spark, run.config.output_path)[-history.SHOWN_IN_REPORT:]
         figures[HISTORY_PLOT] = plots.history_figure(runs)
+        if classification is not None and not classification.skipped:
+            figures[CONFUSION_PLOT] = classification.confusion_figure()
+        descriptions = {name: plots.describe(figure) for name, figure in figures.items()}
         pngs = {name: plots.figure_png(figure) for name, figure in figures.items()}
         for name in (CLASS_COUNTS_PLOT, SAMPLE_GRID_PLOT, SCATTER_PLOT, TIMINGS_PLOT, HISTORY_PLOT):
             storage.write_bytes(run.spark, run.location(name), pngs[name])
+        summary = class_summary(counts)
+        if summary.classes:
+            storage.write_bytes(run.spark, run.location(CLASS_COUNTS_CSV),
+                                summary.table.to_csv().encode("utf-8"))
         written = [REPORT_HTML, CLASS_COUNTS_PLOT, SAMPLE_GRID_PLOT, SCATTER_PLOT, TIMINGS_PLOT,
                    HISTORY_PLOT]
+        if summary.classes:
+            written.append(CLASS_COUNTS_CSV)
         if classification is not None:
             written.append(CLASSIFICATION_JSON)
             if not classification.skipped:
-                pngs[CONFUSION_PLOT] = plots.figure_png(classification.confusion_figure())
-                written.append(CONFUSION_PLOT)
+                written += [CONFUSION_PLOT, CONFUSION_CSV]
         notebook = report_notebook(run.manifest, counts, run.failed_images(), pngs,
                                    classification, seconds,
-                                   {name: run.location(name) for name in written}, runs)
+                                   {name: run.location(name) for name in written},
+                                   history=runs, descriptions=descriptions)
         page = export_html(notebook, title=notebook.metadata["title"]).encode("utf-8")
         locations = [run.location(REPORT_HTML)]
         latest = storage.output_location(run.config.output_path, REPORT_HTML)

@@ -115,3 +115,40 @@ def write_edge_cases(folder: str, split: str = "Training", label: str = "Edge ca
             handle.write(content)
         expected[path] = EXPECTED[name]
     return expected
+
+
+SAMPLE = os.path.join(os.path.dirname(__file__), os.pardir, "data", "sample")
+
+
+def write_many_classes(folder: str, classes: int, train: int, test: int, seed: int = 0) -> Dict[str, Dict[str, int]]:
+    """``classes`` classes of 100x100 JPEGs under ``folder/<Split>/<Class>/``, Fruits-360 style.
+
+    Class ``i`` is one photo of the bundled sample's class ``i % 6`` with its hue turned by a
+    step of its own (``i // 6``), so classes from one fruit differ by colour; each image is
+    that photo rotated and shifted at random. Every fourth class (``i % 4 == 0``) has one
+    Training image more than ``train``, so images per class are not all equal. Returns the
+    images written per split and class.
+    """
+    rng = np.random.default_rng(seed)
+    fruits = sorted(os.listdir(os.path.join(SAMPLE, "Training")))
+    written: Dict[str, Dict[str, int]] = {"Training": {}, "Test": {}}
+    steps = -(-classes // len(fruits))  # hue steps needed for every class to differ
+    for index in range(classes):
+        fruit = fruits[index % len(fruits)]
+        step = index // len(fruits)
+        label = f"{fruit} {step + 1:02d}"
+        source = os.path.join(SAMPLE, "Training", fruit, sorted(os.listdir(
+            os.path.join(SAMPLE, "Training", fruit)))[0])
+        with Image.open(source) as opened:
+            hsv = np.asarray(opened.convert("RGB").resize((100, 100)).convert("HSV")).copy()
+        hsv[..., 0] = (hsv[..., 0].astype(int) + step * 256 // steps) % 256
+        base = Image.fromarray(hsv, "HSV").convert("RGB")
+        for split, count in (("Training", train + (index % 4 == 0)), ("Test", test)):
+            target = os.path.join(folder, split, label)
+            os.makedirs(target, exist_ok=True)
+            for number in range(count):
+                turned = base.rotate(float(rng.uniform(0, 360)), fillcolor=(255, 255, 255))
+                with open(os.path.join(target, f"{number}_100.jpg"), "wb") as handle:
+                    handle.write(jpeg_bytes(turned))
+            written[split][label] = count
+    return written

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import copy_subset
-from helpers import classify
+from helpers import classify, plots
 from helpers.config import PipelineConfig
 from helpers.pipeline import run_pipeline
 
@@ -102,3 +102,28 @@ def test_a_class_missing_from_training_counts_as_mistakes(spark):
     assert matrix[:2].trace() == 6  # a and b separable: all right
     assert matrix[2, 2] == 0 and matrix[2].sum() == 3  # c can only be wrong
     assert result.accuracy == pytest.approx(6 / 9)
+
+
+def test_many_classes_show_confused_pairs_and_worst_classes_instead_of_the_matrix():
+    labels = [f"class {i:02d}" for i in range(25)]  # more than plots.MANY_CLASSES
+    matrix = np.eye(25, dtype=int) * 4
+    matrix[3, 3], matrix[3, 7] = 1, 3      # class 03: 3 of its 4 Test images taken for class 07
+    matrix[9, 9], matrix[9, 2] = 3, 1      # class 09: 1 of 4 taken for class 02
+    matrix[12, 12], matrix[12, 2] = 3, 1   # class 12: 1 of 4 taken for class 02
+    result = classify.Classification(labels=labels, confusion=matrix.tolist(),
+                                      train_images=100, test_images=100)
+    pairs = result.confused_pairs()
+    assert pairs.values.tolist() == [["class 03", "class 07", 3, 0.75],
+                                     ["class 09", "class 02", 1, 0.25],
+                                     ["class 12", "class 02", 1, 0.25]]
+    worst = result.worst_classes()
+    assert worst.values.tolist() == [["class 03", 4, 1, 0.25], ["class 09", 4, 3, 0.75],
+                                     ["class 12", 4, 3, 0.75]]
+    figure = result.confusion_figure()
+    assert len(figure.axes) == 2  # pairs and worst classes, no matrix with 25 x 25 labels
+    assert [t.get_text() for t in figure.axes[0].get_yticklabels()] == [
+        "class 03 -> class 07", "class 09 -> class 02", "class 12 -> class 02"]
+    assert plots.describe(figure).endswith("the most confused: class 03 -> class 07, 3 images")
+    few = classify.Classification(labels=labels[:5], confusion=(np.eye(5, dtype=int) * 2).tolist())
+    assert few.confused_pairs().empty and few.worst_classes().empty
+    assert plots.describe(few.confusion_figure()).startswith("Confusion matrix of 5 classes")

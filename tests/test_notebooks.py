@@ -4,6 +4,7 @@ import base64
 import dataclasses
 import io
 import json
+import logging
 import os
 import re
 
@@ -14,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import REPO, SAMPLE, copy_subset
+from helpers import report
 from helpers.config import PipelineConfig
 
 NOTEBOOKS = {name: os.path.join(REPO, "notebooks", f"{name}.ipynb") for name in ("local", "cloud")}
@@ -91,7 +93,7 @@ def assert_cluster_checked(notebook):
     assert f"<td>{socket.gethostname()}</td>" in table
 
 
-def test_local_notebook_runs_headless_with_papermill(local_notebook_run):
+def test_local_notebook_runs_headless_with_papermill(local_notebook_run, caplog):
     notebook = nbformat.read(local_notebook_run["notebook"], as_version=4)
     assert not executed_errors(notebook)
     assert_cluster_checked(notebook)
@@ -104,6 +106,17 @@ def test_local_notebook_runs_headless_with_papermill(local_notebook_run):
         for output in cell.outputs if "image/png" in output.get("data", {})
     ]
     assert len(pngs) >= 3, "sample grid, variance plot and scatter are shown as images"
+    # every figure carries what it shows: as text, as alt metadata, as <img alt> once exported
+    for png in pngs:
+        assert png.metadata["image/png"]["alt"] == png.data["text/plain"], png.data["text/plain"]
+        assert not png.data["text/plain"].startswith("<Figure"), png.data["text/plain"]
+    assert any(png.data["text/plain"].startswith("Explained variance of the PCA") for png in pngs)
+    with caplog.at_level(logging.WARNING):
+        exported = report.export_notebook(local_notebook_run["notebook"])
+    assert not [r for r in caplog.records if "Alternative text" in r.getMessage()], caplog.text
+    alts = re.findall(r'<img\b[^>]*?\balt="([^"]*)"', exported)
+    assert len(alts) == exported.count("<img ") == len(pngs)
+    assert all(alt and not alt.startswith("No description") for alt in alts), alts
 
 
 def test_local_run_log_has_no_error_or_traceback(local_notebook_run):

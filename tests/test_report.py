@@ -51,10 +51,11 @@ def test_report_is_written_next_to_the_outputs(report_run):
 def test_report_shows_data_failures_figures_classifier_timings_parameters(report_run, small_dataset):
     run, result, _, page = report_run
     manifest = run.manifest
-    for heading in ("1. The data", "2. Sample images", "3. PCA of the MobileNetV2 features",
-                    "4. Are the features useful?", "5. Time per stage",
-                    "6. Parameters and versions", "7. Outputs", "8. Run history"):
-        assert heading in page
+    headings = ("1. PCA of the MobileNetV2 features", "2. Are the features useful?",
+                "3. The data", "4. Sample images", "5. Time per stage",
+                "6. Parameters and versions", "7. Outputs", "8. Run history")
+    positions = [page.index(heading) for heading in headings]
+    assert positions == sorted(positions)  # in this order: results first, then the details
     # data summary: images per class and split, with the non-ASCII class and the totals
     for label in ("Pêche de vigne été", "all classes", "Training", "Test"):
         assert html.escape(label, quote=False) in page, label
@@ -63,8 +64,20 @@ def test_report_shows_data_failures_figures_classifier_timings_parameters(report
     assert f"Failed images: {manifest['images_failed']}" in page and manifest["images_failed"] > 0
     for reason in set(run.failed_images()["reason"]):
         assert html.escape(reason, quote=False) in page, reason
-    # figures: class counts, sample grid, variance, scatter, confusion matrix, timings, history
+    # figures: variance (first), scatter, confusion matrix, class counts, sample grid, timings,
+    # history
     assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', page)) == 7
+    # few classes: the whole table, each class a bar, the confusion matrix; nothing folded
+    assert "<details>" not in page and "images per class: min" not in page
+    alts = re.findall(r'<img [^>]*alt="([^"]*)"', page)
+    assert len(alts) == 7
+    assert alts[0].startswith(f"Explained variance of the PCA: k = {manifest['k']} components")
+    assert alts[1].startswith(f"Scatter of {manifest['images_featurized']} images")
+    assert alts[2].startswith(f"Confusion matrix of {len(result.labels)} classes")
+    assert alts[3].startswith(f"Bar chart of the images of each of {len(result.labels)} classes")
+    assert alts[4].startswith("Sample images of")
+    assert alts[5].startswith("Bar chart of the wall-clock seconds")
+    assert alts[6].startswith("Run history")
     # classifier
     assert f"Test accuracy {100 * result.accuracy:.1f}%" in page
     # timings per stage, parameters and versions from the manifest
@@ -242,3 +255,22 @@ def test_report_renders_in_headless_chromium(report_run, tmp_path):
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):  # keep the test output clean
         pass
+
+
+def test_class_summary_lists_few_classes_and_summarises_many():
+    def counts(classes):
+        rows = [("Training", f"class {i:03d}", 10 + i) for i in range(classes)]
+        return pd.DataFrame(rows + [("Test", f"class {i:03d}", 2) for i in range(classes)],
+                            columns=["split", "label", "images"])
+
+    few = report.class_summary(counts(plots.MANY_CLASSES))
+    assert not few.many and "class 019" in few._repr_html_() and "<details>" not in few._repr_html_()
+    many = report.class_summary(counts(plots.MANY_CLASSES + 2))  # 22 classes: 12 .. 33 images
+    assert many.many and many.classes == 22
+    assert many.statistics["all splits"].tolist() == [22, sum(range(12, 34)), 12, 22.5, 33]
+    assert list(many.smallest.index) == [f"class {i:03d}" for i in range(5)]
+    assert list(many.largest.index) == [f"class {i:03d}" for i in range(21, 16, -1)]
+    shown = many._repr_html_()
+    assert "min 12, median 22.5, max 33" in shown and shown.count("<details>") == 1
+    assert many.text().startswith("22 classes, 495 images; images per class (all splits): "
+                                  "min 12, median 22.5, max 33; smallest: class 000 (12)")
