@@ -2,7 +2,8 @@
 ``output_path``, with the executed notebook kept per run (what ``make nightly`` runs).
 
     python -m helpers.scheduled [--input PATH] [--output PATH] [--notebook NOTEBOOK]
-                                [--run-id ID] [--cost-per-hour USD] [-p NAME VALUE ...]
+                                [--run-id ID] [--cost-per-hour USD] [--kernel NAME]
+                                [-p NAME VALUE ...]
 
 Each call: a run id (``--run-id``, or one made from the start time), then
 ``notebooks/local.ipynb`` (or ``--notebook``) executed with ``incremental=True`` into
@@ -31,6 +32,10 @@ REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
 DEFAULT_INPUT = os.path.join(REPO, "data", "sample")
 DEFAULT_OUTPUT = os.path.join("outputs", "nightly")
 DEFAULT_NOTEBOOK = os.path.join(REPO, "notebooks", "local.ipynb")
+
+#: Kernels that only run inside JupyterHub (sparkmagic's, which send cells to Livy); a headless
+#: run of a notebook that names one uses the Python kernel of its environment instead.
+JUPYTERHUB_ONLY_KERNELS = {"pysparkkernel": "python3", "sparkkernel": "python3"}
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -65,10 +70,22 @@ def parse_arguments(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument("--run-id", default=None, help="the run's id (default: from the time)")
     parser.add_argument("--cost-per-hour", type=float, default=None,
                         help="USD per hour of the machines, for the history's cost estimate")
+    parser.add_argument("--kernel", default=None,
+                        help="the Jupyter kernel papermill runs it with (default: the one the "
+                             "notebook names; python3 for JupyterHub's PySpark kernel)")
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
                         metavar=("NAME", "VALUE"),
                         help="another notebook parameter (e.g. -p spark_master 'local[2]')")
     return parser.parse_args(argv)
+
+
+def papermill_kernel(notebook: str) -> str:
+    """The kernel a headless run of ``notebook`` uses: the one its metadata names, unless that
+    one only runs in JupyterHub (:data:`JUPYTERHUB_ONLY_KERNELS`)."""
+    from papermill.iorw import load_notebook_node
+
+    named = load_notebook_node(notebook).metadata.get("kernelspec", {}).get("name", "python3")
+    return JUPYTERHUB_ONLY_KERNELS.get(named, named)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -111,6 +128,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         papermill.execute_notebook(
             arguments.notebook, executed, parameters=parameters,
+            kernel_name=arguments.kernel or papermill_kernel(arguments.notebook),
             cwd=os.path.dirname(os.path.abspath(arguments.notebook)) if "://" not in
             arguments.notebook else os.path.join(REPO, "notebooks"),
             log_output=True, progress_bar=False,

@@ -128,7 +128,7 @@ def test_every_image_has_alt_text_and_nbconvert_warns_of_none(many_class_report)
     run, result, _, page, warnings, _ = many_class_report
     assert not [message for message in warnings if "Alternative text" in message], warnings
     alts = re.findall(r"<img\b[^>]*?\balt=\"([^\"]*)\"", page)
-    assert len(alts) == page.count("<img ") == 5  # variance, scatter, histogram, grid, timings
+    assert len(alts) == page.count("<img ") == 6  # variance, scatter, histogram, grid, timings, history
     assert alts[0] == (f"Explained variance of the PCA: k = {run.pca.k} components keep "
                        f"{100 * run.pca.explained_variance_kept:.1f}% of the variance (target 95%); "
                        f"bars per component and the cumulative line, for the first "
