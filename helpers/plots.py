@@ -98,6 +98,15 @@ def figure_mimebundle(figure: Figure) -> Tuple[Dict[str, str], Dict[str, Any]]:
             {"image/png": {"alt": description}})
 
 
+def _ipython_shell() -> Any:
+    """The running IPython shell (a Jupyter kernel, IPython), or ``None`` outside one."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    return get_ipython()
+
+
 def show_figures_in_ipython() -> bool:
     """Make Jupyter show a returned ``Figure`` as a described PNG (True under IPython).
 
@@ -105,11 +114,7 @@ def show_figures_in_ipython() -> bool:
     registers :func:`figure_mimebundle` as their representation, once, whatever the backend:
     the cell's output holds the PNG, its description as text and as ``alt`` metadata.
     """
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    shell = get_ipython()
+    shell = _ipython_shell()
     if shell is None:
         return False
     shell.display_formatter.mimebundle_formatter.for_type(Figure, figure_mimebundle)
@@ -169,11 +174,7 @@ def matplot(line: str) -> None:
 
 def _register_matplot_magic() -> bool:
     """Register :func:`matplot` as the ``%matplot`` line magic (True when under IPython)."""
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    shell = get_ipython()
+    shell = _ipython_shell()
     if shell is None:
         return False
     shell.register_magic_function(matplot, "line", "matplot")

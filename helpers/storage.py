@@ -108,6 +108,15 @@ def _is_s3(path: str) -> bool:
     return to_local_or_uri(path).startswith(("s3://", "s3a://", "s3n://"))
 
 
+def _local_temporary(local: str, data: bytes) -> str:
+    """Write ``data`` to a new temporary file beside the local file ``local``; return its path."""
+    os.makedirs(os.path.dirname(local) or ".", exist_ok=True)
+    temporary = f"{local}.{uuid.uuid4().hex}.tmp"
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+    return temporary
+
+
 def write_bytes_atomic(spark: Optional[SparkSession], path: str, data: bytes) -> None:
     """Replace the small file ``path`` in one step: readers see the old file or the new one.
 
@@ -117,11 +126,7 @@ def write_bytes_atomic(spark: Optional[SparkSession], path: str, data: bytes) ->
     """
     local = local_file(path)
     if local is not None:
-        os.makedirs(os.path.dirname(local) or ".", exist_ok=True)
-        temporary = f"{local}.{uuid.uuid4().hex}.tmp"
-        with open(temporary, "wb") as handle:
-            handle.write(data)
-        os.replace(temporary, local)
+        os.replace(_local_temporary(local, data), local)
         return
     if _is_s3(path):
         write_bytes(spark, path, data)
@@ -153,10 +158,7 @@ def create_exclusive(spark: Optional[SparkSession], path: str, data: bytes) -> b
     """
     local = local_file(path)
     if local is not None:
-        os.makedirs(os.path.dirname(local) or ".", exist_ok=True)
-        temporary = f"{local}.{uuid.uuid4().hex}.tmp"
-        with open(temporary, "wb") as handle:
-            handle.write(data)
+        temporary = _local_temporary(local, data)
         try:
             os.link(temporary, local)  # atomic, fails if it exists; readers never see it empty
         except FileExistsError:

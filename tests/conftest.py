@@ -96,6 +96,20 @@ def _port_open(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
+def stop_process_group(process) -> None:
+    """Stop a server started with ``start_new_session=True``: SIGTERM to its group, SIGKILL
+    after 20 s."""
+    import signal
+    import subprocess
+
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
     """SeaweedFS ``weed mini`` serving S3 on 127.0.0.1:8333; stopped at the end of the session.
@@ -103,7 +117,6 @@ def s3_server(tmp_path_factory):
     Yields ``(endpoint, environment)``: the environment holds the test credentials (made up for
     this throwaway server) and the variables that point boto3 and papermill at it.
     """
-    import signal
     import subprocess
     import time
 
@@ -141,12 +154,7 @@ def s3_server(tmp_path_factory):
                             "AWS_DEFAULT_REGION": "us-east-1"})
         yield endpoint, environment
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_process_group(process)
         log.close()
 
 

@@ -27,7 +27,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -36,6 +35,8 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Tuple
 
 import pytest
+
+from conftest import stop_process_group
 
 ROOT = Path(__file__).resolve().parents[1]
 EMR = ROOT / "scripts" / "emr"
@@ -505,12 +506,7 @@ def moto_endpoint(tmp_path_factory) -> Iterator[str]:
             time.sleep(0.2)
         yield endpoint
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_process_group(process)
         log.close()
 
 

@@ -14,7 +14,7 @@ import papermill
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import REPO, SAMPLE, copy_subset
+from conftest import REPO, copy_subset
 from helpers import report
 from helpers.config import PipelineConfig
 

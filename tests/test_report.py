@@ -5,15 +5,10 @@ image, a non-ASCII class only in Training), so the failures table has real reaso
 The browser test loads the page in headless Chromium (Debian package ``chromium``) and checks,
 in the browser, that every image decoded; it is skipped only where Chromium is not installed.
 """
-import functools
 import html
-import http.server
 import json
 import os
 import re
-import shutil
-import subprocess
-import threading
 import types
 
 import nbformat
@@ -21,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from browser import CHROMIUM, measure_page
 from helpers import classify, plots, report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -186,8 +182,6 @@ def test_sample_grid_shows_at_most_max_classes_and_says_how_many_there_are(pipel
 
 
 # -- in a real browser ---------------------------------------------------------------------
-CHROMIUM = next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome")
-                 if shutil.which(name)), None)
 
 #: A test page (never part of the report, which has no script) served from the same origin:
 #: it fetches report.html, parses it, loads every image source the page holds into the browser's
@@ -221,30 +215,7 @@ fetch("report.html").then(function (response) { return response.text(); }).then(
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")
 def test_report_renders_in_headless_chromium(report_run, tmp_path):
     _, _, location, page = report_run
-    site = tmp_path / "site"
-    site.mkdir()
-    shutil.copy(location, site / "report.html")
-    (site / "wrapper.html").write_text(WRAPPER, encoding="utf-8")
-    handler = functools.partial(_QuietHandler, directory=str(site))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        completed = subprocess.run(
-            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--no-first-run", "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}",
-             "--virtual-time-budget=15000", "--dump-dom",
-             f"http://127.0.0.1:{server.server_address[1]}/wrapper.html"],
-            capture_output=True, text=True, timeout=120,
-        )
-    finally:
-        server.shutdown()
-        server.server_close()
-    match = re.search(r'<pre id="result">(.*?)</pre>', completed.stdout, re.S)
-    assert match, f"no DOM from Chromium (rc {completed.returncode}): {completed.stderr[-2000:]}"
-    assert match.group(1) != "pending", "the report did not finish loading in the browser"
-    seen = json.loads(html.unescape(match.group(1)))
+    seen = measure_page(location, WRAPPER, tmp_path)
     assert seen["title"].startswith("Fruits! run report") and seen["scripts"] == 0
     assert len(seen["images"]) == page.count("<img ") == 7
     for image in seen["images"]:
@@ -252,9 +223,6 @@ def test_report_renders_in_headless_chromium(report_run, tmp_path):
         assert image["width"] > 100 and image["height"] > 100, image
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):  # keep the test output clean
-        pass
 
 
 def test_class_summary_lists_few_classes_and_summarises_many():

@@ -9,20 +9,14 @@ page height, where each section and figure is, the alt text of every image, the 
 The IPython display path of the notebooks (the same helpers' objects in a real IPython shell)
 is checked on the same run.
 """
-import functools
 import html
-import http.server
-import json
 import logging
-import os
 import re
-import shutil
-import subprocess
-import threading
 
 import numpy as np
 import pytest
 
+from browser import CHROMIUM, measure_page
 from corpus import write_many_classes
 from helpers import classify, plots, report
 from helpers.config import PipelineConfig
@@ -44,8 +38,6 @@ SECTIONS = ("Fruits! run report", "1. PCA of the MobileNetV2 features",
             "3. The data", "Failed images: none", "4. Sample images", "5. Time per stage",
             "6. Parameters and versions", "7. Outputs")
 
-CHROMIUM = next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome")
-                 if shutil.which(name)), None)
 
 
 class _Records(logging.Handler):
@@ -184,30 +176,8 @@ frame.onload = function () {  // after every image of the page (data: URIs) has 
 
 def measure_in_chromium(page_path, tmp_path):
     """What headless Chromium made of the page at ``page_path`` (see :data:`WRAPPER`)."""
-    site = tmp_path / "site"
-    site.mkdir()
-    shutil.copy(page_path, site / "report.html")
-    (site / "wrapper.html").write_text(WRAPPER, encoding="utf-8")
-    handler = functools.partial(_QuietHandler, directory=str(site))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        completed = subprocess.run(
-            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--no-first-run", "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}",
-             f"--window-size={FRAME_WIDTH + 40},900", "--virtual-time-budget=20000", "--dump-dom",
-             f"http://127.0.0.1:{server.server_address[1]}/wrapper.html"],
-            capture_output=True, text=True, timeout=120,
-        )
-    finally:
-        server.shutdown()
-        server.server_close()
-    match = re.search(r'<pre id="result">(.*?)</pre>', completed.stdout, re.S)
-    assert match, f"no DOM from Chromium (rc {completed.returncode}): {completed.stderr[-2000:]}"
-    assert match.group(1) != "pending", "the report did not finish loading in the browser"
-    return json.loads(html.unescape(match.group(1)))
+    return measure_page(page_path, WRAPPER, tmp_path, f"--window-size={FRAME_WIDTH + 40},900",
+                        budget_ms=20000)
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")
@@ -229,6 +199,3 @@ def test_page_height_sections_and_order_in_headless_chromium(many_class_report, 
     assert seen["details"][0]["height"] < 60, seen["details"]
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):  # keep the test output clean
-        pass
