@@ -538,11 +538,9 @@ class Run:
     def _drop_unpublished_runs(self) -> None:
         """Delete run folders other than this run and the one it replaced (kept for readers
         still on it, and for the next incremental run's fallback); killed runs go too."""
-        keep = {self.run_id, (self.previous_manifest or {}).get("run_id")}
-        runs = storage.output_location(self.config.output_path, storage.RUNS_DIR)
-        for name in storage.list_names(self.spark, runs):
-            if name not in keep:
-                storage.delete(self.spark, storage.output_location(runs, name))
+        storage.delete_all_but(
+            self.spark, storage.output_location(self.config.output_path, storage.RUNS_DIR),
+            keep={self.run_id, (self.previous_manifest or {}).get("run_id")})
 
     def summary(self) -> str:
         """The closing lines: images, failures, k, explained variance, where outputs are."""

@@ -50,14 +50,13 @@ whole narrative of a headless run too:
 
 prints the run's summary and where its report is (exit status 1 when ``report.html`` is
 missing); with ``--notebook`` it also writes ``EXECUTED.html`` next to ``EXECUTED.ipynb``.
-Local paths and ``s3://`` (through boto3, ``$FRUITS_S3_ENDPOINT`` for an S3-compatible server).
+Local paths and ``s3://`` (through :mod:`helpers.storage`, without Spark).
 """
 from __future__ import annotations
 
 import argparse
 import base64
 import html
-import json
 import os
 import sys
 from datetime import datetime, timezone
@@ -65,7 +64,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import pandas as pd
 
-from helpers import onednn, plots
+from helpers import onednn, plots, storage
 from helpers.classify import CLASSIFICATION_JSON, CONFUSION_CSV, CONFUSION_PLOT
 from helpers.storage import MANIFEST, VARIANCE_PLOT
 
@@ -142,53 +141,10 @@ def summary_text(manifest: Dict[str, Any]) -> str:
 
 def read_manifest(output_path: str, s3_endpoint: Optional[str] = None) -> Dict[str, Any]:
     """The manifest of the run in ``output_path`` (a local folder or ``s3://bucket/prefix``)."""
-    location = output_path.rstrip("/") + "/" + MANIFEST
-    if _is_s3(location):
-        return json.loads(_read_file(location, s3_endpoint))
-    if not os.path.exists(location):
+    location = storage.output_location(output_path, MANIFEST)
+    if not storage.exists(None, location, s3_endpoint or ""):
         raise FileNotFoundError(f"no manifest.json in {output_path}: did the run finish?")
-    return json.loads(_read_file(location))
-
-
-# -- small-file IO without Spark (the command line) ---------------------------------------
-def _is_s3(location: str) -> bool:
-    return location.startswith(("s3://", "s3a://"))
-
-
-def _s3(location: str, s3_endpoint: Optional[str]) -> Tuple[Any, str, str]:
-    import boto3
-
-    bucket, _, key = location.split("://", 1)[1].partition("/")
-    endpoint = s3_endpoint or os.environ.get("FRUITS_S3_ENDPOINT") or None
-    return boto3.client("s3", endpoint_url=endpoint), bucket, key
-
-
-def _read_file(location: str, s3_endpoint: Optional[str] = None) -> bytes:
-    if _is_s3(location):
-        client, bucket, key = _s3(location, s3_endpoint)
-        return client.get_object(Bucket=bucket, Key=key)["Body"].read()
-    with open(location, "rb") as handle:
-        return handle.read()
-
-
-def _write_file(location: str, data: bytes, s3_endpoint: Optional[str] = None) -> None:
-    if _is_s3(location):
-        client, bucket, key = _s3(location, s3_endpoint)
-        client.put_object(Bucket=bucket, Key=key, Body=data)
-        return
-    with open(location, "wb") as handle:
-        handle.write(data)
-
-
-def _file_exists(location: str, s3_endpoint: Optional[str] = None) -> bool:
-    if _is_s3(location):
-        client, bucket, key = _s3(location, s3_endpoint)
-        try:
-            client.head_object(Bucket=bucket, Key=key)
-        except client.exceptions.ClientError:
-            return False
-        return True
-    return os.path.isfile(location)
+    return storage.read_json(None, location, s3_endpoint or "")
 
 
 # -- HTML export ---------------------------------------------------------------------------
@@ -223,7 +179,8 @@ def export_notebook(path: str, s3_endpoint: Optional[str] = None) -> str:
     """
     import nbformat
 
-    notebook = nbformat.reads(_read_file(path, s3_endpoint).decode("utf-8"), as_version=4)
+    notebook = nbformat.reads(storage.read_bytes(None, path, s3_endpoint or "").decode("utf-8"),
+                              as_version=4)
     for cell in notebook.cells:
         if cell.cell_type == "code":
             cell.outputs = [output for output in cell.outputs
@@ -688,7 +645,7 @@ def write_report(run: Any, classification: Any = None, per_class: int = 6) -> st
     Raises:
         ValueError: the run has no manifest yet.
     """
-    from helpers import history, storage
+    from helpers import history
 
     if not run.manifest:
         raise ValueError("the run has no manifest yet: call run.write_manifest() before the report")
@@ -752,10 +709,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(summary_text(read_manifest(arguments.output_path)))
     if arguments.notebook:
         target = os.path.splitext(arguments.notebook)[0] + ".html"
-        _write_file(target, export_notebook(arguments.notebook).encode("utf-8"))
+        storage.write_bytes(None, target, export_notebook(arguments.notebook).encode("utf-8"))
         print(f"notebook:           {target}")
-    report = arguments.output_path.rstrip("/") + "/" + REPORT_HTML
-    if not _file_exists(report):
+    report = storage.output_location(arguments.output_path, REPORT_HTML)
+    if not storage.exists(None, report):
         print(f"no {REPORT_HTML} in {arguments.output_path}: did the notebook's last cell run?",
               file=sys.stderr)
         return 1
