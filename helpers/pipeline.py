@@ -25,7 +25,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from helpers import cluster, plots, report, storage
+from helpers import class_summary, cluster, plots, report, storage
 from helpers.lock import OutputLock
 from helpers.config import IMAGE_EXTENSIONS, PipelineConfig
 from helpers.features import FEATURE_DIM, decode_error_udf, featurize_udf
@@ -216,11 +216,11 @@ class Run:
         counts["split"] = counts["split"].fillna("(none)")
         return counts
 
-    def class_summary(self) -> "report.ClassSummary":
+    def class_summary(self) -> "class_summary.ClassSummary":
         """Images per class: the whole table for a few classes, a summary for many (classes,
         images per class min / median / max, smallest and largest classes, the whole table
-        folded); see :class:`helpers.report.ClassSummary`. :meth:`class_counts` is the table."""
-        return report.class_summary(self.class_counts())
+        folded); see :class:`helpers.class_summary.ClassSummary`. :meth:`class_counts` is the table."""
+        return class_summary.class_summary(self.class_counts())
 
     def sample_images(self, per_class: int = 6, max_classes: int = 12) -> Any:
         """A figure: a grid of up to ``per_class`` images of each class (decoded on the driver).
