@@ -271,14 +271,14 @@ class HadoopHandler:
         self.spark = spark
 
     def read(self, path: str) -> bytes:
-        hadoop_path, fs = _hadoop_path(self.spark, path)
         jvm = self.spark.sparkContext._jvm  # noqa: SLF001
         try:
+            hadoop_path, fs = _hadoop_path(self.spark, path)
             stream = fs.open(hadoop_path)
         except Exception as error:  # noqa: BLE001 (py4j)
-            if "FileNotFoundException" in str(error):
-                raise FileNotFoundError(f"{path} does not exist") from None
             translated = translate_storage_error(error, path)
+            if translated is None and "FileNotFoundException" in str(error):
+                translated = FileNotFoundError(f"{path} does not exist")
             if translated is None:
                 raise
             raise translated from None
@@ -536,7 +536,7 @@ def translate_storage_error(error: Exception, path: str, endpoint: str = "") -> 
     if "NoSuchKey" in text or "(404)" in text:
         return FileNotFoundError(f"{path} does not exist{where}")
     if any(marker in text for marker in ("InvalidAccessKeyId", "SignatureDoesNotMatch",
-                                         "AccessDenied", "403 Forbidden", "Status Code: 403",
+                                         "AccessDenied", "403 Forbidden", "Status Code: 403", "(403)",
                                          "Unable to locate credentials")):
         return PermissionError(
             f"access to {path} refused{where}: check the credentials (AWS_ACCESS_KEY_ID / "
