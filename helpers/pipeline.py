@@ -33,7 +33,7 @@ from helpers.images import KNOWN_SPLITS, ImageDecodeError, decode_image
 from helpers.progress import TASKS_PER_CORE, SparkProgress
 from helpers.reduction import MIN_PCA_VECTORS, PCA_COLUMN, PcaFit, fit_pca, project
 from helpers.session import (balanced_file_scans, get_spark, restore_sigint,
-                             sigint_handler, task_cpus)
+                             sigint_handler, stop_jvm, task_cpus)
 from helpers.weights import WeightSet, load_weight_set
 
 LOG = logging.getLogger("helpers.pipeline")
@@ -566,15 +566,7 @@ class Run:
         self.spark.stop()
         self.owns_session = False
         restore_sigint(self.sigint_before_spark, self.sigint_of_spark)
-        gateway = SparkContext._gateway  # noqa: SLF001 - the JVM pyspark launched for this process
-        jvm_process = getattr(gateway, "proc", None)
-        if jvm_process is None or jvm_process.stdin is None:
-            return  # a JVM pyspark did not start (a gateway given from outside): left alone
-        jvm_process.stdin.close()  # pyspark's gateway JVM exits when its stdin closes
-        jvm_process.wait(timeout=120)
-        gateway.close()
-        SparkContext._gateway = None  # noqa: SLF001
-        SparkContext._jvm = None  # noqa: SLF001
+        stop_jvm()  # a JVM pyspark did not start (a gateway given from outside) is left alone
 
 
 def new_run_id(moment: Optional[datetime] = None) -> str:

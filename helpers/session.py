@@ -17,6 +17,7 @@ import threading
 from contextlib import contextmanager
 from typing import Any, Dict, Iterator, List
 
+from pyspark import SparkContext
 from pyspark.sql import SparkSession
 
 from helpers import onednn
@@ -173,6 +174,30 @@ def restore_sigint(before: Any, spark_handler: Any) -> None:
         return
     if sigint_handler() is spark_handler:
         signal.signal(signal.SIGINT, before)
+
+
+def stop_jvm(timeout_s: float = 120) -> bool:
+    """End the JVM that pyspark launched for this Python process; its SparkContext must be
+    stopped first (``spark.stop()``).
+
+    pyspark keeps that JVM (its py4j gateway) for the life of the process, even with no
+    context left; it exits when its stdin closes. This closes it, waits up to ``timeout_s``
+    seconds for the JVM to exit, closes the gateway and clears pyspark's references to it, so
+    that a later session in the same process starts a new JVM.
+
+    Returns ``False``, doing nothing, when pyspark did not launch the JVM (no gateway, or one
+    given from outside, as under Livy); ``True`` once the JVM has exited.
+    """
+    gateway = SparkContext._gateway  # noqa: SLF001 - the JVM pyspark launched for this process
+    jvm_process = getattr(gateway, "proc", None)
+    if jvm_process is None or jvm_process.stdin is None:
+        return False
+    jvm_process.stdin.close()  # pyspark's gateway JVM exits when its stdin closes
+    jvm_process.wait(timeout=timeout_s)
+    gateway.close()
+    SparkContext._gateway = None  # noqa: SLF001
+    SparkContext._jvm = None  # noqa: SLF001
+    return True
 
 
 def task_cpus(spark: SparkSession) -> int:
