@@ -26,13 +26,12 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from helpers import plots, storage
+from helpers.images import TEST_SPLIT, TRAIN_SPLIT
 from helpers.reduction import PCA_COLUMN
 
 #: A child of the pipeline's logger: its lines go where the stage lines go.
 LOG = logging.getLogger("helpers.pipeline.classify")
 
-TRAIN_SPLIT = "Training"
-TEST_SPLIT = "Test"
 #: Small files written next to the outputs by :func:`evaluate_run`.
 CLASSIFICATION_JSON = "classification.json"
 CONFUSION_CSV = "confusion.csv"

@@ -45,7 +45,8 @@ from helpers.weights import (
     load_weight_set,
 )
 
-#: Length of one feature vector (MobileNetV2's last convolution, average-pooled).
+#: Length of one feature vector (MobileNetV2's last convolution, average-pooled; the input of
+#: the ImageNet classifier).
 FEATURE_DIM = 1280
 
 #: What the Spark UDF returns per image: the features, or the reason it failed.

@@ -20,8 +20,11 @@ from helpers.config import IMAGE_EXTENSIONS
 #: Pillow's decompression-bomb guard, made explicit: images above this many pixels are refused.
 MAX_IMAGE_PIXELS = 50_000_000
 
-#: Split folder names recognised as the grandparent of an image (Fruits-360 layout).
-KNOWN_SPLITS = ("Training", "Test")
+#: Split folder names recognised as the grandparent of an image (Fruits-360 layout): the
+#: classifier trains on the first and evaluates on the second.
+TRAIN_SPLIT = "Training"
+TEST_SPLIT = "Test"
+KNOWN_SPLITS = (TRAIN_SPLIT, TEST_SPLIT)
 
 
 class ImageDecodeError(ValueError):

@@ -3,7 +3,7 @@
 Two interchangeable ways to fit, both distributed (the feature matrix never comes to the
 driver; only d x d statistics do):
 
-- ``"spark-ml"``: ``pyspark.ml`` ``StandardScaler`` (centering) + ``PCA`` on
+- ``"spark-ml"``: ``pyspark.ml`` ``StandardScaler`` (centring) + ``PCA`` on
   ``array_to_vector(features)``.
 - ``"gram"`` (default): per-partition count, mean and centred ``X^T X`` computed with numpy
   BLAS in ``mapInArrow``, merged with ``treeReduce``, eigen-decomposed on the driver. One pass
@@ -170,9 +170,9 @@ def _fit_spark_ml(features: DataFrame) -> PcaFit:
     n, d = _count_and_dim(features)
     vectors = features.select(array_to_vector(FEATURES_COLUMN).alias("vector"))
     scaler = StandardScaler(
-        inputCol="vector", outputCol="centered", withMean=True, withStd=False
+        inputCol="vector", outputCol="centred", withMean=True, withStd=False
     )
-    pca = PCA(k=min(n, d), inputCol="centered", outputCol="projected")
+    pca = PCA(k=min(n, d), inputCol="centred", outputCol="projected")
     model = Pipeline(stages=[scaler, pca]).fit(vectors)
     scaler_model, pca_model = model.stages
     return PcaFit(

@@ -21,6 +21,8 @@ from typing import Dict, List
 
 import pytest
 
+from helpers.images import KNOWN_SPLITS
+
 ROOT = Path(__file__).resolve().parents[1]
 EMR = ROOT / "scripts" / "emr"
 BASH = shutil.which("bash") or "/bin/bash"
@@ -414,7 +416,7 @@ def test_help(path: Path) -> None:
 
 def test_upload_data_syncs_the_fruits_folders_and_the_sample(tmp_path: Path) -> None:
     fruits = tmp_path / "fruits-360"
-    for split in ("Training", "Test"):
+    for split in KNOWN_SPLITS:
         (fruits / split / "Apple").mkdir(parents=True)
     result = run_script("upload_data.sh", str(fruits), env={"DRY_RUN": "1", "BUCKET": BUCKET})
     assert result.returncode == 0, result.stderr

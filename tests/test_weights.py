@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from helpers import weights as W
+from helpers.features import FEATURE_DIM
 from helpers.images import decode_image
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
@@ -357,7 +358,7 @@ def test_probabilities_match_pytorch(probabilities):
 
 
 def test_features_are_the_classifiers_input(features, probabilities, weight_set):
-    assert features.shape == (3, W.FEATURE_SIZE) and features.dtype == np.float32
+    assert features.shape == (3, FEATURE_DIM) and features.dtype == np.float32
     assert (features >= 0).all() and (features <= 6).all()  # average of ReLU6 outputs
     kernel, bias = weight_set.layers["predictions"]
     logits = features.astype(np.float64) @ kernel + bias
