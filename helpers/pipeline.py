@@ -29,7 +29,7 @@ from helpers import cluster, plots, report, storage
 from helpers.lock import OutputLock
 from helpers.config import IMAGE_EXTENSIONS, PipelineConfig
 from helpers.features import FEATURE_DIM, decode_error_udf, featurize_udf
-from helpers.images import KNOWN_SPLITS, ImageDecodeError, decode_image
+from helpers.images import ImageDecodeError, decode_image, label_columns
 from helpers.progress import TASKS_PER_CORE, SparkProgress
 from helpers.reduction import MIN_PCA_VECTORS, PCA_COLUMN, PcaFit, fit_pca, project
 from helpers.session import (balanced_file_scans, get_spark, restore_sigint,
@@ -189,15 +189,7 @@ class Run:
 
     def _labelled(self, frame: DataFrame) -> DataFrame:
         """``frame`` with ``label`` (class folder) and ``split`` (Training/Test) from its path."""
-        parts = F.split(F.expr(f"substring(path, {len(self.root) + 2})"), "/")
-        return frame.select(
-            "*",
-            F.when(F.size(parts) >= 2, F.element_at(parts, -2)).alias("label"),
-            F.when(
-                (F.size(parts) >= 3) & F.element_at(parts, -3).isin(*KNOWN_SPLITS),
-                F.element_at(parts, -3),
-            ).alias("split"),
-        )
+        return frame.select("*", *label_columns(self.root))
 
     def _read_binary(self, *paths: str) -> DataFrame:
         return (
