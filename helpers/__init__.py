@@ -25,4 +25,26 @@ from helpers.onednn import enable_onednn as _enable_onednn
 
 _enable_onednn()
 
-__version__ = "0.1.0"
+
+def _version() -> str:
+    """The version of the installed ``fruits-helpers`` distribution; from a source checkout that
+    is not installed, the one in the ``pyproject.toml`` beside this package (its one place,
+    read on Python 3.11+); ``"0+unknown"`` when neither can be read."""
+    import importlib.metadata
+    import os
+
+    try:
+        return importlib.metadata.version("fruits-helpers")
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        import tomllib
+
+        with open(os.path.join(root, "pyproject.toml"), "rb") as handle:
+            return str(tomllib.load(handle)["project"]["version"])
+    except (ImportError, OSError, KeyError, ValueError):
+        return "0+unknown"
+
+
+__version__ = _version()
