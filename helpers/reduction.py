@@ -15,14 +15,11 @@ every component, and k. Scores are centred, like numpy's and scikit-learn's PCA.
 """
 from __future__ import annotations
 
-import ctypes
 import functools
-import glob
-import os
 import pickle
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, List, Optional
+from typing import Iterator, List, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -32,6 +29,7 @@ from pyspark.ml.functions import array_to_vector
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, FloatType, StructField, StructType
+from threadpoolctl import ThreadpoolController
 
 from helpers.session import temporary_conf
 
@@ -79,45 +77,22 @@ class PcaFit:
         return float(np.sum(self.explained_variance[: self.k]))
 
 
-_openblas: Any = None
-
-
-def _openblas_library() -> Any:
-    """numpy's bundled OpenBLAS (``scipy-openblas``) through ctypes, or ``False`` if not found."""
-    global _openblas
-    if _openblas is None:
-        _openblas = False
-        libs = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
-        for path in sorted(glob.glob(os.path.join(libs, "libscipy_openblas*.so*"))):
-            try:
-                library = ctypes.CDLL(path)
-                library.scipy_openblas_set_num_threads64_.argtypes = [ctypes.c_int]
-                library.scipy_openblas_get_num_threads64_.restype = ctypes.c_int
-                _openblas = library
-                break
-            except (OSError, AttributeError):
-                continue
-    return _openblas
+@functools.lru_cache(maxsize=None)
+def _thread_pools() -> ThreadpoolController:
+    """The native thread pools loaded in this process (numpy's BLAS among them), found once."""
+    return ThreadpoolController()
 
 
 @contextmanager
 def single_threaded_blas() -> Iterator[None]:
-    """Run numpy's BLAS/LAPACK on one thread inside the block (no-op if it cannot be set).
+    """Run numpy's BLAS/LAPACK on one thread inside the block (``threadpoolctl``).
 
-    Spark already runs one Python worker per core, and on the driver the 1280 x 1280 ``eigh``
-    is faster on one thread than on cores shared with executors or other jobs (0.5 s against
-    1 to 8 s on a loaded 2-core machine; see ``docs/benchmarks.md``).
+    Spark already runs one Python worker per core; on the driver, the ``d x d`` ``eigh`` runs
+    on cores shared with executors or other jobs, where more threads only wait for each other
+    (see ``docs/benchmarks.md``).
     """
-    library = _openblas_library()
-    if not library:
+    with _thread_pools().limit(limits=1, user_api="blas"):
         yield
-        return
-    previous = library.scipy_openblas_get_num_threads64_()
-    library.scipy_openblas_set_num_threads64_(1)
-    try:
-        yield
-    finally:
-        library.scipy_openblas_set_num_threads64_(previous)
 
 
 def choose_k(explained_variance: List[float], variance_target: float) -> int:
