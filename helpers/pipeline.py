@@ -10,7 +10,6 @@ features are written to Parquet and everything after reads them back.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 import uuid
 from contextlib import contextmanager
@@ -52,20 +51,10 @@ NO_FEATURES = "decodes now but has no features: it may have changed during the r
 MAX_FAILED_PATHS_READ_BY_NAME = 10_000
 
 
-def _setup_logging() -> None:
-    if not LOG.handlers:
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-        LOG.addHandler(handler)
-        LOG.setLevel(logging.INFO)
-        LOG.propagate = False
-
-
 class Run:
     """One run of the chain over ``config.input_path`` into ``config.output_path``."""
 
     def __init__(self, config: PipelineConfig, spark: Optional[SparkSession] = None) -> None:
-        _setup_logging()
         self.config = config
         self.started_at = datetime.now(timezone.utc)
         self.run_id = config.run_id or new_run_id(self.started_at)

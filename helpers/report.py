@@ -65,7 +65,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import pandas as pd
 
-from helpers import onednn, plots
+from helpers import log, onednn, plots
 from helpers.classify import CLASSIFICATION_JSON, CONFUSION_CSV, CONFUSION_PLOT
 from helpers.images import KNOWN_SPLITS
 from helpers.storage import MANIFEST, VARIANCE_PLOT
@@ -750,6 +750,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--notebook", help="an executed notebook (.ipynb, local or s3://): "
                                            "written as .html without code next to it")
     arguments = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    log.configure()
     print(summary_text(read_manifest(arguments.output_path)))
     if arguments.notebook:
         target = os.path.splitext(arguments.notebook)[0] + ".html"
