@@ -61,7 +61,7 @@ import json
 import os
 import sys
 from datetime import datetime, timezone
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 import pandas as pd
 
@@ -69,6 +69,10 @@ from helpers import log, onednn, plots
 from helpers.classify import CLASSIFICATION_JSON, CONFUSION_CSV, CONFUSION_PLOT
 from helpers.images import KNOWN_SPLITS
 from helpers.storage import MANIFEST, VARIANCE_PLOT
+
+if TYPE_CHECKING:  # annotations only: helpers.pipeline imports this module
+    from helpers.classify import Classification
+    from helpers.pipeline import Run
 
 #: The report and the figures written next to it (``variance.png`` is the pipeline's own).
 REPORT_HTML = "report.html"
@@ -670,7 +674,8 @@ def _run_facts(manifest: Dict[str, Any]) -> List[Tuple[str, Any]]:
 
 
 # -- the run's report ----------------------------------------------------------------------
-def write_report(run: Any, classification: Any = None, per_class: int = 6) -> str:
+def write_report(run: Run, classification: Optional[Classification] = None,
+                 per_class: int = 6) -> str:
     """Write ``report.html`` and its PNG figures next to the run's outputs; return where.
 
     Call it last, after ``run.write_manifest()`` (and :func:`helpers.classify.evaluate_run`).
