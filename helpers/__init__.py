@@ -4,7 +4,8 @@ One module per concern:
 
 - :mod:`helpers.onednn`: TensorFlow's oneDNN kernels on (x86) before TensorFlow is imported.
 - :mod:`helpers.config`: the run's parameters (:class:`~helpers.config.PipelineConfig`).
-- :mod:`helpers.images`: decoding and preprocessing of encoded image bytes.
+- :mod:`helpers.images`: decoding and preprocessing of encoded image bytes; each file's label
+  and split.
 - :mod:`helpers.weights`: MobileNetV2 ImageNet weights (offline torchvision file, Keras, .h5).
 - :mod:`helpers.features`: the feature extractor and its Spark pandas UDF.
 - :mod:`helpers.reduction`: PCA fit, choice of k, projection.
@@ -19,6 +20,7 @@ One module per concern:
 - :mod:`helpers.lock`: one run at a time per ``output_path`` (local disk and S3).
 - :mod:`helpers.history`: one row per run in ``output_path/history/``.
 - :mod:`helpers.scheduled`: the scheduled run (``make nightly``): papermill, incremental.
+- :mod:`helpers.log`: where the log lines go, set by the entry points (notebooks, CLIs).
 """
 # First, before any module can import TensorFlow: oneDNN on unless the user chose otherwise.
 from helpers.onednn import enable_onednn as _enable_onednn

@@ -7,7 +7,7 @@ driver; only d x d statistics do):
   ``array_to_vector(features)``.
 - ``"gram"`` (default): per-partition count, mean and centred ``X^T X`` computed with numpy
   BLAS in ``mapInArrow``, merged with ``treeReduce``, eigen-decomposed on the driver. One pass
-  over the data; about 10x faster than ``"spark-ml"``, whose JVM BLAS is slow (see
+  over the data, on numpy's BLAS instead of the JVM's (its speed against ``"spark-ml"``:
   ``docs/benchmarks.md``).
 
 Either way the result is a :class:`PcaFit`: mean, components, explained variance ratios of
@@ -171,8 +171,8 @@ def _partition_moments(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordB
 
     Every Arrow batch is shifted by the partition's first-batch mean (so no large common offset
     is squared: the non-negative ReLU6 features have a big mean), multiplied as float32
-    (``(X - s)^T (X - s)``: one SYRK/GEMM per batch, twice the speed of float64 BLAS and half
-    the memory traffic) and accumulated in float64 across batches. The shift is removed exactly
+    (``(X - s)^T (X - s)``: one SYRK/GEMM per batch, half the memory traffic of float64) and
+    accumulated in float64 across batches. The shift is removed exactly
     at the end: ``M2 = S2 - S1 S1^T / n`` with ``S1`` the (small) sum of shifted rows.
     """
     count = 0
@@ -229,7 +229,7 @@ def _merge_packed(left: bytes, right: bytes) -> bytes:
 
 
 #: Rows per Arrow batch while fitting (the session's default, sized for images, is smaller):
-#: fewer, larger ``X^T X`` products run closer to BLAS peak (100,000 x 1280: fit 2.6 s -> 2.1 s).
+#: fewer, larger ``X^T X`` products run closer to BLAS peak (see ``docs/benchmarks.md``).
 GRAM_BATCH_ROWS = 4096
 ARROW_BATCH_ROWS_KEY = "spark.sql.execution.arrow.maxRecordsPerBatch"
 

@@ -228,11 +228,10 @@ def balanced_partition_bytes(
 
     Spark packs files (largest first, each counted with ``open_cost``) into partitions of at
     most ``max_bytes``: 5,000 small images on 2 cores make 5 full partitions and a small
-    sixth, and the last wave runs on one core while the other waits (a fifth of the
-    featurization's time). The bound returned here asks for a multiple of ``slots``
+    sixth, and the last wave runs on one core while the other waits. The bound returned here asks for a multiple of ``slots``
     partitions (never above ``max_bytes``) and holds ``ceil(files / partitions)`` files of the
     largest size: the first partitions, which get the largest files, are never short of a file
-    (a bound sized on the mean left one image over, run alone as one more wave); partitions of
+    (a bound sized on the mean file would leave one over, run alone as one more wave); partitions of
     smaller files may hold a few more. ``min_waves``: at least that many partitions per slot
     (more, shorter tasks: progress, which Spark reports per finished task, moves in smaller
     steps).
