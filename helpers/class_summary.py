@@ -6,13 +6,14 @@ from typing import Any, Tuple
 import pandas as pd
 
 from helpers import plots
+from helpers.images import KNOWN_SPLITS
 
 
 def counts_table(counts: pd.DataFrame) -> pd.DataFrame:
     """Images per class (rows) and split (columns), with totals."""
     table = counts.pivot_table(index="label", columns="split", values="images", aggfunc="sum",
                                fill_value=0)
-    ordered = [split for split in ("Training", "Test") if split in table.columns]
+    ordered = [split for split in KNOWN_SPLITS if split in table.columns]
     table = table[ordered + [c for c in table.columns if c not in ordered]]
     table["all splits"] = table.sum(axis=1)
     table.loc["all classes"] = table.sum(axis=0)

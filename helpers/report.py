@@ -55,9 +55,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
-from helpers import plots, storage
+from helpers import log, plots, storage
 from helpers.class_summary import class_summary
 from helpers.classify import CLASSIFICATION_JSON, CONFUSION_CSV, CONFUSION_PLOT
 from helpers.report_html import export_html, export_notebook
@@ -65,6 +65,10 @@ from helpers.report_page import (CLASS_COUNTS_CSV, CLASS_COUNTS_PLOT, HISTORY_PL
                                  SAMPLE_GRID_PLOT, SCATTER_PLOT, TIMINGS_PLOT, ordered_seconds,
                                  report_notebook)
 from helpers.storage import MANIFEST, VARIANCE_PLOT
+
+if TYPE_CHECKING:  # annotations only: helpers.pipeline imports this module
+    from helpers.classify import Classification
+    from helpers.pipeline import Run
 
 #: The report, written next to the run's outputs and as ``output_path/report.html``.
 REPORT_HTML = "report.html"
@@ -98,7 +102,8 @@ def read_manifest(output_path: str, s3_endpoint: Optional[str] = None) -> Dict[s
 
 
 # -- the run's report ----------------------------------------------------------------------
-def write_report(run: Any, classification: Any = None, per_class: int = 6) -> str:
+def write_report(run: Run, classification: Optional[Classification] = None,
+                 per_class: int = 6) -> str:
     """Write ``report.html`` and its PNG figures next to the run's outputs; return where.
 
     Call it last, after ``run.write_manifest()`` (and :func:`helpers.classify.evaluate_run`).
@@ -178,6 +183,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--notebook", help="an executed notebook (.ipynb, local or s3://): "
                                            "written as .html without code next to it")
     arguments = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    log.configure()
     print(summary_text(read_manifest(arguments.output_path)))
     if arguments.notebook:
         target = os.path.splitext(arguments.notebook)[0] + ".html"
