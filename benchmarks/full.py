@@ -76,12 +76,15 @@ def output_sizes(output: str) -> Dict[str, int]:
     run_path = manifest["run_path"].replace("file://", "")
     for base, prefix in ((output, ""), (run_path, "run/")):
         for name in sorted(os.listdir(base)):
+            if name.startswith("."):  # Hadoop's .crc checksums
+                continue
             path = os.path.join(base, name)
             if os.path.isfile(path):
                 sizes[prefix + name] = os.path.getsize(path)
             elif prefix:
                 sizes[prefix + name] = sum(os.path.getsize(os.path.join(folder, file))
-                                           for folder, _, files in os.walk(path) for file in files)
+                                           for folder, _, files in os.walk(path) for file in files
+                                           if not file.startswith("."))
     return sizes
 
 
