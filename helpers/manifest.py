@@ -15,6 +15,7 @@ rewritten (their rows in use) into the new run's own part.
 """
 from __future__ import annotations
 
+import functools
 import posixpath
 from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
@@ -94,12 +95,7 @@ def read_parts(spark: SparkSession, parts: Iterable[Part],
             paths = in_use.where(F.col(PART_COLUMN) == part["path"]).select("path")
             frame = frame.join(F.broadcast(paths), "path", "left_semi")
         frames.append(frame)
-    if not frames:
-        return None
-    union = frames[0]
-    for frame in frames[1:]:
-        union = union.unionByName(frame)
-    return union
+    return functools.reduce(DataFrame.unionByName, frames) if frames else None
 
 
 def read_manifest_features(spark: SparkSession, manifest: Dict[str, Any]) -> DataFrame:

@@ -123,8 +123,8 @@ def test_each_night_publishes_the_images_on_disk_and_keeps_unchanged_vectors(nig
 def test_the_last_night_publishes_what_a_full_run_would(spark, nights):
     incremental, full = nights["snapshots"][-1], nights["full_vectors"]
     assert incremental.keys() == full.keys()
-    for path in full:  # the CNN gives an image the same numbers alone or in any batch
-        assert np.array_equal(incremental[path], full[path]), f"features of {path} differ"
+    for path in full:  # the CNN's last bits depend on the batch an image was in (oneDNN)
+        np.testing.assert_allclose(incremental[path], full[path], rtol=0, atol=1e-4, err_msg=path)
     last, whole = nights["manifests"][-1], nights["full"]
     assert last["k"] == whole["k"]
     assert last["images_featurized"] == whole["images_featurized"]
