@@ -150,17 +150,20 @@ class Run:
                 self.root = storage.qualified(self.spark, path).rstrip("/")
                 # One listing of the tree: this scan's file index serves every later read of
                 # all the images (featurize reads the contents through it).
-                self.files = self._read_binary(self.root)
-                scan = self.files.select("path", "length", "modificationTime")
-                limited = self.config.sample_limit is not None
-                # Zero-byte files are in the index but not in the scan: with a sample_limit they
-                # are added first (they may be among the first paths), else only when missing.
                 with self._listing_scan():
+                    self.files = self._read_binary(self.root)
+                    scan = self.files.select("path", "length", "modificationTime")
+                    limited = self.config.sample_limit is not None
+                    # Zero-byte files are in the index but not in the scan: with a sample_limit
+                    # they are added first (they may be among the first paths), else only when
+                    # missing, to the cached listing (the files are not scanned again).
                     self.listing = self._cached_listing(
                         self._with_empty_files(scan) if limited else scan)
                     if not limited and self.images_total < self._indexed_count():
-                        self.listing.unpersist()
-                        self.listing = self._cached_listing(self._with_empty_files(scan))
+                        scanned = self.listing
+                        self.listing = self._cached_listing(self._with_empty_files(
+                            scanned.select("path", "length", "modificationTime")))
+                        scanned.unpersist()
             if self.images_total == 0:
                 raise ValueError(f"no .jpg/.jpeg/.png images found under input_path: {path}")
             LOG.info("listed %d images under %s", self.images_total, path)
@@ -180,11 +183,16 @@ class Run:
 
     @contextmanager
     def _listing_scan(self) -> Iterator[None]:
-        """The listing's scan in a few tasks per core with as many files each: it reads no
-        content, so a file costs its open, not its bytes (Spark's packing by bytes plus a small
-        open cost would make many tasks, and few files for the tasks of larger ones)."""
+        """The listing's file index and scan, cheap per file. The index: folders listed in at
+        most a few tasks per core, no block locations (the chain reads whole files, anywhere).
+        The scan: a few tasks per core with as many files each: it reads no content, so a file
+        costs its open, not its bytes (Spark's packing by bytes plus a small open cost would
+        make many tasks, and few files for the tasks of larger ones)."""
         slots = max(1, self.spark.sparkContext.defaultParallelism // task_cpus(self.spark))
-        with temporary_conf(self.spark, "spark.sql.files.openCostInBytes", str(LISTING_OPEN_COST)), \
+        with temporary_conf(self.spark, "spark.sql.sources.ignoreDataLocality", "true"), \
+                temporary_conf(self.spark, "spark.sql.sources.parallelPartitionDiscovery.parallelism",
+                               str(slots * TASKS_PER_CORE)), \
+                temporary_conf(self.spark, "spark.sql.files.openCostInBytes", str(LISTING_OPEN_COST)), \
                 temporary_conf(self.spark, "spark.sql.files.maxPartitionBytes", str(2**62)), \
                 temporary_conf(self.spark, "spark.sql.files.minPartitionNum",
                                str(slots * TASKS_PER_CORE)):
