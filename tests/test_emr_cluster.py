@@ -967,7 +967,7 @@ def test_cloud_guide_cost_estimate_states_its_assumptions() -> None:
     import instances
 
     text = GUIDE.read_text()
-    section = text[text.index("### 14. Cost"):text.index("### 15.")]
+    section = " ".join(text[text.index("### 14. Cost"):text.index("### 15.")].split())
     assert "Estimate, PROJECTED" in section and "pricing pages" in section and "derived" in section
     assert "docs/benchmarks.md" in section and "EMR surcharge" in section
     # The prices, the projected rate and the arithmetic of the table follow scripts/emr/instances.py.
