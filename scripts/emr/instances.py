@@ -49,7 +49,7 @@ class Reference:
 
 #: Zen 3 (AVX2 + FMA, two 256-bit FMA units per core): this machine, idle (issue 15) -- 75 images/s
 #: on 2 cores; effective clock 2.75 GHz measured with a dependent-add loop on thread CPU time.
-ZEN3 = Reference("AMD EPYC Zen 3 (AVX2)", 75.0, 2, 2.75, "issue 15 and docs/benchmarks.md, Zen 3 table")
+ZEN3 = Reference("AMD EPYC Zen 3 (AVX2)", 75.0, 2, 2.75, "issue 15 (idle); docs/benchmarks.md, Instance choice")
 #: Zen 5 (full-width AVX-512: two 512-bit FMA units per core): docs/benchmarks.md, 5,000 images.
 ZEN5 = Reference("AMD EPYC Zen 5 (AVX-512)", 278.4, 2, None, "docs/benchmarks.md, Results")
 
