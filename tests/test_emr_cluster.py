@@ -173,7 +173,8 @@ def test_create_cluster_instance_groups(cluster_dry_run) -> None:
     assert set(by_type) == {"MASTER", "CORE"}
     assert by_type["MASTER"]["InstanceCount"] == 1
     assert by_type["CORE"]["InstanceCount"] == 2  # a JSON number, as the API wants
-    assert {g["InstanceType"] for g in groups} == {"m5.xlarge"}
+    # the default type is the one scripts/emr/instances.py chooses (tests/test_emr_instances.py)
+    assert {g["InstanceType"] for g in groups} == {"m6i.xlarge"}
 
 
 def test_create_cluster_core_count_and_type_can_change(tmp_path: Path) -> None:
@@ -216,8 +217,9 @@ def test_create_cluster_configurations(cluster_dry_run) -> None:
     assert livy["Properties"] == {"TF_ENABLE_ONEDNN_OPTS": "1"}
 
 
-#: YARN memory of one m5.xlarge node on EMR (yarn.nodemanager.resource.memory-mb), in MB.
-M5_XLARGE_YARN_MB = 12288
+#: YARN memory of one 4-vCPU, 16 GiB node on EMR such as m5.xlarge or m6i.xlarge
+#: (yarn.nodemanager.resource.memory-mb), in MB.
+NODE_16_GIB_YARN_MB = 12288
 #: Peak RSS of one Spark Python worker featurizing with its MobileNetV2 (batch 64, 224 px), and
 #: of the worker daemon that forks them, measured with psutil on the local chain (README).
 WORKER_RSS_MB, DAEMON_RSS_MB = 1130, 630
@@ -251,18 +253,18 @@ def test_livy_sessions_outlive_a_long_cell(cluster_dry_run) -> None:
     assert livy["livy.server.session.timeout-check.skip-busy"] == "true"  # a running cell never
 
 
-def test_executors_hold_four_tensorflow_workers_on_m5_xlarge(cluster_dry_run) -> None:
+def test_executors_hold_four_tensorflow_workers_on_a_16_gib_node(cluster_dry_run) -> None:
     args, _, _ = cluster_dry_run
     configurations = {c["Classification"]: c for c in file_arg(args, "--configurations")}
     defaults = configurations["spark-defaults"]["Properties"]
     cores = int(defaults["spark.executor.cores"])
     heap, overhead = _mb(defaults["spark.executor.memory"]), _mb(defaults["spark.executor.memoryOverhead"])
-    assert cores == 4  # m5.xlarge: 4 vCPU, one executor per core node
+    assert cores == 4  # m6i.xlarge: 4 vCPU, one executor per core node
     # Python workers (one per task, each with its model) live in the overhead, next to the JVM's
     # own off-heap memory (at least Spark's default 10% of the heap, 384 MB minimum).
     assert cores * WORKER_RSS_MB + DAEMON_RSS_MB + max(384, heap // 10) <= overhead
     # The executor and a Livy driver fit one node's YARN memory.
-    assert heap + overhead + DRIVER_CONTAINER_MB <= M5_XLARGE_YARN_MB
+    assert heap + overhead + DRIVER_CONTAINER_MB <= NODE_16_GIB_YARN_MB
     # Not spark.executor.pyspark.memory: pyspark turns it into an address-space limit
     # (RLIMIT_AS) of memory / cores per worker, and TensorFlow maps about 3 GB of address space.
     assert "spark.executor.pyspark.memory" not in defaults
@@ -986,19 +988,28 @@ def test_cloud_guide_covers_every_script_and_the_outputs() -> None:
 
 
 def test_cloud_guide_cost_estimate_states_its_assumptions() -> None:
+    sys.path.insert(0, str(EMR))
+    import cluster
+    import instances
+
     text = GUIDE.read_text()
-    section = text[text.index("## 14. Cost"):]
-    assert "Estimate" in section and "2025" in section and "pricing" in section
-    assert "m5.xlarge" in section and "$0.224 per hour" in section and "EMR surcharge" in section
-    assert "docs/benchmarks.md" in section
-    # The best case follows the last benchmark run: its steady-state images/s on 2 cores (the
-    # run target 1 is judged on) is one m5.xlarge core node's (4 vCPUs on 2 physical cores),
-    # rounded to 5; then the arithmetic. The safe case is the older AVX2 machine's 60 per node.
-    measured = json.loads((ROOT / "benchmarks" / "results" / "latest.json").read_text())
-    steady = next(point["pipeline_steady_images_per_s"] for point in measured["curve"]
-                  if point["images"] == measured["target1_images"])
-    per_node = 5 * round(steady / 5)
-    assert f"about {per_node} images/s per m5.xlarge core node" in section
-    minutes = round(90_000 / (2 * per_node) / 60)
-    assert f"90,000 / {2 * per_node} images/s | ~{minutes} min" in section
-    assert "90,000 / 120 images/s | ~13 min" in section
+    section = " ".join(text[text.index("### 14. Cost"):text.index("### 15.")].split())
+    assert "Estimate, PROJECTED" in section and "pricing pages" in section and "derived" in section
+    assert "docs/benchmarks.md" in section and "EMR surcharge" in section
+    # The prices, the projected rate and the arithmetic of the table follow scripts/emr/instances.py.
+    default = instances.BY_NAME[cluster.DEFAULTS["INSTANCE_TYPE"]]
+    assert f"| {default.name} on-demand, eu-west-3" in section
+    assert f"| ${default.ec2_paris:.3f} per hour |" in section
+    assert f"| EMR surcharge for {default.name} | ${default.emr_paris:.3f} per hour |" in section
+    assert f"| default cluster (1 primary + 2 core) | ${3 * default.node_per_hour:.2f} per hour |" in section
+    per_node = round(instances.projected_images_per_s(default))
+    assert f"about {per_node} images/s per {default.name} core node" in section
+    assert f"{instances.RATE_PER_CORE_GHZ:.1f} images/s per core and GHz" in section
+    minutes = 90_000 / (2 * per_node) / 60
+    assert f"90,000 / {2 * per_node} images/s | ~{minutes:.0f} min" in section
+    zen5_like = 2 * round(instances.ZEN5.per_core) * 2
+    assert f"90,000 / {zen5_like} images/s | ~{90_000 / zen5_like / 60:.0f} min" in section
+    fast = 20 + 90_000 / zen5_like / 60  # the fixed ~20 min (start, bootstrap, PCA, writes) + CNN
+    total = instances.run_minutes(default, 90_000)
+    assert (f"**~{fast:.0f} to ~{total:.0f} min** | **~${fast / 60 * 3 * default.node_per_hour:.2f} "
+            f"to ~${instances.run_cost(default, 90_000):.2f}**") in section

@@ -590,6 +590,27 @@ def test_create_cluster_sh_sends_the_state_machines_cluster_request(aws: AwsCli,
     assert without_key == asl["States"]["CreateCluster"]["Parameters"]
 
 
+def test_emr_offers_every_tabled_instance_type(aws: AwsCli) -> None:
+    """EMR's own list for the cluster's release (moto's copy of ListSupportedInstanceTypes, asked
+    with the real CLI) holds every type of scripts/emr/instances.py, the default included."""
+    import instances
+
+    release = cluster.DEFAULTS["RELEASE_LABEL"]
+    result = subprocess.run(["aws", "emr", "list-supported-instance-types", "--release-label", release,
+                             "--region", "eu-west-3", "--endpoint-url", aws.endpoint, "--output", "json"],
+                            env=aws.env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    offered = {t["Type"]: t for t in json.loads(result.stdout)["SupportedInstanceTypes"]}
+    assert len(offered) > 100
+    for t in instances.TYPES:
+        assert t.name in offered, t.name
+        assert offered[t.name]["VCPU"] == t.vcpus, t.name
+        assert t.memory_gib - 1 <= offered[t.name]["MemoryGB"] <= t.memory_gib, t.name  # 15.25 for 16 GiB
+        assert offered[t.name]["Architecture"] == {"x86_64": "X86_64", "arm64": "AARCH64"}[t.arch], t.name
+    assert cluster.DEFAULTS["INSTANCE_TYPE"] in offered
+    aws.assert_only_local()
+
+
 def test_deploy_describe_run_now_remove_on_a_local_aws(aws: AwsCli, values, asl: dict) -> None:
     env = {"BUCKET": BUCKET, "NOTIFICATION_EMAIL": "team@example.org", "STACK_NAME": "fruits-nightly-t1"}
     deployed = aws.script("nightly.sh", "deploy", **env)

@@ -33,7 +33,7 @@ TEMPLATES = ("instance-groups.json", "configurations.json", "bootstrap-actions.j
 SAFE_VALUE = re.compile(r"^[A-Za-z0-9._:/@+-]*$")
 DEFAULTS = {
     "RELEASE_LABEL": "emr-7.5.0",
-    "INSTANCE_TYPE": "m5.xlarge",
+    "INSTANCE_TYPE": "m6i.xlarge",  # instances.best_default(): most images per dollar (projected)
     "CORE_COUNT": "2",
     "INSTANCE_PROFILE": "fruits-emr-ec2",
     "SERVICE_ROLE": "EMR_DefaultRole",

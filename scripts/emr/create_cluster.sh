@@ -2,7 +2,7 @@
 # create_cluster.sh: start the project's EMR cluster with `aws emr create-cluster`. The request is
 # built by cluster.py (the one cluster definition, also used by the nightly run, nightly.sh) from
 # the JSON files beside this script, their {{...}} placeholders filled from the variables below:
-#   instance-groups.json    1 primary + CORE_COUNT core nodes of INSTANCE_TYPE (default 1 + 2 m5.xlarge)
+#   instance-groups.json    1 primary + CORE_COUNT core nodes of INSTANCE_TYPE (default 1 + 2 m6i.xlarge)
 #   configurations.json     jupyter-s3-conf (notebooks persist to s3://BUCKET/jupyter/), spark-env
 #                           and spark-defaults so that PySpark runs /opt/fruits/venv/bin/python
 #   bootstrap-actions.json  s3://BUCKET/artifacts/bootstrap-emr.sh <helpers wheel> <requirements>
@@ -21,7 +21,7 @@
 #                     it, add your own rule or use a bastion)
 #   REGION            default eu-west-3
 #   RELEASE_LABEL     default emr-7.5.0
-#   INSTANCE_TYPE     default m5.xlarge          CORE_COUNT    default 2
+#   INSTANCE_TYPE     default m6i.xlarge         CORE_COUNT    default 2
 #   INSTANCE_PROFILE  default fruits-emr-ec2     SERVICE_ROLE  default EMR_DefaultRole
 #   SUBNET_ID         optional subnet (default: EMR picks one in the default VPC)
 #   CLUSTER_NAME      default fruits-featurization
@@ -44,7 +44,7 @@ require_bucket
 [[ ${KEY_NAME} =~ ^[A-Za-z0-9._-]+$ ]] || die "KEY_NAME='${KEY_NAME}' has unexpected characters"
 RELEASE_LABEL=${RELEASE_LABEL:-emr-7.5.0}
 [[ ${RELEASE_LABEL} =~ ^emr-7\.[0-9]+\.[0-9]+$ ]] || die "RELEASE_LABEL must be an emr-7.x.y release, got '${RELEASE_LABEL}'"
-INSTANCE_TYPE=${INSTANCE_TYPE:-m5.xlarge}
+INSTANCE_TYPE=${INSTANCE_TYPE:-m6i.xlarge}  # scripts/emr/instances.py: most images per dollar
 CORE_COUNT=${CORE_COUNT:-2}
 [[ ${CORE_COUNT} =~ ^[1-9][0-9]*$ ]] || die "CORE_COUNT must be a positive number, got '${CORE_COUNT}'"
 INSTANCE_PROFILE=${INSTANCE_PROFILE:-fruits-emr-ec2}

@@ -14,8 +14,8 @@ Forms: ``definition`` (the ASL JSON), ``template --out FILE`` (the deployable te
 (the papermill command of the step for that run). Settings come from the environment: those of
 cluster.py, plus STACK_NAME (default fruits-nightly), INPUT_PATH (default s3://BUCKET/fruits-360),
 OUTPUT_PATH (default s3://BUCKET/outputs/nightly), NOTEBOOK_URI (default
-s3://BUCKET/notebooks/cloud.ipynb), COST_PER_HOUR (USD per hour of the cluster; default 0.28 per
-m5.xlarge node), STEP_TIMEOUT_MINUTES (default 180), CREATE_TIMEOUT_MINUTES (default 60),
+s3://BUCKET/notebooks/cloud.ipynb), COST_PER_HOUR (USD per hour of the cluster; default: instances.py's
+eu-west-3 price of a node of INSTANCE_TYPE x nodes), STEP_TIMEOUT_MINUTES (default 180), CREATE_TIMEOUT_MINUTES (default 60),
 SCHEDULE_EXPRESSION (default cron(0 2 * * ? *)), SCHEDULE_TIMEZONE (default Europe/Paris),
 FLEXIBLE_WINDOW_MINUTES (default 15), NOTIFICATION_EMAIL (default none). Stdlib only.
 """
@@ -31,6 +31,7 @@ from typing import Dict, List, Mapping
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cluster  # noqa: E402  (the cluster definition beside this file)
+import instances  # noqa: E402  (the instance types' prices, beside this file)
 
 EMR_DIR = Path(__file__).resolve().parent
 TEMPLATE = EMR_DIR / "nightly.yaml"
@@ -39,8 +40,6 @@ DEFINITION_MARKER = "DefinitionString: '{}'  # rendered by nightly.py"
 CODE_MARKER = "ZipFile: ''  # rendered by nightly.py"
 #: Cluster states in which a cluster still costs money.
 ACTIVE_STATES = ["STARTING", "BOOTSTRAPPING", "RUNNING", "WAITING"]
-#: On-demand price of one m5.xlarge node in eu-west-3, EC2 + EMR (README, "Cost").
-M5_XLARGE_NODE_PER_HOUR = 0.28
 SDK_RETRY = [{"ErrorEquals": ["States.ALL"], "IntervalSeconds": 20, "MaxAttempts": 3, "BackoffRate": 2.0}]
 LAMBDA_RETRY = [{"ErrorEquals": ["Lambda.ServiceException", "Lambda.AWSLambdaException",
                                  "Lambda.SdkClientException", "Lambda.TooManyRequestsException"],
@@ -87,9 +86,9 @@ def settings(environ: Mapping[str, str] = os.environ) -> Dict[str, str]:
         values[name] = (env.get(name) or default).rstrip("/") if name.endswith("_PATH") else (env.get(name) or default)
     if env.get("COST_PER_HOUR"):
         values["COST_PER_HOUR"] = env["COST_PER_HOUR"]
-    elif values["INSTANCE_TYPE"] == "m5.xlarge":
+    elif instances.node_price_per_hour(values["INSTANCE_TYPE"]) is not None:
         nodes = 1 + int(values["CORE_COUNT"])
-        values["COST_PER_HOUR"] = f"{M5_XLARGE_NODE_PER_HOUR * nodes:.2f}"
+        values["COST_PER_HOUR"] = f"{instances.node_price_per_hour(values['INSTANCE_TYPE']) * nodes:.2f}"
     else:
         raise cluster.SettingError(
             f"set COST_PER_HOUR to the hourly price of 1 + {values['CORE_COUNT']} {values['INSTANCE_TYPE']} "

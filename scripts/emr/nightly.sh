@@ -31,7 +31,8 @@
 #   NOTIFICATION_EMAIL    subscribed to the topic (confirm AWS's email once); default none
 #   STEP_TIMEOUT_MINUTES  default 180                   CREATE_TIMEOUT_MINUTES  default 60
 #   COST_PER_HOUR         USD per hour of the cluster, for the run's cost estimate
-#                         (default 0.28 per m5.xlarge node: 0.84 for 1 + 2)
+#                         (default: scripts/emr/instances.py's price of a node of
+#                         INSTANCE_TYPE; 0.28 per m6i.xlarge node: 0.84 for 1 + 2)
 #   INSTANCE_TYPE, CORE_COUNT, RELEASE_LABEL, INSTANCE_PROFILE, SERVICE_ROLE, IDLE_TIMEOUT,
 #   EBS_ROOT_GB, OWNER, DATA_CLASSIFICATION, SUBNET_ID, KEY_NAME (optional)
 #                         the cluster, as for create_cluster.sh
