@@ -42,7 +42,8 @@ def build(variant: str, image_size: int, batch_size: int):
     from keras.applications import imagenet_utils
 
     from helpers.features import FeatureExtractor
-    from helpers.weights import build_model, load_weight_set
+    from helpers.reference_model import build_model
+    from helpers.weights import load_weight_set
 
     weight_set = load_weight_set("torchvision")
     extractor = FeatureExtractor(weight_set, image_size, batch_size)

@@ -6,10 +6,13 @@ One module per concern:
 - :mod:`helpers.config`: the run's parameters (:class:`~helpers.config.PipelineConfig`).
 - :mod:`helpers.images`: decoding and preprocessing of encoded image bytes; each file's label
   and split.
+- :mod:`helpers.torch_checkpoint`: a restricted reader of legacy ``torch.save`` files.
+- :mod:`helpers.torchvision_keras`: torchvision's MobileNetV2 tensors as Keras layer weights.
 - :mod:`helpers.weights`: MobileNetV2 ImageNet weights (offline torchvision file, Keras, .h5).
+- :mod:`helpers.reference_model`: the Keras MobileNetV2 the chain's graph is checked against.
 - :mod:`helpers.features`: the feature extractor and its Spark pandas UDF.
 - :mod:`helpers.reduction`: PCA fit, choice of k, projection.
-- :mod:`helpers.storage`: paths, Parquet/CSV/JSON outputs, atomic publication of the manifest.
+- :mod:`helpers.storage`: the one seam for local and S3 paths, Parquet/CSV/JSON outputs.
 - :mod:`helpers.manifest`: what a published run consists of; :func:`read_features` reads it.
 - :mod:`helpers.session`: the Spark session (local, YARN, existing Livy session, S3A).
 - :mod:`helpers.plots`: figures (variance, scatter, sample grid).
@@ -17,6 +20,8 @@ One module per concern:
 - :mod:`helpers.pipeline`: the chain's stages, as the notebooks call them.
 - :mod:`helpers.classify`: a logistic regression on the PCA features (are they useful?).
 - :mod:`helpers.report`: the run's summary and its self-contained ``report.html``.
+- :mod:`helpers.report_page`, :mod:`helpers.report_html`, :mod:`helpers.class_summary`: the
+  report's cells, their HTML export, and the table of images per class.
 - :mod:`helpers.cluster`: what the executors run (helpers, TensorFlow, oneDNN): one probe job.
 - :mod:`helpers.lock`: one run at a time per ``output_path`` (local disk and S3).
 - :mod:`helpers.history`: one row per run in ``output_path/history/``.

@@ -6,7 +6,6 @@ The notebooks' ``parameters`` cells mirror these fields; papermill overrides the
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 from dataclasses import dataclass
 from typing import Any, Dict, Optional
@@ -120,8 +119,11 @@ class PipelineConfig:
 
     @property
     def effective_s3_endpoint(self) -> str:
-        """The S3 endpoint to configure: the parameter, else ``$FRUITS_S3_ENDPOINT``, else ``""``."""
-        return self.s3_endpoint or os.environ.get(S3_ENDPOINT_ENV, "")
+        """The S3 endpoint to configure: the parameter, else ``$FRUITS_S3_ENDPOINT``, else ``""``
+        (:func:`helpers.storage.resolve_s3_endpoint`)."""
+        from helpers.storage import resolve_s3_endpoint  # storage reads S3_ENDPOINT_ENV here
+
+        return resolve_s3_endpoint(self.s3_endpoint)
 
     @classmethod
     def from_parameters(cls, parameters: Dict[str, Any]) -> "PipelineConfig":

@@ -7,11 +7,11 @@ computed in a test, in a notebook cell or on an EMR executor is the same number.
 
 The extractor runs MobileNetV2 as a plain TensorFlow graph written from the weights
 (:func:`mobilenet_v2_features`): each BatchNormalization is folded into the convolution before
-it, so every layer is one fused convolution + bias (+ ReLU6). It computes what
-:func:`helpers.weights.build_model`'s Keras model computes (same padding per flavour; features
-within 1e-4, cosine > 0.99999), with fewer operations and no Keras layers to build (its speed:
-``docs/benchmarks.md``); the workers' cold start is mostly TensorFlow's import, which
-:mod:`helpers.worker_daemon` does once per executor, before forking the workers.
+it, so every layer is one fused convolution + bias (+ ReLU6). It computes what the reference
+Keras model (:func:`helpers.reference_model.build_model`) computes (same padding per flavour;
+features within 1e-4, cosine > 0.99999), with fewer operations and no Keras layers to build
+(its speed: ``docs/benchmarks.md``); the workers' cold start is mostly TensorFlow's import,
+which :mod:`helpers.worker_daemon` does once per executor, before forking the workers.
 
 Public contract (relied on by other code and checks)::
 
@@ -40,7 +40,6 @@ from helpers.weights import (
     FLAVOUR_TORCHVISION,
     TORCH_BATCHNORM_EPSILON,
     WeightSet,
-    build_model,
     load_weight_set,
 )
 
@@ -187,22 +186,10 @@ class FeatureExtractor:
         self.image_size = image_size
         self.batch_size = batch_size
         self.weight_set = weight_set
-        self._model: Any = None
         self._infer = mobilenet_v2_features(weight_set, image_size)
         # Trace the graph now, on one blank image, so that building the extractor is the whole
         # cold start and the first real batch already runs at full speed.
         self._infer(np.zeros((1, image_size, image_size, 3), dtype=np.uint8))
-
-    @property
-    def model(self) -> Any:
-        """The equivalent Keras model (:func:`helpers.weights.build_model`), built on first use.
-
-        The extractor does not run it; it is the reference its graph is checked against.
-        """
-        if self._model is None:
-            self._model = build_model(self.weight_set, image_size=self.image_size,
-                                      include_top=False)
-        return self._model
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         """Features of ``pixels`` (``(n, size, size, 3)`` uint8) as ``(n, 1280)`` float32."""

@@ -24,7 +24,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from helpers import cluster, plots, report, storage
+from helpers import class_summary, cluster, plots, report, storage
 from helpers.lock import OutputLock
 from helpers.manifest import (PART_COLUMN, Part, feature_parts, plan_parts, read_parts,
                               referenced_runs)
@@ -243,11 +243,11 @@ class Run:
         counts["split"] = counts["split"].fillna("(none)")
         return counts
 
-    def class_summary(self) -> "report.ClassSummary":
+    def class_summary(self) -> "class_summary.ClassSummary":
         """Images per class: the whole table for a few classes, a summary for many (classes,
         images per class min / median / max, smallest and largest classes, the whole table
-        folded); see :class:`helpers.report.ClassSummary`. :meth:`class_counts` is the table."""
-        return report.class_summary(self.class_counts())
+        folded); see :class:`helpers.class_summary.ClassSummary`. :meth:`class_counts` is the table."""
+        return class_summary.class_summary(self.class_counts())
 
     def sample_images(self, per_class: int = 6, max_classes: int = 12) -> Any:
         """A figure: a grid of up to ``per_class`` images of each class (decoded on the driver).
@@ -607,11 +607,9 @@ class Run:
         """Delete run folders other than this run and the one it replaced (kept for readers
         still on it, and for the next incremental run's fallback); killed runs go too. Run
         folders holding feature parts that either of the two names are kept whole."""
-        keep = referenced_runs(self.manifest) | referenced_runs(self.previous_manifest)
-        runs = storage.output_location(self.config.output_path, storage.RUNS_DIR)
-        for name in storage.list_names(self.spark, runs):
-            if name not in keep:
-                storage.delete(self.spark, storage.output_location(runs, name))
+        storage.delete_all_but(
+            self.spark, storage.output_location(self.config.output_path, storage.RUNS_DIR),
+            keep=referenced_runs(self.manifest) | referenced_runs(self.previous_manifest))
 
     def summary(self) -> str:
         """The closing lines: images, failures, k, explained variance, where outputs are."""

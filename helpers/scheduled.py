@@ -24,7 +24,7 @@ import sys
 from datetime import datetime, timezone
 from typing import Any, Dict, List, Optional
 
-from helpers import history, lock, log
+from helpers import history, lock, log, storage
 from helpers.config import PipelineConfig
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
@@ -47,10 +47,6 @@ def _value(text: str) -> Any:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
         return text
-
-
-def _absolute(path: str) -> str:
-    return path if "://" in path or path.startswith("file:") else os.path.abspath(path)
 
 
 def parse_arguments(argv: Optional[List[str]]) -> argparse.Namespace:
@@ -92,10 +88,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     log.configure("", sys.stderr)  # the root logger: papermill's records too
     from helpers.pipeline import new_run_id
 
-    output = _absolute(arguments.output)
+    output = storage.to_local_or_uri(arguments.output)
     parameters: Dict[str, Any] = {name: _value(value) for name, value in arguments.parameter}
     parameters.update({
-        "input_path": _absolute(arguments.input), "output_path": output, "incremental": True,
+        "input_path": storage.to_local_or_uri(arguments.input), "output_path": output,
+        "incremental": True,
         "run_id": arguments.run_id or new_run_id(datetime.now(timezone.utc)),
     })
     if arguments.cost_per_hour is not None:
@@ -108,7 +105,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     run_id = config.run_id
 
     # A fast look at the lock (local output_path: no Spark needed); the run itself takes it.
-    if lock.storage.local_file(output) is not None:
+    if storage.local_file(output) is not None:
         holder = lock.read_holder(None, output)
         if holder is not None and lock.stale_reason(holder) is None:
             print(f"scheduled run {run_id} not started: output_path {output} is in use by "
@@ -116,7 +113,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             return EXIT_LOCKED
 
     executed = history.executed_notebook_location(output, run_id, arguments.notebook)
-    local_executed = lock.storage.local_file(executed)
+    local_executed = storage.local_file(executed)
     if local_executed is not None:
         os.makedirs(os.path.dirname(local_executed), exist_ok=True)
     print(f"scheduled run {run_id}: {arguments.notebook} -> {output} "

@@ -207,8 +207,8 @@ def compare(torch_python: str, tolerance: float) -> int:
     import keras
 
     from helpers.features import extract_features
-    from helpers.weights import (build_model, decode_top, load_weight_set, preprocess_pixels,
-                                 torchvision_weights_path)
+    from helpers.reference_model import build_model, decode_top, preprocess_pixels
+    from helpers.weights import load_weight_set, torchvision_weights_path
 
     contents = read_inputs(INPUTS)
     pixels = decode_inputs(contents, IMAGE_SIZE)

@@ -8,7 +8,7 @@ import re
 import pandas as pd
 import pytest
 
-from helpers import history, plots, report
+from helpers import history, plots, report_html, report_page
 
 ROWS = [
     {"run_id": "night-1", "started_at": "2026-12-01T01:00:00+00:00", "minutes": 2.5,
@@ -52,10 +52,10 @@ def test_report_section_shows_the_table_and_the_plot():
                 "pca_skipped": "PCA skipped: needs at least 2 images, 1 featurized",
                 "parameters": {}, "seconds": {}}
     counts = pd.DataFrame({"split": ["Training"], "label": ["Kiwi"], "images": [260]})
-    notebook = report.report_notebook(manifest, counts, pd.DataFrame(columns=["path", "reason"]),
-                                      {report.HISTORY_PLOT: plots.figure_png(figure)},
+    notebook = report_page.report_notebook(manifest, counts, pd.DataFrame(columns=["path", "reason"]),
+                                      {report_page.HISTORY_PLOT: plots.figure_png(figure)},
                                       history=ROWS)
-    page = report.export_html(notebook)
+    page = report_html.export_html(notebook)
     assert "8. Run history" in page and "The last 2 runs" in page
     assert "<td>night-1</td>" in page and "<td>yarn</td>" in page
     assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', page)) == 1

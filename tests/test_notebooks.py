@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import REPO, copy_subset
-from helpers import report
+from helpers import report_html
 from helpers.config import PipelineConfig
 
 NOTEBOOKS = {name: os.path.join(REPO, "notebooks", f"{name}.ipynb") for name in ("local", "cloud")}
@@ -112,7 +112,7 @@ def test_local_notebook_runs_headless_with_papermill(local_notebook_run, caplog)
         assert not png.data["text/plain"].startswith("<Figure"), png.data["text/plain"]
     assert any(png.data["text/plain"].startswith("Explained variance of the PCA") for png in pngs)
     with caplog.at_level(logging.WARNING):
-        exported = report.export_notebook(local_notebook_run["notebook"])
+        exported = report_html.export_notebook(local_notebook_run["notebook"])
     assert not [r for r in caplog.records if "Alternative text" in r.getMessage()], caplog.text
     alts = re.findall(r'<img\b[^>]*?\balt="([^"]*)"', exported)
     assert len(alts) == exported.count("<img ") == len(pngs)

@@ -17,11 +17,12 @@ import pandas as pd
 import pytest
 
 from browser import CHROMIUM, measure_page
-from helpers import classify, plots, report
+from helpers import class_summary, classify, plots, report, report_html, report_page
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-REPORT_FIGURES = (report.CLASS_COUNTS_PLOT, report.SAMPLE_GRID_PLOT, report.SCATTER_PLOT,
-                  report.TIMINGS_PLOT, classify.CONFUSION_PLOT, report.HISTORY_PLOT)
+REPORT_FIGURES = (report_page.CLASS_COUNTS_PLOT, report_page.SAMPLE_GRID_PLOT,
+                  report_page.SCATTER_PLOT, report_page.TIMINGS_PLOT, classify.CONFUSION_PLOT,
+                  report_page.HISTORY_PLOT)
 
 
 @pytest.fixture(scope="module")
@@ -114,13 +115,13 @@ def test_report_notebook_caps_failures_and_says_why_a_classifier_was_skipped():
                 "k": 2, "explained_variance_kept": 0.97, "seconds": {"featurize": 2.0, "list": 1.0},
                 "parameters": {"k": None, "output_path": "/out"}, "versions": {"numpy": "2"}}
     skipped = classify.Classification(labels=["Kiwi"], skipped="no images in a Test split")
-    notebook = report.report_notebook(manifest, counts, failures, {}, skipped)
-    page = report.export_html(notebook)
-    assert page.count("cannot identify image file") == report.MAX_FAILURES_LISTED + 1  # + summary
+    notebook = report_page.report_notebook(manifest, counts, failures, {}, skipped)
+    page = report_html.export_html(notebook)
+    assert page.count("cannot identify image file") == report_page.MAX_FAILURES_LISTED + 1  # + summary
     assert "10 more in" in page
     assert "Classifier skipped: no images in a Test split" in page
     assert "<td>None</td>" in page  # k = None shown as such, not as an empty cell
-    assert list(report.ordered_seconds(manifest["seconds"])) == ["list", "featurize"]
+    assert list(report_page.ordered_seconds(manifest["seconds"])) == ["list", "featurize"]
 
 
 def test_command_line_prints_summary_and_report_and_exports_a_notebook(report_run, tmp_path, capsys):
@@ -231,9 +232,9 @@ def test_class_summary_lists_few_classes_and_summarises_many():
         return pd.DataFrame(rows + [("Test", f"class {i:03d}", 2) for i in range(classes)],
                             columns=["split", "label", "images"])
 
-    few = report.class_summary(counts(plots.MANY_CLASSES))
+    few = class_summary.class_summary(counts(plots.MANY_CLASSES))
     assert not few.many and "class 019" in few._repr_html_() and "<details>" not in few._repr_html_()
-    many = report.class_summary(counts(plots.MANY_CLASSES + 2))  # 22 classes: 12 .. 33 images
+    many = class_summary.class_summary(counts(plots.MANY_CLASSES + 2))  # 22 classes: 12 .. 33 images
     assert many.many and many.classes == 22
     assert many.statistics["all splits"].tolist() == [22, sum(range(12, 34)), 12, 22.5, 33]
     assert list(many.smallest.index) == [f"class {i:03d}" for i in range(5)]

@@ -18,7 +18,7 @@ import pytest
 
 from browser import CHROMIUM, measure_page
 from corpus import write_many_classes
-from helpers import classify, plots, report
+from helpers import classify, plots, report, report_page
 from helpers.config import PipelineConfig
 from helpers.pipeline import run_pipeline
 
@@ -89,7 +89,7 @@ def test_the_page_summarises_the_classes_and_keeps_the_whole_table_folded(many_c
     for label in written["Training"]:
         assert f"<th>{html.escape(label)}</th>" in folded.group(1), label
     # the whole table is in a file too
-    with open(run.location(report.CLASS_COUNTS_CSV), encoding="utf-8") as handle:
+    with open(run.location(report_page.CLASS_COUNTS_CSV), encoding="utf-8") as handle:
         lines = handle.read().splitlines()
     assert lines[0] == "class,Training,Test,all splits" and len(lines) == 1 + CLASSES + 1
 

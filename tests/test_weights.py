@@ -1,4 +1,7 @@
-"""helpers.weights: torchvision's MobileNetV2 ImageNet weights read without torch, in Keras.
+"""Weights: torchvision's MobileNetV2 ImageNet weights read without torch, in the Keras reference.
+
+Covers :mod:`helpers.torch_checkpoint`, :mod:`helpers.torchvision_keras`, :mod:`helpers.weights`
+and :mod:`helpers.reference_model`.
 
 Real weights, real photos, no mocks. The classifier and the feature model are built once for
 the module. Reference probabilities below were measured with real PyTorch 2.13 on the same
@@ -13,6 +16,9 @@ import struct
 import numpy as np
 import pytest
 
+from helpers import reference_model as R
+from helpers import torch_checkpoint as C
+from helpers import torchvision_keras as M
 from helpers import weights as W
 from helpers.features import FEATURE_DIM
 from helpers.images import decode_image
@@ -39,7 +45,7 @@ TORCH_REFERENCE = {
 
 @pytest.fixture(scope="module")
 def state_dict():
-    return W.read_torch_legacy_state_dict(W.torchvision_weights_path())
+    return C.read_torch_legacy_state_dict(W.torchvision_weights_path())
 
 
 @pytest.fixture(scope="module")
@@ -53,12 +59,12 @@ def batch(weight_set):
     for name in PHOTOS:
         with open(os.path.join(REPO, "data", "photos", f"{name}.jpg"), "rb") as handle:
             pixels.append(decode_image(handle.read(), 224))
-    return W.preprocess_pixels(np.stack(pixels), weight_set.preprocess_mode)
+    return R.preprocess_pixels(np.stack(pixels), weight_set.preprocess_mode)
 
 
 @pytest.fixture(scope="module")
 def classifier(weight_set):
-    return W.build_model(weight_set, include_top=True)
+    return R.build_model(weight_set, include_top=True)
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +74,7 @@ def probabilities(classifier, batch):
 
 @pytest.fixture(scope="module")
 def feature_model(weight_set):
-    return W.build_model(weight_set.without_top(), include_top=False)
+    return R.build_model(weight_set.without_top(), include_top=False)
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +109,7 @@ def _legacy_file(path, body: bytes, storages=None) -> str:
     storages = storages or {}
     sys_info = {"protocol_version": 1001, "little_endian": True,
                 "type_sizes": {"short": 2, "int": 4, "long": 4}}
-    parts = [pickle.dumps(W.TORCH_LEGACY_MAGIC, 2), pickle.dumps(1001, 2),
+    parts = [pickle.dumps(C.TORCH_LEGACY_MAGIC, 2), pickle.dumps(1001, 2),
              pickle.dumps(sys_info, 2), body, pickle.dumps(list(storages), 2)]
     for array in storages.values():
         parts.append(struct.pack("<q", array.size) + array.tobytes())
@@ -123,7 +129,7 @@ def _state_dict_body(tensors) -> bytes:
 # ------------------------------------------------------------------------------------------
 
 def test_checkpoint_reads_into_numpy(state_dict):
-    again = W.read_torch_legacy_state_dict(W.torchvision_weights_path())
+    again = C.read_torch_legacy_state_dict(W.torchvision_weights_path())
     assert list(again) == list(state_dict)
     assert len(state_dict) == 314
     floats = {k: v for k, v in state_dict.items() if v.dtype == np.float32}
@@ -154,7 +160,7 @@ def test_reader_honours_offset_size_stride_and_dtypes(tmp_path):
     ])
     path = _legacy_file(tmp_path / "crafted.pth", body,
                         {"s0": floats, "s1": halves, "s2": longs})
-    result = W.read_torch_legacy_state_dict(path)
+    result = C.read_torch_legacy_state_dict(path)
     assert list(result) == ["matrix", "transposed", "strided", "broadcast", "half", "counter"]
     np.testing.assert_array_equal(result["matrix"], floats.reshape(3, 4))
     np.testing.assert_array_equal(result["transposed"], floats.reshape(3, 4).T)
@@ -174,14 +180,14 @@ def test_reader_refuses_out_of_bounds_views(tmp_path):
     body = _state_dict_body([("too_big", _tensor("FloatStorage", "s0", 12, 0, (4, 4), (4, 1)))])
     path = _legacy_file(tmp_path / "oob.pth", body, {"s0": np.zeros(12, dtype="<f4")})
     with pytest.raises(ValueError, match="past the end of storage"):
-        W.read_torch_legacy_state_dict(path)
+        C.read_torch_legacy_state_dict(path)
 
 
 def test_reader_refuses_wrong_storage_length(tmp_path):
     body = _state_dict_body([("t", _tensor("FloatStorage", "s0", 12, 0, (3,), (1,)))])
     path = _legacy_file(tmp_path / "short.pth", body, {"s0": np.zeros(3, dtype="<f4")})
     with pytest.raises(ValueError, match="has 3 elements, expected 12"):
-        W.read_torch_legacy_state_dict(path)
+        C.read_torch_legacy_state_dict(path)
 
 
 def test_restricted_unpickler_refuses_os_system(tmp_path):
@@ -190,7 +196,7 @@ def test_restricted_unpickler_refuses_os_system(tmp_path):
     body = b"cos\nsystem\n(S'touch " + str(marker).encode() + b"'\ntR."
     path = _legacy_file(tmp_path / "evil.pth", body)
     with pytest.raises(pickle.UnpicklingError, match=r"os\.system"):
-        W.read_torch_legacy_state_dict(path)
+        C.read_torch_legacy_state_dict(path)
     assert not marker.exists()
 
 
@@ -204,15 +210,15 @@ def test_restricted_unpickler_refuses_os_system(tmp_path):
 def test_restricted_unpickler_refuses_other_globals(tmp_path, module, name):
     body = b"\x80\x02" + _global(module, name) + b")R."
     path = _legacy_file(tmp_path / "foreign.pth", body)
-    with pytest.raises(W.RefusedGlobalError, match=f"refused global {module}.{name}"):
-        W.read_torch_legacy_state_dict(path)
+    with pytest.raises(C.RefusedGlobalError, match=f"refused global {module}.{name}"):
+        C.read_torch_legacy_state_dict(path)
 
 
 def test_reader_refuses_globals_in_the_header_too(tmp_path):
     path = tmp_path / "header.pth"
     path.write_bytes(b"cos\nsystem\n(S'true'\ntR.")
-    with pytest.raises(W.RefusedGlobalError, match=r"os\.system"):
-        W.read_torch_legacy_state_dict(str(path))
+    with pytest.raises(C.RefusedGlobalError, match=r"os\.system"):
+        C.read_torch_legacy_state_dict(str(path))
 
 
 def test_reader_rejects_files_that_are_not_legacy_checkpoints(tmp_path):
@@ -221,7 +227,7 @@ def test_reader_rejects_files_that_are_not_legacy_checkpoints(tmp_path):
         path = tmp_path / name
         path.write_bytes(content)
         with pytest.raises(ValueError):
-            W.read_torch_legacy_state_dict(str(path))
+            C.read_torch_legacy_state_dict(str(path))
 
 
 def test_missing_weights_package_says_how_to_install(monkeypatch):
@@ -236,7 +242,7 @@ def test_missing_weights_package_says_how_to_install(monkeypatch):
 # ------------------------------------------------------------------------------------------
 
 def test_every_float_tensor_is_used(state_dict, weight_set):
-    layers = W.torchvision_to_keras_layers(state_dict)
+    layers = M.torchvision_to_keras_layers(state_dict)
     floats = [v for v in state_dict.values() if v.dtype == np.float32]
     mapped = [a for arrays in layers.values() for a in arrays]
     assert len(mapped) == len(floats) == 262
@@ -250,12 +256,12 @@ def test_every_float_tensor_is_used(state_dict, weight_set):
     assert set(layers) == set(weight_set.layers)
     # An extra float tensor is an error; an extra counter is not.
     with pytest.raises(ValueError, match="not mapped"):
-        W.torchvision_to_keras_layers({**state_dict, "features.19.weight": np.ones(3, np.float32)})
-    W.torchvision_to_keras_layers({**state_dict, "x.num_batches_tracked": np.array(1)})
+        M.torchvision_to_keras_layers({**state_dict, "features.19.weight": np.ones(3, np.float32)})
+    M.torchvision_to_keras_layers({**state_dict, "x.num_batches_tracked": np.array(1)})
     missing = dict(state_dict)
     del missing["features.5.conv.1.1.running_var"]
     with pytest.raises(KeyError, match="features.5.conv.1.1.running_var"):
-        W.torchvision_to_keras_layers(missing)
+        M.torchvision_to_keras_layers(missing)
 
 
 def test_layouts_are_transposed_for_keras(state_dict, weight_set):
@@ -321,7 +327,7 @@ def test_graph_is_torchvisions(classifier):
 
 def test_keras_flavour_keeps_keras_graph(weight_set):
     keras_flavoured = W.WeightSet("imagenet", "keras", weight_set.without_top().layers)
-    model = W.build_model(keras_flavoured, image_size=96)
+    model = R.build_model(keras_flavoured, image_size=96)
     names = [layer.name for layer in model.layers]
     assert "Conv1_pad" not in names and model.get_layer("Conv1").padding == "same"
     assert model.get_layer("bn_Conv1").epsilon == 1e-3
@@ -330,17 +336,17 @@ def test_keras_flavour_keeps_keras_graph(weight_set):
 
 
 def test_orange_photo_is_an_orange(probabilities):
-    top = W.decode_top(probabilities[0], top=1)[0][0]
+    top = R.decode_top(probabilities[0], top=1)[0][0]
     assert top[:2] == (ORANGE, "orange")
 
 
 def test_fruits_photo_is_lemon_and_orange(probabilities):
-    top2 = {index for index, _, _ in W.decode_top(probabilities[1], top=2)[0]}
+    top2 = {index for index, _, _ in R.decode_top(probabilities[1], top=2)[0]}
     assert top2 == {ORANGE, LEMON}
 
 
 def test_apple_photo_gives_torchvisions_answer(probabilities):
-    top3 = [index for index, _, _ in W.decode_top(probabilities[2], top=3)[0]]
+    top3 = [index for index, _, _ in R.decode_top(probabilities[2], top=3)[0]]
     assert top3[0] == JACK_O_LANTERN
     assert set(top3[1:]) == {ORANGE, GRANNY_SMITH}
 
@@ -365,31 +371,31 @@ def test_features_are_the_classifiers_input(features, probabilities, weight_set)
 
 def test_build_model_checks_its_weights(weight_set):
     with pytest.raises(ValueError, match="no classifier"):
-        W.build_model(weight_set.without_top(), include_top=True)
+        R.build_model(weight_set.without_top(), include_top=True)
     broken = dict(weight_set.without_top().layers)
     del broken["block_7_project_BN"]
     with pytest.raises(ValueError, match="nothing for layer block_7_project_BN"):
-        W.build_model(W.WeightSet("broken", "torchvision", broken), image_size=64)
+        R.build_model(W.WeightSet("broken", "torchvision", broken), image_size=64)
     broken["block_7_project_BN"] = [a[:8] for a in weight_set.layers["block_7_project_BN"]]
     with pytest.raises(ValueError, match="block_7_project_BN expects weight shapes"):
-        W.build_model(W.WeightSet("broken", "torchvision", broken), image_size=64)
+        R.build_model(W.WeightSet("broken", "torchvision", broken), image_size=64)
 
 
 def test_preprocess_pixels_modes_and_copy():
     pixels = np.array([[[[0, 128, 255]]]], dtype=np.uint8)
-    torch_input = W.preprocess_pixels(pixels, "torch")
+    torch_input = R.preprocess_pixels(pixels, "torch")
     expected = (np.array([0, 128, 255]) / 255.0 - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225]
     np.testing.assert_allclose(torch_input[0, 0, 0], expected, rtol=1e-5)
     floats = pixels.astype(np.float32)
-    tf_input = W.preprocess_pixels(floats, "tf")
+    tf_input = R.preprocess_pixels(floats, "tf")
     np.testing.assert_allclose(tf_input[0, 0, 0], [-1.0, 128 / 127.5 - 1, 1.0], atol=1e-6)
     np.testing.assert_array_equal(floats, pixels)  # the caller's array is untouched
     with pytest.raises(ValueError):
-        W.preprocess_pixels(pixels, "caffe")
+        R.preprocess_pixels(pixels, "caffe")
 
 
 def test_class_names_offline():
-    names = W.imagenet_class_names()
+    names = R.imagenet_class_names()
     assert len(names) == 1000
     assert names[950] == "orange" and names[951] == "lemon"
     assert names[948] == "Granny_Smith" and names[607] == "jack-o'-lantern"
@@ -407,7 +413,7 @@ def test_weights_h5_round_trip_gives_identical_features(tmp_path, weight_set, ba
     for name, arrays in weight_set.layers.items():
         for a, b in zip(arrays, reloaded.layers[name]):
             np.testing.assert_array_equal(a, b)
-    model = W.build_model(reloaded.without_top())
+    model = R.build_model(reloaded.without_top())
     np.testing.assert_array_equal(np.asarray(model.predict(batch, verbose=0)), features)
 
 
