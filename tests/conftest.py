@@ -1,10 +1,13 @@
 """Shared fixtures: one real local Spark session, the real weights, small real data sets.
 
-Expensive things (Spark, the model, a pipeline run) are made once per test session.
+Expensive things (Spark, the model, a pipeline run) are made once per test session. Slow
+scenarios run in subprocesses (papermill runs, JupyterLab, scheduled nights) are declared with
+:func:`scenario` and run in one background lane while the other tests run (:func:`scenarios`).
 """
 import os
 import shutil
 import sys
+import threading
 
 import pytest
 
@@ -179,6 +182,8 @@ def s3_client(s3_server):
 SCENARIOS = {}
 #: Processes started with :func:`start` and not finished yet (killed if the session ends first).
 LIVE = set()
+#: Set when the session ends: a scenario still running starts nothing more and stops waiting.
+CLOSING = threading.Event()
 
 
 def scenario(name, needs=()):
@@ -202,11 +207,19 @@ class Lane:
     def submit(self, name, function, *arguments) -> None:
         self.futures[name] = self.executor.submit(function, *arguments)
 
+    def fail(self, name, error) -> None:
+        """The scenario could not start: its result is ``error``."""
+        from concurrent.futures import Future
+
+        self.futures[name] = Future()
+        self.futures[name].set_exception(error)
+
     def result(self, name):
         """The scenario's return value, or its failure raised here (in the test that waits)."""
         return self.futures[name].result()
 
     def close(self) -> None:
+        CLOSING.set()
         for future in self.futures.values():
             future.cancel()
         for process in list(LIVE):
@@ -225,7 +238,11 @@ def scenarios(request, tmp_path_factory):
         for name in getattr(item, "fixturenames", ()):
             if name in SCENARIOS and name not in lane.futures:
                 function, needs = SCENARIOS[name]
-                arguments = [request.getfixturevalue(need) for need in needs]
+                try:
+                    arguments = [request.getfixturevalue(need) for need in needs]
+                except (Exception, pytest.fail.Exception, pytest.skip.Exception) as error:
+                    lane.fail(name, error)  # only the tests of this scenario fail (or skip)
+                    continue
                 lane.submit(name, function, tmp_path_factory.mktemp(name), *arguments)
     yield lane
     lane.close()
@@ -242,6 +259,8 @@ def start(command, log_path, env=None):
     """Start ``command`` in the repository, its output (stdout and stderr) to ``log_path``."""
     import subprocess
 
+    if CLOSING.is_set():
+        pytest.fail("the test session is ending: nothing more is started")
     log = open(log_path, "wb")
     process = subprocess.Popen(command, cwd=REPO, env=subprocess_environment(env), stdout=log,
                                stderr=subprocess.STDOUT, start_new_session=True)
@@ -268,7 +287,7 @@ def wait_for_lock(read_holder, run_id, process, log_path, timeout=300):
     import time
 
     deadline = time.time() + timeout
-    while time.time() < deadline:
+    while time.time() < deadline and not CLOSING.is_set():
         holder = read_holder()
         if holder and holder.get("run_id") == run_id:
             return holder

@@ -28,7 +28,7 @@ import psutil
 import pytest
 from PIL import Image, ImageStat
 
-from conftest import REPO, copy_subset, scenario
+from conftest import CLOSING, REPO, copy_subset, scenario
 
 LAB_SCRIPT = os.path.join(REPO, "scripts", "lab.py")
 LOCAL_NOTEBOOK = os.path.join(REPO, "notebooks", "local.ipynb")
@@ -141,7 +141,7 @@ def wait_for(predicate, timeout, what, poll=1.0):
         result = predicate()
         if result:
             return result
-        if time.monotonic() > deadline:
+        if time.monotonic() > deadline or CLOSING.is_set():
             waited = what() if callable(what) else what
             pytest.fail(f"timed out after {timeout} s waiting for {waited}")
         time.sleep(poll)
