@@ -250,7 +250,8 @@ def scenarios(request, tmp_path_factory):
 
 def subprocess_environment(extra=None):
     """This environment (plus ``extra``) with the repository first on ``PYTHONPATH``."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1", **(extra or {}))
+    env = dict(os.environ, **(extra or {}))
+    env["PYTHONUNBUFFERED"] = "1"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, env.get("PYTHONPATH")]))
     return env
 
