@@ -14,7 +14,7 @@
 #
 # Usage:
 #   bootstrap-emr.sh <helpers-wheel-s3-uri> [<requirements-s3-uri>]
-#     <helpers-wheel-s3-uri>  required, e.g. s3://<bucket>/artifacts/fruits_helpers-0.1.0-py3-none-any.whl
+#     <helpers-wheel-s3-uri>  required, e.g. s3://<bucket>/artifacts/fruits_helpers-<version>-py3-none-any.whl
 #     <requirements-s3-uri>   optional; default: requirements-emr.txt next to the wheel, e.g.
 #                             s3://<bucket>/artifacts/requirements-emr.txt
 #   scripts/emr/upload_artifacts.sh puts this script, the wheel and requirements-emr.txt under

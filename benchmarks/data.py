@@ -17,6 +17,8 @@ from typing import Dict, List, Tuple
 import numpy as np
 from PIL import Image, ImageEnhance
 
+from helpers.images import KNOWN_SPLITS
+
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
 SAMPLE = os.path.join(REPO, "data", "sample")
 SIZE = 100
@@ -25,7 +27,7 @@ SIZE = 100
 def sample_images() -> List[Tuple[str, str]]:
     """(class, path) of every image of the bundled sample, sorted."""
     found = []
-    for split in ("Training", "Test"):
+    for split in KNOWN_SPLITS:
         for label in sorted(os.listdir(os.path.join(SAMPLE, split))):
             folder = os.path.join(SAMPLE, split, label)
             if not os.path.isdir(folder):

@@ -58,11 +58,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None)  # None: the chain's default
     args = parser.parse_args()
 
+    from helpers import log
     from helpers.config import PipelineConfig
     from helpers.features import TIMINGS_ENV
     from helpers.pipeline import run_pipeline
     from helpers.session import get_spark
 
+    log.configure()
     timings = tempfile.mkdtemp(prefix="fruits-timings-")
     os.environ[TIMINGS_ENV] = timings  # before the session: the Python workers inherit it
 

@@ -204,7 +204,8 @@ def main() -> None:
             for count in (200, 2000):
                 folder = os.path.join(work, f"memory{count}")
                 make_dataset(folder, count, seed=2)
-                driver = ("from helpers.config import PipelineConfig; from helpers.pipeline import run_pipeline; "
+                driver = ("from helpers import log; log.configure(); "
+                          "from helpers.config import PipelineConfig; from helpers.pipeline import run_pipeline; "
                           f"run_pipeline(PipelineConfig({folder!r}, {folder + '_out'!r}, spark_master='local[*]'))")
                 memory[count] = peak_tree_rss([sys.executable, "-c", driver])["peak_rss_mb"]
             results["memory_peak_mb"] = memory

@@ -4,7 +4,8 @@ One module per concern:
 
 - :mod:`helpers.onednn`: TensorFlow's oneDNN kernels on (x86) before TensorFlow is imported.
 - :mod:`helpers.config`: the run's parameters (:class:`~helpers.config.PipelineConfig`).
-- :mod:`helpers.images`: decoding and preprocessing of encoded image bytes.
+- :mod:`helpers.images`: decoding and preprocessing of encoded image bytes; each file's label
+  and split.
 - :mod:`helpers.weights`: MobileNetV2 ImageNet weights (offline torchvision file, Keras, .h5).
 - :mod:`helpers.features`: the feature extractor and its Spark pandas UDF.
 - :mod:`helpers.reduction`: PCA fit, choice of k, projection.
@@ -19,10 +20,33 @@ One module per concern:
 - :mod:`helpers.lock`: one run at a time per ``output_path`` (local disk and S3).
 - :mod:`helpers.history`: one row per run in ``output_path/history/``.
 - :mod:`helpers.scheduled`: the scheduled run (``make nightly``): papermill, incremental.
+- :mod:`helpers.log`: where the log lines go, set by the entry points (notebooks, CLIs).
 """
 # First, before any module can import TensorFlow: oneDNN on unless the user chose otherwise.
 from helpers.onednn import enable_onednn as _enable_onednn
 
 _enable_onednn()
 
-__version__ = "0.1.0"
+
+def _version() -> str:
+    """The version of the installed ``fruits-helpers`` distribution; from a source checkout that
+    is not installed, the one in the ``pyproject.toml`` beside this package (its one place,
+    read on Python 3.11+); ``"0+unknown"`` when neither can be read."""
+    import importlib.metadata
+    import os
+
+    try:
+        return importlib.metadata.version("fruits-helpers")
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        import tomllib
+
+        with open(os.path.join(root, "pyproject.toml"), "rb") as handle:
+            return str(tomllib.load(handle)["project"]["version"])
+    except (ImportError, OSError, KeyError, ValueError):
+        return "0+unknown"
+
+
+__version__ = _version()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 import numpy as np
 import pandas as pd
@@ -26,13 +26,15 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from helpers import plots, storage
+from helpers.images import TEST_SPLIT, TRAIN_SPLIT
 from helpers.reduction import PCA_COLUMN
+
+if TYPE_CHECKING:  # annotations only: helpers.pipeline imports this module (via report)
+    from helpers.pipeline import Run
 
 #: A child of the pipeline's logger: its lines go where the stage lines go.
 LOG = logging.getLogger("helpers.pipeline.classify")
 
-TRAIN_SPLIT = "Training"
-TEST_SPLIT = "Test"
 #: Small files written next to the outputs by :func:`evaluate_run`.
 CLASSIFICATION_JSON = "classification.json"
 CONFUSION_CSV = "confusion.csv"
@@ -232,7 +234,7 @@ def evaluate_frame(
     return result
 
 
-def evaluate_run(run: Any) -> Classification:
+def evaluate_run(run: Run) -> Classification:
     """Evaluate a run after ``run.reduce()``: a ``classify`` stage, plus its two small files.
 
     Writes ``classification.json`` and (unless skipped) ``confusion.csv`` (the whole matrix:

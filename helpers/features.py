@@ -9,10 +9,9 @@ The extractor runs MobileNetV2 as a plain TensorFlow graph written from the weig
 (:func:`mobilenet_v2_features`): each BatchNormalization is folded into the convolution before
 it, so every layer is one fused convolution + bias (+ ReLU6). It computes what
 :func:`helpers.weights.build_model`'s Keras model computes (same padding per flavour; features
-within 1e-4, cosine > 0.99999), about 20 % faster, and builds in a fraction of the time the
-Keras model takes (no Keras layers to create, a small graph to trace): the workers' cold start
-is mostly TensorFlow's import, which :mod:`helpers.worker_daemon` does once per executor, before
-forking the workers. See ``docs/benchmarks.md``.
+within 1e-4, cosine > 0.99999), with fewer operations and no Keras layers to build (its speed:
+``docs/benchmarks.md``); the workers' cold start is mostly TensorFlow's import, which
+:mod:`helpers.worker_daemon` does once per executor, before forking the workers.
 
 Public contract (relied on by other code and checks)::
 
@@ -45,7 +44,8 @@ from helpers.weights import (
     load_weight_set,
 )
 
-#: Length of one feature vector (MobileNetV2's last convolution, average-pooled).
+#: Length of one feature vector (MobileNetV2's last convolution, average-pooled; the input of
+#: the ImageNet classifier).
 FEATURE_DIM = 1280
 
 #: What the Spark UDF returns per image: the features, or the reason it failed.

@@ -8,20 +8,24 @@ caller can record the file and go on; nothing here ever lets a bad file crash a 
 from __future__ import annotations
 
 import io
-import posixpath
 import warnings
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image, ImageOps
+from pyspark.sql import Column
+from pyspark.sql import functions as F
 
 from helpers.config import IMAGE_EXTENSIONS
 
 #: Pillow's decompression-bomb guard, made explicit: images above this many pixels are refused.
 MAX_IMAGE_PIXELS = 50_000_000
 
-#: Split folder names recognised as the grandparent of an image (Fruits-360 layout).
-KNOWN_SPLITS = ("Training", "Test")
+#: Split folder names recognised as the grandparent of an image (Fruits-360 layout): the
+#: classifier trains on the first and evaluates on the second.
+TRAIN_SPLIT = "Training"
+TEST_SPLIT = "Test"
+KNOWN_SPLITS = (TRAIN_SPLIT, TEST_SPLIT)
 
 
 class ImageDecodeError(ValueError):
@@ -110,9 +114,19 @@ def is_image_path(path: str) -> bool:
     return path.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def label_and_split(path: str) -> Tuple[str, Optional[str]]:
-    """Label (parent folder) and split (grandparent, when Training/Test) of an image path."""
-    parent = posixpath.dirname(path.rstrip("/"))
-    label = posixpath.basename(parent)
-    split = posixpath.basename(posixpath.dirname(parent))
-    return label, (split if split in KNOWN_SPLITS else None)
+def label_columns(root: str) -> Tuple[Column, Column]:
+    """Spark columns ``label`` and ``split`` of the files listed under ``root``.
+
+    They are computed from the ``path`` column, as Spark's ``binaryFile`` source writes it;
+    ``root`` is the listed folder, qualified the same way (``file:/data``, ``s3a://b/p``)
+    without a trailing ``/``. ``label`` is the folder holding the file (``None`` for a file
+    directly in ``root``); ``split`` the folder above it when its name is in
+    :data:`KNOWN_SPLITS`, else ``None`` (no split folder, or another name).
+    """
+    parts = F.split(F.expr(f"substring(path, {len(root) + 2})"), "/")
+    label = F.when(F.size(parts) >= 2, F.element_at(parts, -2))
+    split = F.when(
+        (F.size(parts) >= 3) & F.element_at(parts, -3).isin(*KNOWN_SPLITS),
+        F.element_at(parts, -3),
+    )
+    return label.alias("label"), split.alias("split")

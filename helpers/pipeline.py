@@ -10,7 +10,6 @@ features are written to Parquet and everything after reads them back.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 import uuid
 from contextlib import contextmanager
@@ -29,11 +28,11 @@ from helpers import cluster, plots, report, storage
 from helpers.lock import OutputLock
 from helpers.config import IMAGE_EXTENSIONS, PipelineConfig
 from helpers.features import FEATURE_DIM, decode_error_udf, featurize_udf
-from helpers.images import KNOWN_SPLITS, ImageDecodeError, decode_image
+from helpers.images import ImageDecodeError, decode_image, label_columns
 from helpers.progress import TASKS_PER_CORE, SparkProgress
 from helpers.reduction import MIN_PCA_VECTORS, PCA_COLUMN, PcaFit, fit_pca, project
 from helpers.session import (balanced_file_scans, get_spark, restore_sigint,
-                             sigint_handler, task_cpus)
+                             sigint_handler, stop_jvm, task_cpus)
 from helpers.weights import WeightSet, load_weight_set
 
 LOG = logging.getLogger("helpers.pipeline")
@@ -52,20 +51,10 @@ NO_FEATURES = "decodes now but has no features: it may have changed during the r
 MAX_FAILED_PATHS_READ_BY_NAME = 10_000
 
 
-def _setup_logging() -> None:
-    if not LOG.handlers:
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-        LOG.addHandler(handler)
-        LOG.setLevel(logging.INFO)
-        LOG.propagate = False
-
-
 class Run:
     """One run of the chain over ``config.input_path`` into ``config.output_path``."""
 
     def __init__(self, config: PipelineConfig, spark: Optional[SparkSession] = None) -> None:
-        _setup_logging()
         self.config = config
         self.started_at = datetime.now(timezone.utc)
         self.run_id = config.run_id or new_run_id(self.started_at)
@@ -189,15 +178,7 @@ class Run:
 
     def _labelled(self, frame: DataFrame) -> DataFrame:
         """``frame`` with ``label`` (class folder) and ``split`` (Training/Test) from its path."""
-        parts = F.split(F.expr(f"substring(path, {len(self.root) + 2})"), "/")
-        return frame.select(
-            "*",
-            F.when(F.size(parts) >= 2, F.element_at(parts, -2)).alias("label"),
-            F.when(
-                (F.size(parts) >= 3) & F.element_at(parts, -3).isin(*KNOWN_SPLITS),
-                F.element_at(parts, -3),
-            ).alias("split"),
-        )
+        return frame.select("*", *label_columns(self.root))
 
     def _read_binary(self, *paths: str) -> DataFrame:
         return (
@@ -566,15 +547,7 @@ class Run:
         self.spark.stop()
         self.owns_session = False
         restore_sigint(self.sigint_before_spark, self.sigint_of_spark)
-        gateway = SparkContext._gateway  # noqa: SLF001 - the JVM pyspark launched for this process
-        jvm_process = getattr(gateway, "proc", None)
-        if jvm_process is None or jvm_process.stdin is None:
-            return  # a JVM pyspark did not start (a gateway given from outside): left alone
-        jvm_process.stdin.close()  # pyspark's gateway JVM exits when its stdin closes
-        jvm_process.wait(timeout=120)
-        gateway.close()
-        SparkContext._gateway = None  # noqa: SLF001
-        SparkContext._jvm = None  # noqa: SLF001
+        stop_jvm()  # a JVM pyspark did not start (a gateway given from outside) is left alone
 
 
 def new_run_id(moment: Optional[datetime] = None) -> str:

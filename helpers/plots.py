@@ -23,6 +23,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from helpers.images import KNOWN_SPLITS
+
 #: One style for all figures: large fonts, readable in a slide.
 STYLE: Dict[str, object] = {
     "figure.dpi": 100,
@@ -293,7 +295,7 @@ def class_counts_figure(counts: pd.DataFrame) -> Figure:
     """
     table = counts.pivot_table(index="label", columns="split", values="images",
                                aggfunc="sum", fill_value=0)
-    ordered = [split for split in ("Training", "Test") if split in table.columns]
+    ordered = [split for split in KNOWN_SPLITS if split in table.columns]
     table = table[ordered + [split for split in table.columns if split not in ordered]]
     if len(table) > MANY_CLASSES:
         return _class_histogram(table.sum(axis=1))

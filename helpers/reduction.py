@@ -3,11 +3,11 @@
 Two interchangeable ways to fit, both distributed (the feature matrix never comes to the
 driver; only d x d statistics do):
 
-- ``"spark-ml"``: ``pyspark.ml`` ``StandardScaler`` (centering) + ``PCA`` on
+- ``"spark-ml"``: ``pyspark.ml`` ``StandardScaler`` (centring) + ``PCA`` on
   ``array_to_vector(features)``.
 - ``"gram"`` (default): per-partition count, mean and centred ``X^T X`` computed with numpy
   BLAS in ``mapInArrow``, merged with ``treeReduce``, eigen-decomposed on the driver. One pass
-  over the data; about 10x faster than ``"spark-ml"``, whose JVM BLAS is slow (see
+  over the data, on numpy's BLAS instead of the JVM's (its speed against ``"spark-ml"``:
   ``docs/benchmarks.md``).
 
 Either way the result is a :class:`PcaFit`: mean, components, explained variance ratios of
@@ -15,14 +15,11 @@ every component, and k. Scores are centred, like numpy's and scikit-learn's PCA.
 """
 from __future__ import annotations
 
-import ctypes
 import functools
-import glob
-import os
 import pickle
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, List, Optional
+from typing import Iterator, List, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -32,6 +29,7 @@ from pyspark.ml.functions import array_to_vector
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, FloatType, StructField, StructType
+from threadpoolctl import ThreadpoolController
 
 from helpers.session import temporary_conf
 
@@ -79,45 +77,22 @@ class PcaFit:
         return float(np.sum(self.explained_variance[: self.k]))
 
 
-_openblas: Any = None
-
-
-def _openblas_library() -> Any:
-    """numpy's bundled OpenBLAS (``scipy-openblas``) through ctypes, or ``False`` if not found."""
-    global _openblas
-    if _openblas is None:
-        _openblas = False
-        libs = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
-        for path in sorted(glob.glob(os.path.join(libs, "libscipy_openblas*.so*"))):
-            try:
-                library = ctypes.CDLL(path)
-                library.scipy_openblas_set_num_threads64_.argtypes = [ctypes.c_int]
-                library.scipy_openblas_get_num_threads64_.restype = ctypes.c_int
-                _openblas = library
-                break
-            except (OSError, AttributeError):
-                continue
-    return _openblas
+@functools.lru_cache(maxsize=None)
+def _thread_pools() -> ThreadpoolController:
+    """The native thread pools loaded in this process (numpy's BLAS among them), found once."""
+    return ThreadpoolController()
 
 
 @contextmanager
 def single_threaded_blas() -> Iterator[None]:
-    """Run numpy's BLAS/LAPACK on one thread inside the block (no-op if it cannot be set).
+    """Run numpy's BLAS/LAPACK on one thread inside the block (``threadpoolctl``).
 
-    Spark already runs one Python worker per core, and on the driver the 1280 x 1280 ``eigh``
-    is faster on one thread than on cores shared with executors or other jobs (0.5 s against
-    1 to 8 s on a loaded 2-core machine; see ``docs/benchmarks.md``).
+    Spark already runs one Python worker per core; on the driver, the ``d x d`` ``eigh`` runs
+    on cores shared with executors or other jobs, where more threads only wait for each other
+    (see ``docs/benchmarks.md``).
     """
-    library = _openblas_library()
-    if not library:
+    with _thread_pools().limit(limits=1, user_api="blas"):
         yield
-        return
-    previous = library.scipy_openblas_get_num_threads64_()
-    library.scipy_openblas_set_num_threads64_(1)
-    try:
-        yield
-    finally:
-        library.scipy_openblas_set_num_threads64_(previous)
 
 
 def choose_k(explained_variance: List[float], variance_target: float) -> int:
@@ -170,9 +145,9 @@ def _fit_spark_ml(features: DataFrame) -> PcaFit:
     n, d = _count_and_dim(features)
     vectors = features.select(array_to_vector(FEATURES_COLUMN).alias("vector"))
     scaler = StandardScaler(
-        inputCol="vector", outputCol="centered", withMean=True, withStd=False
+        inputCol="vector", outputCol="centred", withMean=True, withStd=False
     )
-    pca = PCA(k=min(n, d), inputCol="centered", outputCol="projected")
+    pca = PCA(k=min(n, d), inputCol="centred", outputCol="projected")
     model = Pipeline(stages=[scaler, pca]).fit(vectors)
     scaler_model, pca_model = model.stages
     return PcaFit(
@@ -196,8 +171,8 @@ def _partition_moments(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordB
 
     Every Arrow batch is shifted by the partition's first-batch mean (so no large common offset
     is squared: the non-negative ReLU6 features have a big mean), multiplied as float32
-    (``(X - s)^T (X - s)``: one SYRK/GEMM per batch, twice the speed of float64 BLAS and half
-    the memory traffic) and accumulated in float64 across batches. The shift is removed exactly
+    (``(X - s)^T (X - s)``: one SYRK/GEMM per batch, half the memory traffic of float64) and
+    accumulated in float64 across batches. The shift is removed exactly
     at the end: ``M2 = S2 - S1 S1^T / n`` with ``S1`` the (small) sum of shifted rows.
     """
     count = 0
@@ -254,7 +229,7 @@ def _merge_packed(left: bytes, right: bytes) -> bytes:
 
 
 #: Rows per Arrow batch while fitting (the session's default, sized for images, is smaller):
-#: fewer, larger ``X^T X`` products run closer to BLAS peak (100,000 x 1280: fit 2.6 s -> 2.1 s).
+#: fewer, larger ``X^T X`` products run closer to BLAS peak (see ``docs/benchmarks.md``).
 GRAM_BATCH_ROWS = 4096
 ARROW_BATCH_ROWS_KEY = "spark.sql.execution.arrow.maxRecordsPerBatch"
 

@@ -61,13 +61,18 @@ import json
 import os
 import sys
 from datetime import datetime, timezone
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 import pandas as pd
 
-from helpers import onednn, plots
+from helpers import log, onednn, plots
 from helpers.classify import CLASSIFICATION_JSON, CONFUSION_CSV, CONFUSION_PLOT
+from helpers.images import KNOWN_SPLITS
 from helpers.storage import MANIFEST, VARIANCE_PLOT
+
+if TYPE_CHECKING:  # annotations only: helpers.pipeline imports this module
+    from helpers.classify import Classification
+    from helpers.pipeline import Run
 
 #: The report and the figures written next to it (``variance.png`` is the pipeline's own).
 REPORT_HTML = "report.html"
@@ -299,7 +304,7 @@ def counts_table(counts: pd.DataFrame) -> pd.DataFrame:
     """Images per class (rows) and split (columns), with totals."""
     table = counts.pivot_table(index="label", columns="split", values="images", aggfunc="sum",
                                fill_value=0)
-    ordered = [split for split in ("Training", "Test") if split in table.columns]
+    ordered = [split for split in KNOWN_SPLITS if split in table.columns]
     table = table[ordered + [c for c in table.columns if c not in ordered]]
     table["all splits"] = table.sum(axis=1)
     table.loc["all classes"] = table.sum(axis=0)
@@ -669,7 +674,8 @@ def _run_facts(manifest: Dict[str, Any]) -> List[Tuple[str, Any]]:
 
 
 # -- the run's report ----------------------------------------------------------------------
-def write_report(run: Any, classification: Any = None, per_class: int = 6) -> str:
+def write_report(run: Run, classification: Optional[Classification] = None,
+                 per_class: int = 6) -> str:
     """Write ``report.html`` and its PNG figures next to the run's outputs; return where.
 
     Call it last, after ``run.write_manifest()`` (and :func:`helpers.classify.evaluate_run`).
@@ -749,6 +755,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--notebook", help="an executed notebook (.ipynb, local or s3://): "
                                            "written as .html without code next to it")
     arguments = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    log.configure()
     print(summary_text(read_manifest(arguments.output_path)))
     if arguments.notebook:
         target = os.path.splitext(arguments.notebook)[0] + ".html"

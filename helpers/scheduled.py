@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import argparse
 import ast
-import logging
 import os
 import sys
 from datetime import datetime, timezone
 from typing import Any, Dict, List, Optional
 
-from helpers import history, lock
+from helpers import history, lock, log
 from helpers.config import PipelineConfig
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
@@ -90,7 +89,7 @@ def papermill_kernel(notebook: str) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     arguments = parse_arguments(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    log.configure("", sys.stderr)  # the root logger: papermill's records too
     from helpers.pipeline import new_run_id
 
     output = _absolute(arguments.output)

@@ -17,6 +17,7 @@ import threading
 from contextlib import contextmanager
 from typing import Any, Dict, Iterator, List
 
+from pyspark import SparkContext
 from pyspark.sql import SparkSession
 
 from helpers import onednn
@@ -175,6 +176,30 @@ def restore_sigint(before: Any, spark_handler: Any) -> None:
         signal.signal(signal.SIGINT, before)
 
 
+def stop_jvm(timeout_s: float = 120) -> bool:
+    """End the JVM that pyspark launched for this Python process; its SparkContext must be
+    stopped first (``spark.stop()``).
+
+    pyspark keeps that JVM (its py4j gateway) for the life of the process, even with no
+    context left; it exits when its stdin closes. This closes it, waits up to ``timeout_s``
+    seconds for the JVM to exit, closes the gateway and clears pyspark's references to it, so
+    that a later session in the same process starts a new JVM.
+
+    Returns ``False``, doing nothing, when pyspark did not launch the JVM (no gateway, or one
+    given from outside, as under Livy); ``True`` once the JVM has exited.
+    """
+    gateway = SparkContext._gateway  # noqa: SLF001 - the JVM pyspark launched for this process
+    jvm_process = getattr(gateway, "proc", None)
+    if jvm_process is None or jvm_process.stdin is None:
+        return False
+    jvm_process.stdin.close()  # pyspark's gateway JVM exits when its stdin closes
+    jvm_process.wait(timeout=timeout_s)
+    gateway.close()
+    SparkContext._gateway = None  # noqa: SLF001
+    SparkContext._jvm = None  # noqa: SLF001
+    return True
+
+
 def task_cpus(spark: SparkSession) -> int:
     """Cores given to each Spark task (``spark.task.cpus``): the threads one model may use."""
     return int(spark.sparkContext.getConf().get("spark.task.cpus", "1"))
@@ -203,11 +228,10 @@ def balanced_partition_bytes(
 
     Spark packs files (largest first, each counted with ``open_cost``) into partitions of at
     most ``max_bytes``: 5,000 small images on 2 cores make 5 full partitions and a small
-    sixth, and the last wave runs on one core while the other waits (a fifth of the
-    featurization's time). The bound returned here asks for a multiple of ``slots``
+    sixth, and the last wave runs on one core while the other waits. The bound returned here asks for a multiple of ``slots``
     partitions (never above ``max_bytes``) and holds ``ceil(files / partitions)`` files of the
     largest size: the first partitions, which get the largest files, are never short of a file
-    (a bound sized on the mean left one image over, run alone as one more wave); partitions of
+    (a bound sized on the mean file would leave one over, run alone as one more wave); partitions of
     smaller files may hold a few more. ``min_waves``: at least that many partitions per slot
     (more, shorter tasks: progress, which Spark reports per finished task, moves in smaller
     steps).

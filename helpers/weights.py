@@ -54,8 +54,6 @@ TORCH_BATCHNORM_EPSILON = 1e-5
 PREDICTIONS_LAYER = "predictions"
 #: Name of the padding layer inserted before ``Conv1`` in the torchvision-flavoured graph.
 CONV1_PAD_LAYER = "Conv1_pad"
-#: Length of the pooled feature vector (include_top=False).
-FEATURE_SIZE = 1280
 #: Number of ImageNet-1k classes (include_top=True).
 NUM_CLASSES = 1000
 

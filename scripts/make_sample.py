@@ -45,6 +45,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from helpers.images import KNOWN_SPLITS, TEST_SPLIT, TRAIN_SPLIT
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PHOTOS = REPO_ROOT / "data" / "photos"
 DEFAULT_OUT = REPO_ROOT / "data" / "sample"
@@ -59,7 +61,6 @@ LIGHT_JITTER = 0.12  # +-12 % brightness and contrast
 MASTER_SIDE = 176  # crops are downscaled once to this longest side before the per-view work
 FEATHER = 0.02  # blur radius of the ellipse edge, as a fraction of the crop's longest side
 JPEG_QUALITY = 90
-SPLITS: Tuple[str, ...] = ("Training", "Test")
 BACKGROUND = (255, 255, 255)
 
 Box = Tuple[int, int, int, int]
@@ -111,7 +112,7 @@ def make_master(photo: Image.Image, box: Box) -> Master:
 
 def view_angles(count: int, split: str, rng: np.random.Generator) -> List[float]:
     """Angles of one recording: 360*i/N plus jitter; Test is offset by half a step."""
-    offset = 0.0 if split == "Training" else 0.5
+    offset = 0.0 if split == TRAIN_SPLIT else 0.5
     jitter = rng.uniform(-ANGLE_JITTER, ANGLE_JITTER, size=count)
     return [float((360.0 * (i + offset) / count + j) % 360.0) for i, j in enumerate(jitter)]
 
@@ -160,7 +161,7 @@ def clear_output(out: Path) -> None:
         return
     if not out.is_dir():
         raise SystemExit(f"error: {out} exists and is not a directory")
-    allowed = set(SPLITS) | {"README.md"}
+    allowed = set(KNOWN_SPLITS) | {"README.md"}
     unexpected = sorted(p.name for p in out.iterdir() if p.name not in allowed)
     if unexpected:
         raise SystemExit(
@@ -244,8 +245,8 @@ def build(
 
     clear_output(out)
     counts: Dict[str, int] = {}
-    per_split = {"Training": train_per_class, "Test": test_per_class}
-    for split_index, split in enumerate(SPLITS):
+    per_split = {TRAIN_SPLIT: train_per_class, TEST_SPLIT: test_per_class}
+    for split_index, split in enumerate(KNOWN_SPLITS):
         count = per_split[split]
         for class_index, (cls, master) in enumerate(zip(CLASSES, masters)):
             rng = class_rng(seed, split_index, class_index)
@@ -277,8 +278,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     counts = build(args.photos, args.out, args.seed, args.train_per_class, args.test_per_class)
-    per_class = {"Training": args.train_per_class, "Test": args.test_per_class}
-    for split in SPLITS:
+    per_class = {TRAIN_SPLIT: args.train_per_class, TEST_SPLIT: args.test_per_class}
+    for split in KNOWN_SPLITS:
         print(
             f"{split}: {len(CLASSES)} classes x {per_class[split]} = {counts[split]} images "
             f"of {SIZE}x{SIZE} in {args.out / split}"

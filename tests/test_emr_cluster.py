@@ -15,18 +15,22 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 from typing import Dict, List
 
 import pytest
 
+from helpers.images import KNOWN_SPLITS
+
 ROOT = Path(__file__).resolve().parents[1]
 EMR = ROOT / "scripts" / "emr"
 BASH = shutil.which("bash") or "/bin/bash"
 BUCKET = "fruits-test-bucket"
 VENV_PY = "/opt/fruits/venv/bin/python"
-WHEEL_NAME = "fruits_helpers-0.1.0-py3-none-any.whl"
+VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+WHEEL_NAME = f"fruits_helpers-{VERSION}-py3-none-any.whl"
 SHELLCHECK_HINT = "shellcheck is not installed (Debian/Ubuntu: apt-get install -y shellcheck)"
 SHELL_SCRIPTS = sorted(EMR.glob("*.sh")) + [ROOT / "bootstrap-emr.sh"]
 RUNNABLE_SCRIPTS = [p for p in SHELL_SCRIPTS if p.name != "common.sh"]
@@ -414,7 +418,7 @@ def test_help(path: Path) -> None:
 
 def test_upload_data_syncs_the_fruits_folders_and_the_sample(tmp_path: Path) -> None:
     fruits = tmp_path / "fruits-360"
-    for split in ("Training", "Test"):
+    for split in KNOWN_SPLITS:
         (fruits / split / "Apple").mkdir(parents=True)
     result = run_script("upload_data.sh", str(fruits), env={"DRY_RUN": "1", "BUCKET": BUCKET})
     assert result.returncode == 0, result.stderr
@@ -437,7 +441,7 @@ def test_upload_data_refuses_a_folder_without_splits(tmp_path: Path) -> None:
 
 def test_upload_artifacts_builds_and_uploads(tmp_path: Path) -> None:
     shutil.copytree(EMR, tmp_path / "scripts" / "emr")
-    for name in ("bootstrap-emr.sh", "requirements-emr.txt"):
+    for name in ("bootstrap-emr.sh", "requirements-emr.txt", "pyproject.toml"):
         shutil.copy(ROOT / name, tmp_path / name)
     (tmp_path / "notebooks").mkdir()
     (tmp_path / "notebooks" / "cloud.ipynb").write_text("{}")
@@ -735,7 +739,7 @@ def helpers_wheel(tmp_path_factory) -> Path:
 def test_helpers_wheel_holds_the_package_only(helpers_wheel: Path) -> None:
     names = zipfile.ZipFile(helpers_wheel).namelist()
     packages = {name.split("/")[0] for name in names}
-    assert packages == {"helpers", "fruits_helpers-0.1.0.dist-info"}
+    assert packages == {"helpers", f"fruits_helpers-{VERSION}.dist-info"}
     assert "helpers/config.py" in names
     sources = {p.relative_to(ROOT).as_posix() for p in (ROOT / "helpers").glob("*.py")}
     assert sources <= set(names)
@@ -748,11 +752,33 @@ def test_helpers_wheel_has_init(helpers_wheel: Path) -> None:
 
 
 def test_helpers_wheel_metadata(helpers_wheel: Path) -> None:
-    metadata = zipfile.ZipFile(helpers_wheel).read("fruits_helpers-0.1.0.dist-info/METADATA").decode()
+    metadata = zipfile.ZipFile(helpers_wheel).read(f"fruits_helpers-{VERSION}.dist-info/METADATA").decode()
     assert re.search(r"^Name: fruits-helpers$", metadata, re.MULTILINE)
-    assert re.search(r"^Version: 0\.1\.0$", metadata, re.MULTILINE)
+    assert re.search(rf"^Version: {re.escape(VERSION)}$", metadata, re.MULTILINE)
     assert re.search(r"^Requires-Python: >=3\.9$", metadata, re.MULTILINE)
     assert "Requires-Dist" not in metadata  # dependencies come from the requirements files
+
+
+def test_the_package_reads_its_version_from_pyproject(tmp_path: Path) -> None:
+    import helpers
+
+    assert helpers.__version__ == VERSION  # installed: the distribution's metadata
+    # A source checkout that is not installed (no site-packages): the pyproject.toml beside it.
+    shutil.copytree(ROOT / "helpers", tmp_path / "helpers",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    text = (ROOT / "pyproject.toml").read_text()
+    (tmp_path / "pyproject.toml").write_text(text.replace(f'version = "{VERSION}"', 'version = "9.8.7"'))
+    env = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
+
+    def version() -> str:
+        printed = subprocess.run([sys.executable, "-S", "-c", "import helpers; print(helpers.__version__)"],
+                                 cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+        assert printed.returncode == 0, printed.stderr
+        return printed.stdout.strip()
+
+    assert version() == "9.8.7"
+    (tmp_path / "pyproject.toml").unlink()
+    assert version() == "0+unknown"
 
 
 # ---------------------------------------------------------------------------------------------

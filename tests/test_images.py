@@ -1,9 +1,11 @@
-"""Decode contract: every edge case is either pixels of the right shape or a readable error."""
+"""Images: every decode edge case is pixels of the right shape or a readable error; every listed
+file gets the label and split the chain gives it (real Spark)."""
 import numpy as np
 import pytest
 
 from corpus import EXPECTED, edge_case_files, jpeg_bytes, photo, upright_image
-from helpers.images import ImageDecodeError, decode_batch, decode_image, is_image_path, label_and_split
+from helpers import storage
+from helpers.images import ImageDecodeError, decode_batch, decode_image, is_image_path, label_columns
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -54,9 +56,31 @@ def test_decode_batch_keeps_order_and_reports_each_failure():
     assert "empty" in errors[1] and "empty" in errors[3]
 
 
-def test_paths_extensions_labels_and_splits():
+def test_image_extensions_in_any_letter_case():
     assert is_image_path("a/b/x.JPG") and is_image_path("x.jpeg") and is_image_path("y.Png")
     assert not is_image_path("notes.txt") and not is_image_path("x.jpg.bak")
-    assert label_and_split("s3://b/p/Training/Apple Red/0_100.jpg") == ("Apple Red", "Training")
-    assert label_and_split("/data/Test/Kiwi/1_100.jpg") == ("Kiwi", "Test")
-    assert label_and_split("/data/Kiwi/1_100.jpg") == ("Kiwi", None)
+
+
+#: Files under the listed folder -> (label, split) the chain gives them.
+LAYOUT = {
+    "Training/Apple Red 2/0_100.jpg": ("Apple Red 2", "Training"),
+    "Test/Kiwi/1_100.jpg": ("Kiwi", "Test"),
+    "Test/Pear 3/r2_100.jpg": ("Pear 3", "Test"),
+    "Kiwi/2_100.jpg": ("Kiwi", None),  # class folders without a split folder
+    "Validation/Fig/3_100.jpg": ("Fig", None),  # a split folder the chain does not know
+    "more/Training/Lime/4_100.jpg": ("Lime", "Training"),  # deeper: the last two folders count
+    "Training/5_100.jpg": ("Training", None),  # an image directly in a split folder
+    "6_100.jpg": (None, None),  # an image directly in the listed folder: no class
+}
+
+
+def test_label_columns_name_class_and_split_from_the_spark_path(spark, tmp_path):
+    root = tmp_path / "fruits 360 v2"  # spaces and digits in the listed folder's name too
+    for name in LAYOUT:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"not decoded here")
+    listed = storage.qualified(spark, str(root)).rstrip("/")
+    files = spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(listed)
+    rows = files.select("path", *label_columns(listed)).collect()
+    found = {row.path[len(listed) + 1:]: (row.label, row.split) for row in rows}
+    assert found == LAYOUT

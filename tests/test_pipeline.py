@@ -12,6 +12,7 @@ import pytest
 
 from helpers.config import PipelineConfig
 from helpers.features import FEATURE_DIM, extract_features
+from helpers.images import KNOWN_SPLITS
 from helpers.pipeline import Run
 from helpers.reduction import choose_k, fit_pca
 
@@ -74,7 +75,7 @@ def test_features_parquet(pipeline_run, small_dataset):
     }
     assert "Pêche de vigne été" in classes
     assert set(features.label) == classes
-    assert set(features.split) == {"Training", "Test"}
+    assert set(features.split) == set(KNOWN_SPLITS)
     edge = features[features.label == "Edge cases"]
     assert len(edge) == sum(1 for why in expected.values() if why == "ok")
 

@@ -11,12 +11,13 @@ from typing import Dict
 import pytest
 from PIL import Image
 
+from helpers.images import KNOWN_SPLITS, TEST_SPLIT, TRAIN_SPLIT
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = REPO_ROOT / "scripts" / "make_sample.py"
 PHOTOS = REPO_ROOT / "data" / "photos"
 COMMITTED = REPO_ROOT / "data" / "sample"
-SPLITS = ("Training", "Test")
-MIN_PER_CLASS = {"Training": 30, "Test": 10}
+MIN_PER_CLASS = {TRAIN_SPLIT: 30, TEST_SPLIT: 10}
 FILE_NAME = re.compile(r"^\d+_100\.jpg$")
 
 
@@ -60,10 +61,10 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Path]:
 def test_layout_and_images(runs: Dict[str, Path]) -> None:
     out = runs["first"]
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "Test", "Training"]
-    classes = {split: sorted(p.name for p in (out / split).iterdir()) for split in SPLITS}
+    classes = {split: sorted(p.name for p in (out / split).iterdir()) for split in KNOWN_SPLITS}
     assert classes["Training"] == classes["Test"]
     assert len(classes["Training"]) >= 6
-    for split in SPLITS:
+    for split in KNOWN_SPLITS:
         for name in classes[split]:
             folder = out / split / name
             assert folder.is_dir()

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Dict, List, Mapping
 
 EMR_DIR = Path(__file__).resolve().parent
+PYPROJECT = EMR_DIR.parent.parent / "pyproject.toml"
 APPLICATIONS = ("Hadoop", "Spark", "Livy", "JupyterHub")
 TEMPLATES = ("instance-groups.json", "configurations.json", "bootstrap-actions.json")
 SAFE_VALUE = re.compile(r"^[A-Za-z0-9._:/@+-]*$")
@@ -89,10 +90,29 @@ def _fill(text: str, values: Mapping[str, str]) -> object:
     return json.loads(text)
 
 
+def helpers_version(pyproject: Path = PYPROJECT) -> str:
+    """The ``version`` of the ``[project]`` table of ``pyproject.toml``: the helpers' one version."""
+    section = ""
+    for line in pyproject.read_text().splitlines():
+        header = re.fullmatch(r"\s*\[([^\]]+)\]\s*(#.*)?", line)
+        if header:
+            section = header.group(1).strip()
+            continue
+        found = re.fullmatch(r'\s*version\s*=\s*"([^"]+)"\s*(#.*)?', line)
+        if section == "project" and found:
+            return found.group(1)
+    raise SettingError(f"no version in the [project] table of {pyproject}")
+
+
+def helpers_wheel() -> str:
+    """File name of the helpers wheel that ``pip wheel`` builds for this version."""
+    return f"fruits_helpers-{helpers_version()}-py3-none-any.whl"
+
+
 def cli_files(values: Mapping[str, str]) -> Dict[str, object]:
     """The three JSON files of ``aws emr create-cluster`` (CLI shapes), filled in."""
     fill = {"BUCKET": values["BUCKET"], "INSTANCE_TYPE": values["INSTANCE_TYPE"],
-            "CORE_COUNT": values["CORE_COUNT"]}
+            "CORE_COUNT": values["CORE_COUNT"], "HELPERS_WHEEL": helpers_wheel()}
     return {name: _fill((EMR_DIR / name).read_text(), fill) for name in TEMPLATES}
 
 
@@ -172,10 +192,13 @@ def create_cluster_args(values: Mapping[str, str], render_dir: Path) -> List[str
 
 def main(argv: List[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("form", choices=("run-job-flow", "create-cluster-args"))
+    parser.add_argument("form", choices=("run-job-flow", "create-cluster-args", "helpers-wheel"))
     parser.add_argument("--render-dir", type=Path, help="where create-cluster-args writes its JSON files")
     args = parser.parse_args(argv)
     try:
+        if args.form == "helpers-wheel":
+            print(helpers_wheel())
+            return 0
         values = settings()
         if args.form == "run-job-flow":
             print(json.dumps(run_job_flow(values), indent=2))

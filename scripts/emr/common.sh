@@ -22,8 +22,6 @@ export REGION DRY_RUN EMR_DIR REPO_ROOT
 readonly DATA_PREFIX=fruits-360 SAMPLE_PREFIX=sample ARTIFACTS_PREFIX=artifacts
 # shellcheck disable=SC2034
 readonly NOTEBOOKS_PREFIX=notebooks OUTPUTS_PREFIX=outputs JUPYTER_PREFIX=jupyter LOGS_PREFIX=logs
-# shellcheck disable=SC2034
-readonly HELPERS_WHEEL=fruits_helpers-0.1.0-py3-none-any.whl
 
 log() {
   printf '%s [%s] %s\n' "$(date -u '+%Y-%m-%dT%H:%M:%SZ')" "$(basename "$0")" "$*" >&2

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # upload_artifacts.sh: build the helpers wheel and put what the cluster needs under
 # s3://<bucket>/artifacts/ and s3://<bucket>/notebooks/:
-#   artifacts/fruits_helpers-0.1.0-py3-none-any.whl   built here, from helpers/ and pyproject.toml
+#   artifacts/fruits_helpers-<version>-py3-none-any.whl built here, from helpers/ and pyproject.toml
 #   artifacts/requirements-emr.txt                    pinned, hash-checked cluster packages
 #   artifacts/bootstrap-emr.sh                        the bootstrap action (bootstrap-actions.json)
 #   notebooks/cloud.ipynb                             read by the papermill step (add_papermill_step.sh)
@@ -11,7 +11,8 @@
 #
 # Usage: BUCKET=<your-bucket> [REGION=eu-west-3] [PYTHON=.venv/bin/python] [DRY_RUN=1]
 #        scripts/emr/upload_artifacts.sh [--no-build]
-#   --no-build  upload dist/fruits_helpers-0.1.0-py3-none-any.whl as it is.
+#   --no-build  upload dist/fruits_helpers-<version>-py3-none-any.whl as it is.
+# <version> is the one in pyproject.toml (read by cluster.py helpers-wheel, with python3).
 set -Eeuo pipefail
 # shellcheck source-path=SCRIPTDIR source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -34,7 +35,7 @@ if [[ ${BUILD} == 1 ]]; then
   run rm -rf build
   run "${PYTHON}" -m pip wheel --no-deps --no-build-isolation -w dist .
 fi
-WHEEL=dist/${HELPERS_WHEEL}
+WHEEL=dist/$(python3 "${EMR_DIR}/cluster.py" helpers-wheel)
 [[ ${DRY_RUN} == 1 || -f ${WHEEL} ]] || die "no ${WHEEL}: build it first (drop --no-build)"
 [[ -f notebooks/cloud.ipynb ]] || die "no notebooks/cloud.ipynb to upload"
 
