@@ -45,12 +45,21 @@ lab: $(INSTALLED) check-java
 # each CURVE size, oneDNN on and off; SKIP=p8,pca,memory,precision,sizes,onednn leaves parts out,
 # BENCH_JSON=path writes the JSON there instead of benchmarks/results/latest.json; see
 # docs/benchmarks.md.
+# SCALE=full: the whole local chain (notebook + report) on 102,639 Fruits-360-shaped images in 155
+# classes, a 2,000-image run for memory, then an incremental run with 1,000 new images
+# (benchmarks/full.py; JSON in benchmarks/results/full.json); N=... runs it at another size.
+# The generated images are cached in benchmarks/data-cache/ (or $BENCH_DATA) and reused.
 N ?= 300
 REPEATS ?= 3
 CURVE ?= 100,1000,5000
 bench: $(INSTALLED) check-java
+ifeq ($(SCALE),full)
+	$(PY) -m benchmarks.full $(if $(filter-out file,$(origin N)),--n $(N)) \
+		$(if $(BENCH_JSON),--output $(BENCH_JSON))
+else
 	$(PY) -m benchmarks.run --n $(N) --repeats $(REPEATS) --curve "$(CURVE)" $(if $(SKIP),--skip $(SKIP)) \
 		$(if $(BENCH_JSON),--output $(BENCH_JSON))
+endif
 
 check-java:
 	@$(PYTHON) scripts/check_java.py

@@ -32,7 +32,7 @@ import tempfile
 import threading
 import time
 from statistics import median
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import psutil
 
@@ -66,10 +66,16 @@ def python_modules(module: str, *args: str) -> List[Dict]:
     return [json.loads(line) for line in completed.stdout.splitlines() if line.startswith("{")]
 
 
-def peak_tree_rss(command: List[str]) -> Dict:
-    """Run ``command``; sample the summed RSS of it and all its descendants every 0.2 s."""
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env=dict(os.environ, SPARK_LOCAL_IP="127.0.0.1", TF_CPP_MIN_LOG_LEVEL="2"))
+def peak_tree_rss(command: List[str], env: Optional[Dict[str, str]] = None,
+                  log: Optional[str] = None) -> Dict:
+    """Run ``command`` (environment ``env`` added; output to the file ``log`` or nowhere);
+    sample the summed RSS of it and all its descendants every 0.2 s; peak and wall seconds."""
+    output = open(log, "ab") if log else subprocess.DEVNULL
+    started = time.perf_counter()
+    process = subprocess.Popen(command, cwd=REPO, stdout=output, stderr=subprocess.STDOUT if log
+                               else subprocess.DEVNULL,
+                               env=dict(os.environ, SPARK_LOCAL_IP="127.0.0.1",
+                                        TF_CPP_MIN_LOG_LEVEL="2", **(env or {})))
     root = psutil.Process(process.pid)
     peak = 0
     while process.poll() is None:
@@ -84,9 +90,13 @@ def peak_tree_rss(command: List[str]) -> Dict:
             break
         peak = max(peak, total)
         time.sleep(0.2)
+    seconds = time.perf_counter() - started
+    if log:
+        output.close()
     if process.returncode != 0:
-        raise RuntimeError(f"{command} failed with {process.returncode}")
-    return {"peak_rss_mb": peak / 2**20}
+        raise RuntimeError(f"{command} failed with {process.returncode}"
+                           + (f" (output in {log})" if log else ""))
+    return {"peak_rss_mb": peak / 2**20, "seconds": round(seconds, 3)}
 
 
 def machine() -> Dict:

@@ -10,6 +10,7 @@ One module per concern:
 - :mod:`helpers.features`: the feature extractor and its Spark pandas UDF.
 - :mod:`helpers.reduction`: PCA fit, choice of k, projection.
 - :mod:`helpers.storage`: paths, Parquet/CSV/JSON outputs, atomic publication of the manifest.
+- :mod:`helpers.manifest`: what a published run consists of; :func:`read_features` reads it.
 - :mod:`helpers.session`: the Spark session (local, YARN, existing Livy session, S3A).
 - :mod:`helpers.plots`: figures (variance, scatter, sample grid).
 - :mod:`helpers.progress`: progress of long Spark work (a Jupyter bar, plain log lines).
@@ -50,3 +51,12 @@ def _version() -> str:
 
 
 __version__ = _version()
+
+
+def read_features(spark, output_path):  # noqa: ANN001, ANN201 (pyspark imported on call)
+    """The features of every image of the run published in ``output_path``, one row per image
+    (path, label, split, features), from all the folders holding them
+    (:func:`helpers.manifest.read_features`)."""
+    from helpers.manifest import read_features as read_published_features
+
+    return read_published_features(spark, output_path)

@@ -20,6 +20,9 @@ S3_ENDPOINT_ENV = "FRUITS_S3_ENDPOINT"
 #: Image file extensions read by the chain (compared in lower case).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
+#: Default bound on the Training images per class the features' check fits its classifier on.
+CLASSIFIER_PER_CLASS = 100
+
 #: What a ``run_id`` may hold: it names a folder (``runs/<run_id>/``, ``history/<run_id>/``).
 RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]+")
 
@@ -51,6 +54,9 @@ class PipelineConfig:
             start time (``YYYYMMDDTHHMMSSZ-xxxxxx``). A scheduler passes its own to find the run.
         cost_per_hour: USD per hour of the machines running the chain; when set, the run
             history estimates each run's cost as ``minutes / 60 * cost_per_hour``.
+        classifier_per_class: the classifier that checks the features (:mod:`helpers.classify`)
+            is fitted on at most this many Training images per class (a seeded sample), so
+            that its cost stays small at any size; ``None``: on all of them.
         progress: show the progress of long stages (featurization, PCA, writes) as a bar in
             Jupyter and plain lines in logs; file scans are then cut into at least
             :data:`helpers.progress.TASKS_PER_CORE` tasks per core so that it moves.
@@ -71,6 +77,7 @@ class PipelineConfig:
     seed: int = 42
     run_id: Optional[str] = None
     cost_per_hour: Optional[float] = None
+    classifier_per_class: Optional[int] = CLASSIFIER_PER_CLASS
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -100,6 +107,11 @@ class PipelineConfig:
             raise ValueError(f"cost_per_hour must be a number of USD >= 0 or None, "
                              f"got {self.cost_per_hour!r}")
         self.cost_per_hour = None if self.cost_per_hour is None else float(self.cost_per_hour)
+        if self.classifier_per_class is not None and int(self.classifier_per_class) < 1:
+            raise ValueError(f"classifier_per_class must be a positive number of images or "
+                             f"None, got {self.classifier_per_class!r}")
+        self.classifier_per_class = (None if self.classifier_per_class is None
+                                     else int(self.classifier_per_class))
         self.variance_target = float(self.variance_target)
         self.image_size = int(self.image_size)
         self.batch_size = int(self.batch_size)

@@ -14,7 +14,7 @@ import time
 import uuid
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 from urllib.parse import unquote, urlparse
 
 import numpy as np
@@ -26,13 +26,15 @@ from pyspark.sql.window import Window
 
 from helpers import cluster, plots, report, storage
 from helpers.lock import OutputLock
+from helpers.manifest import (PART_COLUMN, Part, feature_parts, plan_parts, read_parts,
+                              referenced_runs)
 from helpers.config import IMAGE_EXTENSIONS, PipelineConfig
 from helpers.features import FEATURE_DIM, decode_error_udf, featurize_udf
 from helpers.images import ImageDecodeError, decode_image, label_columns
 from helpers.progress import TASKS_PER_CORE, SparkProgress
 from helpers.reduction import MIN_PCA_VECTORS, PCA_COLUMN, PcaFit, fit_pca, project
 from helpers.session import (balanced_file_scans, get_spark, restore_sigint,
-                             sigint_handler, stop_jvm, task_cpus)
+                             sigint_handler, stop_jvm, task_cpus, temporary_conf)
 from helpers.weights import WeightSet, load_weight_set
 
 LOG = logging.getLogger("helpers.pipeline")
@@ -46,6 +48,9 @@ NO_CLASS_FOLDER = "no class folder: the image lies directly in input_path"
 EMPTY_FILE = "empty file (0 bytes)"
 VANISHED = "gone or unreadable when read again for its error"
 NO_FEATURES = "decodes now but has no features: it may have changed during the run"
+
+#: Bytes each file counts for when the listing packs files into tasks (it reads no content).
+LISTING_OPEN_COST = 1 << 20
 
 #: Up to this many failed images are read again by name; beyond, the input is scanned once.
 MAX_FAILED_PATHS_READ_BY_NAME = 10_000
@@ -70,6 +75,14 @@ class Run:
             self.spark = spark or get_spark(config)
             self.sigint_of_spark = sigint_handler() if self.owns_session else None
         self.images_through_model = self.spark.sparkContext.accumulator(0)
+        # Set by list_images(): the input's qualified root, its file scan (one file index,
+        # shared by every stage that reads the images) and the listing (cached).
+        self.root: str = ""
+        self.files: Optional[DataFrame] = None
+        self.listing: Optional[DataFrame] = None
+        # Set by featurize(): the features of every image (all parts) and the parts.
+        self.features: Optional[DataFrame] = None
+        self.feature_parts: List[Part] = []
         self.weight_set: Optional[WeightSet] = None
         self.images_total = 0
         self.listed_bytes = (0, 0)  # total and largest file size of the listing
@@ -135,16 +148,22 @@ class Run:
                 if not storage.exists(self.spark, path):
                     raise FileNotFoundError(f"input_path does not exist: {path}")
                 self.root = storage.qualified(self.spark, path).rstrip("/")
-                scan = self._read_binary(self.root).select("path", "length", "modificationTime")
-                indexed = scan.inputFiles()  # the driver's file index: no Spark job
-                limited = self.config.sample_limit is not None
-                # Zero-byte files are in the index but not in the scan: with a sample_limit they
-                # are added first (they may be among the first paths), else only when missing.
-                self.listing = self._cached_listing(
-                    self._with_empty_files(scan, indexed) if limited else scan)
-                if not limited and self.images_total < len(indexed):
-                    self.listing.unpersist()
-                    self.listing = self._cached_listing(self._with_empty_files(scan, indexed))
+                # One listing of the tree: this scan's file index serves every later read of
+                # all the images (featurize reads the contents through it).
+                with self._listing_scan():
+                    self.files = self._read_binary(self.root)
+                    scan = self.files.select("path", "length", "modificationTime")
+                    limited = self.config.sample_limit is not None
+                    # Zero-byte files are in the index but not in the scan: with a sample_limit
+                    # they are added first (they may be among the first paths), else only when
+                    # missing, to the cached listing (the files are not scanned again).
+                    self.listing = self._cached_listing(
+                        self._with_empty_files(scan) if limited else scan)
+                    if not limited and self.images_total < self._indexed_count():
+                        scanned = self.listing
+                        self.listing = self._cached_listing(self._with_empty_files(
+                            scanned.select("path", "length", "modificationTime")))
+                        scanned.unpersist()
             if self.images_total == 0:
                 raise ValueError(f"no .jpg/.jpeg/.png images found under input_path: {path}")
             LOG.info("listed %d images under %s", self.images_total, path)
@@ -162,14 +181,41 @@ class Run:
         self.listed_bytes = (int(counts[1] or 0), int(counts[2] or 0))
         return listing
 
-    def _with_empty_files(self, scanned: DataFrame, indexed: List[str]) -> DataFrame:
-        """Add the zero-byte files that Spark's file scan skips silently (length 0).
+    @contextmanager
+    def _listing_scan(self) -> Iterator[None]:
+        """The listing's file index and scan, cheap per file. The index: folders listed in at
+        most a few tasks per core, no block locations (the chain reads whole files, anywhere).
+        The scan: a few tasks per core with as many files each: it reads no content, so a file
+        costs its open, not its bytes (Spark's packing by bytes plus a small open cost would
+        make many tasks, and few files for the tasks of larger ones)."""
+        slots = max(1, self.spark.sparkContext.defaultParallelism // task_cpus(self.spark))
+        with temporary_conf(self.spark, "spark.sql.sources.ignoreDataLocality", "true"), \
+                temporary_conf(self.spark, "spark.sql.sources.parallelPartitionDiscovery.parallelism",
+                               str(slots * TASKS_PER_CORE)), \
+                temporary_conf(self.spark, "spark.sql.files.openCostInBytes", str(LISTING_OPEN_COST)), \
+                temporary_conf(self.spark, "spark.sql.files.maxPartitionBytes", str(2**62)), \
+                temporary_conf(self.spark, "spark.sql.files.minPartitionNum",
+                               str(slots * TASKS_PER_CORE)):
+            yield
 
-        ``indexed`` is the driver's file index (``DataFrame.inputFiles``, URI-encoded): files
-        in it that the scan did not return are added.
-        """
-        paths = self.spark.createDataFrame([(hadoop_path_string(uri),) for uri in indexed], "path string")
-        empty = paths.join(scanned, "path", "left_anti").select(
+    def _indexed_paths(self) -> List[str]:
+        """The paths of the listing's file index (every file, empty ones too), as Spark's
+        ``path`` column writes them (they cross from the JVM as one string)."""
+        jvm = self.spark.sparkContext._jvm  # noqa: SLF001 (py4j handle)
+        # One string, not one py4j call per path (20,000 calls: 6 s on a busy 2-core machine).
+        joined = jvm.scala.Predef.genericWrapArray(self.files._jdf.inputFiles()).mkString("\0")
+        return [hadoop_path_string(uri) for uri in str(joined).split("\0") if uri]
+
+    def _indexed_count(self) -> int:
+        """How many files the listing's file index holds (one call, no path crosses)."""
+        return len(self.files._jdf.inputFiles())  # noqa: SLF001
+
+    def _with_empty_files(self, scanned: DataFrame) -> DataFrame:
+        """Add the zero-byte files that Spark's file scan skips silently (length 0): the files
+        of the driver's file index that the scan did not return."""
+        indexed = self.spark.createDataFrame([(path,) for path in self._indexed_paths()],
+                                             "path string")
+        empty = indexed.join(scanned, "path", "left_anti").select(
             "path",
             F.lit(0).cast("long").alias("length"),
             F.lit(None).cast("timestamp").alias("modificationTime"),
@@ -214,9 +260,8 @@ class Run:
         window = F.row_number().over(
             Window.partitionBy("label").orderBy(F.xxhash64("path", F.lit(self.config.seed)))
         )
-        features = getattr(self, "features", None)
         candidates = (
-            features.select("path", "label") if features is not None
+            self.features.select("path", "label") if self.features is not None
             else self.listing.where(F.col("label").isNotNull() & (F.col("length") > 0))
         )
         chosen = (
@@ -248,43 +293,54 @@ class Run:
         """Run MobileNetV2 once per image; write ``features/``, ``failed/`` and ``inventory/``.
 
         The CNN's output goes straight into ``features/`` (one pass, nothing cached or staged).
-        Images missing from it afterwards are the failures: they are decoded again, without the
-        CNN, to record why. In incremental mode, images the last published run already
-        featurized (same path, size and modification time) are taken from its features.
+        Images sent to it that are missing from it afterwards are the failures: they are decoded
+        again, without the CNN, to record why. In incremental mode, images the last published run
+        already featurized (same path, size and modification time) keep their features where
+        they are: the run's features are then several folders (``feature_parts``, see
+        :mod:`helpers.manifest`), and :attr:`features` reads them all.
         """
         config = self.config
         with self.stage("weights"):
             self.weight_set = load_weight_set(config.weights, s3_endpoint=config.effective_s3_endpoint)
         with self.stage("featurize"):
             labelled = self.listing.where(F.col("label").isNotNull() & (F.col("length") > 0))
-            reused = self._reusable_features(labelled)
+            unchanged, kept, folded = self._reusable_parts(labelled)
             to_featurize = labelled
-            if reused is not None:
-                to_featurize = labelled.join(reused.select("path"), "path", "left_anti")
-            if config.sample_limit is not None or reused is not None:
+            if unchanged is not None:
+                to_featurize = labelled.join(unchanged, "path", "left_anti")
+            if config.sample_limit is not None or unchanged is not None:
                 rows = to_featurize.select("path", "length").collect()
                 contents = self._read_binary(*[row.path for row in rows]) if rows else None
                 lengths = [row.length for row in rows]
                 scanned = (len(rows), sum(lengths), max(lengths, default=0))
-            else:
-                contents = self._read_binary(self.root)
+            else:  # every image: the listing's own file index, not a second listing
+                contents = self.files
                 scanned = (self.images_total,) + self.listed_bytes
             new_features = self._featurize_contents(contents) if contents is not None else None
-            features = _union_all([reused, new_features])
-            if features is not None:
+            # Folded parts: their rows in use move into this run's part (see helpers.manifest).
+            written = _union_all([new_features, read_parts(self.spark, folded, unchanged)])
+            new_part: Optional[Part] = None
+            if written is not None:
                 waves = TASKS_PER_CORE if config.progress else 1
                 # Every core busy to the end; with progress, a few tasks per core so it moves.
                 with balanced_file_scans(self.spark, *scanned, min_waves=waves), \
                         self.progress("featurize", scanned[0], self.images_through_model):
-                    storage.write_parquet(features, self.location(storage.FEATURES_DIR))
-                self.features = storage.read_parquet(self.spark, self.location(storage.FEATURES_DIR))
-                self.images_featurized = self.features.count()  # from the Parquet footers
-            self.images_reused = reused.count() if reused is not None else 0
-            self._write_failures(labelled)
-            if features is None or self.images_featurized == 0:
+                    storage.write_parquet(written, self.location(storage.FEATURES_DIR))
+                rows_written = storage.read_parquet(
+                    self.spark, self.location(storage.FEATURES_DIR)).count()  # Parquet footers
+                if rows_written:
+                    new_part = {"path": self.location(storage.FEATURES_DIR),
+                                "rows": rows_written, "images": rows_written}
+            self.feature_parts = kept + ([new_part] if new_part else [])
+            self.images_featurized = sum(part["images"] for part in self.feature_parts)
+            self._write_failures(to_featurize, new_part)
+            if self.images_featurized == 0:
                 raise ValueError(f"no image under {config.input_path} could be featurized: see "
                                  f"{self.location(storage.FAILED_DIR)}")
-            self._write_inventory()
+            inventory = self._write_inventory(unchanged, kept, new_part)
+            self.features = read_parts(self.spark, self.feature_parts, inventory)
+            if unchanged is not None:
+                unchanged.unpersist()
             self._check_counts()
             # Which kernels TensorFlow used, driver and executors (the workers that just ran).
             self.tensorflow = cluster.tensorflow_record(self.spark)
@@ -311,12 +367,13 @@ class Run:
             .select("path", "label", "split", "result.features")
         )
 
-    def _write_failures(self, labelled: DataFrame) -> None:
+    def _write_failures(self, featurized: DataFrame, new_part: Optional[Part]) -> None:
         """Write ``failed/`` (path, reason) when any image failed; set ``images_failed``.
 
-        Failures are the listed images outside a class folder, the empty files, and the
-        labelled images that are not in ``features/``: those are read and decoded again (no
-        CNN) for the reason. The listing is cached, so the first two cost no file access.
+        Failures are the listed images outside a class folder, the empty files, and the images
+        this run sent to the CNN (``featurized``) that are not in its part ``new_part``: those
+        are read and decoded again (no CNN) for the reason. The listing is cached, so the first
+        two cost no file access; reused images are not looked at again.
         """
         unlabelled = self.listing.where(F.col("label").isNull())
         empty = self.listing.where(F.col("label").isNotNull() & (F.col("length") == 0))
@@ -325,11 +382,11 @@ class Run:
             empty.select("path", F.lit(EMPTY_FILE).alias("reason")),
         ]
         skipped = parts[0].union(parts[1]).count()
-        featurized = getattr(self, "features", None)
-        missing = (
-            labelled.join(featurized.select("path"), "path", "left_anti")
-            if featurized is not None else labelled
-        ).select("path").cache()
+        missing = featurized.select("path")
+        if new_part is not None:
+            written = storage.read_parquet(self.spark, new_part["path"]).select("path")
+            missing = missing.join(written, "path", "left_anti")
+        missing = missing.cache()
         undecoded = missing.count()
         if undecoded:
             parts.append(self._decode_reasons(missing, undecoded))
@@ -354,36 +411,64 @@ class Run:
             "path", F.lit(VANISHED).alias("reason"))
         return reasons.unionByName(vanished)
 
-    def _reusable_features(self, labelled: DataFrame) -> Optional[DataFrame]:
-        """Features of the last published run for unchanged images (incremental mode only)."""
+    def _reusable_parts(self, labelled: DataFrame
+                        ) -> Tuple[Optional[DataFrame], List[Part], List[Part]]:
+        """The last published run's features of unchanged images (incremental mode only).
+
+        Returns ``(unchanged, kept, folded)``: ``unchanged`` (path, part, cached) names the
+        images whose path, size and modification time are those the last run featurized, and
+        the feature folder holding each; ``kept`` and ``folded`` are that run's parts, as
+        :func:`helpers.manifest.plan_parts` splits them. ``(None, [], [])`` when nothing is
+        reused. Sets ``images_reused``; no feature is read here.
+        """
         previous = self.previous_manifest
         if not self.config.incremental or previous is None:
-            return None
+            return None, [], []
         outputs = previous.get("outputs", {})
+        parts = feature_parts(previous)
         same = (previous.get("parameters", {}).get("image_size") == self.config.image_size
                 and previous.get("weights", {}).get("source") == self.config.weights)
-        if not same or storage.INVENTORY_DIR not in outputs:
+        if not same or storage.INVENTORY_DIR not in outputs or not parts:
             LOG.info("incremental: the last run used other settings or has no inventory; "
                      "featurizing everything")
-            return None
+            return None, [], []
         inventory = storage.read_parquet(self.spark, outputs[storage.INVENTORY_DIR])
+        if PART_COLUMN not in inventory.columns:  # published before runs had parts: one folder
+            inventory = inventory.withColumn(PART_COLUMN, F.lit(parts[0]["path"]))
         unchanged = labelled.join(
-            inventory.where("featurized").select("path", "length", "modificationTime"),
+            inventory.where("featurized").select(
+                "path", "length", "modificationTime", PART_COLUMN),
             ["path", "length", "modificationTime"],
-        ).select("path")
-        previous_features = storage.read_parquet(self.spark, outputs[storage.FEATURES_DIR])
-        return previous_features.join(unchanged, "path", "left_semi")
+        ).select("path", PART_COLUMN).cache()
+        in_use = {row[PART_COLUMN]: int(row["count"])
+                  for row in unchanged.groupBy(PART_COLUMN).count().collect()}
+        self.images_reused = sum(in_use.values())
+        kept, folded = plan_parts(parts, in_use)
+        LOG.info("incremental: %d images reused from %d feature folders (%d rewritten)",
+                 self.images_reused, len(kept) + len(folded), len(folded))
+        return unchanged, kept, folded
 
-    def _write_inventory(self) -> None:
-        """What this run saw: path, size, modification time, and whether it has features."""
-        featurized = self.features.select("path", F.lit(True).alias("featurized"))
-        inventory = (
-            self.listing.select("path", "length", "modificationTime")
-            .join(featurized, "path", "left")
-            .select("path", "length", "modificationTime",
-                    F.coalesce("featurized", F.lit(False)).alias("featurized"))
-        )
-        storage.write_parquet(inventory, self.location(storage.INVENTORY_DIR))
+    def _write_inventory(self, unchanged: Optional[DataFrame], kept: List[Part],
+                         new_part: Optional[Part]) -> DataFrame:
+        """What this run saw: path, size, modification time, whether it has features, and the
+        feature folder holding them (``part``); returns it as written."""
+        holders: List[Optional[DataFrame]] = []
+        if new_part is not None:
+            holders.append(storage.read_parquet(self.spark, new_part["path"]).select(
+                "path", F.lit(new_part["path"]).alias(PART_COLUMN)))
+        if unchanged is not None and kept:
+            holders.append(unchanged.where(F.col(PART_COLUMN).isin([p["path"] for p in kept])))
+        part_of = _union_all(holders)
+        seen = self.listing.select("path", "length", "modificationTime")
+        if part_of is None:
+            seen = seen.withColumn(PART_COLUMN, F.lit(None).cast("string"))
+        else:
+            seen = seen.join(part_of, "path", "left")
+        inventory = seen.select("path", "length", "modificationTime",
+                                F.col(PART_COLUMN).isNotNull().alias("featurized"), PART_COLUMN)
+        location = self.location(storage.INVENTORY_DIR)
+        storage.write_parquet(inventory, location)
+        return storage.read_parquet(self.spark, location)
 
     def _check_counts(self) -> None:
         accounted = self.images_featurized + self.images_failed
@@ -494,11 +579,13 @@ class Run:
             "explained_variance_kept": self.pca.explained_variance_kept if self.pca else None,
             "seconds": dict(self.seconds),
             "outputs": {
-                name: self.location(name)
-                for name in (storage.FEATURES_DIR, storage.PCA_DIR, storage.PCA_CSV_DIR,
-                             storage.INVENTORY_DIR, storage.VARIANCE_PLOT)
-                if self.pca is not None or name in (storage.FEATURES_DIR, storage.INVENTORY_DIR)
+                storage.FEATURES_DIR: [part["path"] for part in self.feature_parts],
+                **{name: self.location(name)
+                   for name in (storage.PCA_DIR, storage.PCA_CSV_DIR, storage.INVENTORY_DIR,
+                                storage.VARIANCE_PLOT)
+                   if self.pca is not None or name == storage.INVENTORY_DIR},
             },
+            "feature_parts": [dict(part) for part in self.feature_parts],
             "previous_run_id": (self.previous_manifest or {}).get("run_id"),
             "versions": library_versions(self.spark),
             "tensorflow": self.tensorflow,
@@ -518,8 +605,9 @@ class Run:
 
     def _drop_unpublished_runs(self) -> None:
         """Delete run folders other than this run and the one it replaced (kept for readers
-        still on it, and for the next incremental run's fallback); killed runs go too."""
-        keep = {self.run_id, (self.previous_manifest or {}).get("run_id")}
+        still on it, and for the next incremental run's fallback); killed runs go too. Run
+        folders holding feature parts that either of the two names are kept whole."""
+        keep = referenced_runs(self.manifest) | referenced_runs(self.previous_manifest)
         runs = storage.output_location(self.config.output_path, storage.RUNS_DIR)
         for name in storage.list_names(self.spark, runs):
             if name not in keep:

@@ -645,7 +645,7 @@ def _classification_markdown(classification: Any) -> str:
         f"**Test accuracy {100 * classification.accuracy:.1f}%** ({correct} of "
         f"{classification.test_images} Test images right) against a chance level of "
         f"{100 * classification.chance:.1f}% (one of {len(classification.labels)} classes at "
-        f"random); trained on {classification.train_images} Training images, on "
+        f"random); trained on {html.escape(classification.training_text())}, on "
         f"{html.escape(classification.features)}."
         + (" Rows of the matrix are the true classes, columns the predicted ones: everything "
            "off the diagonal is a mistake." if len(classification.labels) <= plots.MANY_CLASSES

@@ -127,3 +127,45 @@ def test_many_classes_show_confused_pairs_and_worst_classes_instead_of_the_matri
     few = classify.Classification(labels=labels[:5], confusion=(np.eye(5, dtype=int) * 2).tolist())
     assert few.confused_pairs().empty and few.worst_classes().empty
     assert plots.describe(few.confusion_figure()).startswith("Confusion matrix of 5 classes")
+
+
+def blobs(rng, classes, per_class, split, spread=0.5):
+    """Rows of well-separated 3-D blobs, one per class, with a path each."""
+    return [(f"{split}/c{c}/{i}.jpg", f"c{c}", split,
+             [float(v) for v in np.array([c, -c, c % 2]) * 4 + rng.normal(0, spread, 3)])
+            for c in range(classes) for i in range(per_class)]
+
+
+def test_training_sample_is_bounded_per_class_seeded_and_reported(spark):
+    rng = np.random.default_rng(1)
+    rows = blobs(rng, 4, 40, "Training") + blobs(rng, 4, 5, "Test")
+    frame = spark.createDataFrame(rows, "path string, label string, split string, pca array<float>")
+    result = classify.evaluate_frame(frame, per_class=7, seed=3)
+    assert result.train_images == 4 * 7 and result.train_available == 4 * 40
+    assert result.per_class == 7 and result.as_dict()["per_class"] == 7
+    assert "28 of 160 Training images (at most 7 per class)" in result.text()
+    assert result.accuracy == 1.0 and result.test_images == 20  # every Test image scored
+    counts = {"c0": 40, "c1": 40, "c2": 40, "c3": 40}
+    index = {label: i for i, label in enumerate(sorted(counts))}
+    first = classify.training_sample(frame, counts, index, 7, seed=3)
+    again = classify.training_sample(frame, counts, index, 7, seed=3)
+    other = classify.training_sample(frame, counts, index, 7, seed=4)
+    assert np.array_equal(first[0], again[0]) and np.bincount(first[1]).tolist() == [7] * 4
+    assert not np.array_equal(first[0], other[0])
+    everything = classify.evaluate_frame(frame, per_class=None)
+    assert everything.train_images == 160 and "trained on 160 Training images" in everything.text()
+    with pytest.raises(ValueError, match="per_class"):
+        classify.evaluate_frame(frame, per_class=0)
+
+
+def test_softmax_regression_learns_and_stops_within_its_bounds():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 3, (5, 8))
+    y = rng.integers(0, 5, 600)
+    x = (centres[y] + rng.normal(0, 1, (600, 8))).astype(np.float32)
+    model = classify.SoftmaxRegression.fit(x[:400], y[:400], 5)
+    assert 1 <= model.iterations <= classify.MAX_ITER
+    assert (model.predict(x[400:]) == y[400:]).mean() >= 0.9
+    once = classify.SoftmaxRegression.fit(x[:400], y[:400], 5, max_iter=1)
+    assert once.iterations == 1
+    assert (once.predict(x[400:]) == y[400:]).mean() < (model.predict(x[400:]) == y[400:]).mean()

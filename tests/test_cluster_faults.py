@@ -336,6 +336,8 @@ def published(output: str, name: str) -> str:
     """Local folder of output ``name``, as the top-level ``manifest.json`` names it."""
     with open(os.path.join(output, "manifest.json")) as handle:
         location = json.load(handle)["outputs"][name]
+    if isinstance(location, list):  # features: a full run has one folder
+        (location,) = location
     location = re.sub(r"^file:(//)?", "", location)
     return location if os.path.isabs(location) else os.path.join(output, location)
 

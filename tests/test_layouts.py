@@ -70,7 +70,7 @@ def test_every_layout_publishes_features_and_a_report(layout_runs, name):
     manifest = published_manifest(run)
     assert manifest["run_id"] == run.run_id
     assert manifest["images_total"] == manifest["images_featurized"] > 0
-    assert os.path.isdir(manifest["outputs"]["features"])
+    assert all(os.path.isdir(part) for part in manifest["outputs"]["features"])
     assert "Fruits! run report" in page and run.run_id in page
 
 

@@ -24,7 +24,10 @@ def read_parquet(folder):
 def published(run, name):
     """Where the published run keeps output ``name`` (read through the top-level manifest)."""
     with open(os.path.join(run.config.output_path, "manifest.json")) as handle:
-        return json.load(handle)["outputs"][name]
+        location = json.load(handle)["outputs"][name]
+    if isinstance(location, list):  # features: a full run has one folder
+        (location,) = location
+    return location
 
 
 def numpy_pca_ratios(matrix):

@@ -13,6 +13,7 @@ import pytest
 
 from conftest import REPO, SAMPLE, copy_subset
 from helpers.config import PipelineConfig
+from helpers.manifest import read_manifest_features
 from helpers.pipeline import Run, run_pipeline
 
 
@@ -21,9 +22,9 @@ def manifest_of(output):
         return json.load(handle)
 
 
-def features_by_path(manifest):
-    table = pq.read_table(manifest["outputs"]["features"]).to_pandas()
-    return {path: np.asarray(vector) for path, vector in zip(table.path, table.features)}
+def features_by_path(spark, manifest):
+    rows = read_manifest_features(spark, manifest).select("path", "features").collect()
+    return {row.path: np.asarray(row.features) for row in rows}
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,7 @@ def first_run(spark, tmp_path_factory):
 def test_rerun_gives_bit_identical_features_and_the_same_pca(spark, first_run, tmp_path):
     images, _, first = first_run
     again = run_pipeline(PipelineConfig(images, str(tmp_path / "again"), spark_master="local[2]"), spark)
-    old, new = features_by_path(first), features_by_path(again.manifest)
+    old, new = features_by_path(spark, first), features_by_path(spark, again.manifest)
     assert old.keys() == new.keys()
     for path in old:
         assert np.array_equal(old[path], new[path]), f"features of {path} changed between runs"
@@ -63,7 +64,7 @@ def test_incremental_run_sends_only_new_images_through_the_cnn(spark, first_run)
     assert manifest["images_reused"] == first["images_featurized"]
     assert manifest["images_featurized"] == first["images_featurized"] + len(added)
     assert manifest["previous_run_id"] == first["run_id"]
-    old, new = features_by_path(first), features_by_path(manifest)
+    old, new = features_by_path(spark, first), features_by_path(spark, manifest)
     assert all(np.array_equal(old[path], new[path]) for path in old)
     assert {path.split(":", 1)[-1] for path in set(new) - set(old)} == set(added)
     # PCA is refit on everything; the run folders kept are this run and the one it replaced.
@@ -104,8 +105,7 @@ def test_a_run_killed_mid_write_leaves_the_previous_run_published(spark, tmp_pat
     assert killed_while_writing, "the run finished or never started writing before the kill"
 
     assert open(os.path.join(output, "manifest.json"), "rb").read() == before
-    features = pq.read_table(published["outputs"]["features"]).to_pandas()
-    assert len(features) == published["images_featurized"]
+    assert read_manifest_features(spark, published).count() == published["images_featurized"]
     pca = pq.read_table(published["outputs"]["pca"]).to_pandas()
     assert len(pca) == published["images_featurized"]
 

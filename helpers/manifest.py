@@ -1,0 +1,135 @@
+"""Manifest: what a published run consists of (its feature parts) and reading its features.
+
+A run's features may lie in several folders ("parts"): an incremental run writes only the
+features of its new or changed images into its own ``features/`` folder and names, beside it,
+the parts of earlier runs that still hold features of unchanged images, without copying them.
+The manifest lists every part (``outputs["features"]``, and ``feature_parts`` with each part's
+``rows``, the rows written in it, and ``images``, how many of them are still in use); the run's
+``inventory/`` says which part holds each image's features (its ``part`` column). A part whose
+``images`` is below its ``rows`` holds features of images since deleted or changed: readers keep
+only the rows the inventory assigns to it. :func:`read_features` does all that in one call.
+
+Parts stay bounded (:func:`plan_parts`): a part that no longer holds most of its rows in use, and
+every part but the largest once a run would name more than :data:`MAX_FEATURE_PARTS`, are
+rewritten (their rows in use) into the new run's own part.
+"""
+from __future__ import annotations
+
+import functools
+import posixpath
+from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from helpers import storage
+
+#: At most this many feature folders make up a published run.
+MAX_FEATURE_PARTS = 8
+
+#: Inventory column naming the feature folder that holds an image's features (null: none).
+PART_COLUMN = "part"
+
+Part = Dict[str, Any]  # {"path": folder, "rows": rows written in it, "images": rows in use}
+
+
+def feature_parts(manifest: Optional[Dict[str, Any]]) -> List[Part]:
+    """The feature folders of a published run, each ``{"path", "rows", "images"}``.
+
+    A manifest written before runs had parts names one folder, all of whose rows are in use.
+    """
+    if not manifest:
+        return []
+    if "feature_parts" in manifest:
+        return [dict(part) for part in manifest["feature_parts"]]
+    location = manifest.get("outputs", {}).get(storage.FEATURES_DIR)
+    if location is None:
+        return []
+    images = int(manifest.get("images_featurized", 0))
+    paths = [location] if isinstance(location, str) else list(location)
+    return [{"path": path, "rows": images, "images": images} for path in paths]
+
+
+def plan_parts(parts: Iterable[Part], images_in_use: Dict[str, int],
+               limit: Optional[int] = None) -> Tuple[List[Part], List[Part]]:
+    """Split the previous run's ``parts`` into those kept where they are and those folded.
+
+    ``images_in_use``: per part path, how many of its rows are features of images this run
+    reuses. A part with none is dropped. A part is folded (its rows in use rewritten into the
+    new run's part) when most of its rows are no longer in use (``2 * images < rows``). If the
+    kept parts plus the new one would pass ``limit``, every kept part but the largest is folded
+    too (``limit``: :data:`MAX_FEATURE_PARTS` when ``None``). Returns ``(kept, folded)``, each
+    part with ``images`` set to its rows in use.
+    """
+    limit = MAX_FEATURE_PARTS if limit is None else limit
+    kept: List[Part] = []
+    folded: List[Part] = []
+    for part in parts:
+        images = int(images_in_use.get(part["path"], 0))
+        if images == 0:
+            continue
+        updated = {**part, "images": images}
+        (folded if 2 * images < int(part["rows"]) else kept).append(updated)
+    if len(kept) + 1 > limit:
+        kept.sort(key=lambda part: part["images"], reverse=True)
+        folded.extend(kept[1:])
+        kept = kept[:1]
+    return kept, folded
+
+
+def read_parts(spark: SparkSession, parts: Iterable[Part],
+               in_use: Optional[DataFrame]) -> Optional[DataFrame]:
+    """The features held by ``parts`` (path, label, split, features); ``None`` when none.
+
+    ``in_use`` (path, part): which part holds each image's features (an inventory). A part
+    with rows no longer in use is kept to the paths ``in_use`` gives it (a broadcast semi-join:
+    the features are not shuffled); a part whose rows are all in use is read as it is.
+    """
+    frames = []
+    for part in parts:
+        frame = storage.read_parquet(spark, part["path"])
+        if int(part["images"]) < int(part["rows"]):
+            if in_use is None:
+                raise ValueError(f"feature part {part['path']} holds rows no longer in use, "
+                                 "and no inventory says which")
+            paths = in_use.where(F.col(PART_COLUMN) == part["path"]).select("path")
+            frame = frame.join(F.broadcast(paths), "path", "left_semi")
+        frames.append(frame)
+    return functools.reduce(DataFrame.unionByName, frames) if frames else None
+
+
+def read_manifest_features(spark: SparkSession, manifest: Dict[str, Any]) -> DataFrame:
+    """The features of every image of the run ``manifest`` describes (all its parts)."""
+    parts = feature_parts(manifest)
+    if not parts:
+        raise ValueError(f"run {manifest.get('run_id')} has no features")
+    inventory = manifest.get("outputs", {}).get(storage.INVENTORY_DIR)
+    in_use = None
+    if inventory is not None and any(int(p["images"]) < int(p["rows"]) for p in parts):
+        in_use = storage.read_parquet(spark, inventory)
+    return read_parts(spark, parts, in_use)
+
+
+def read_features(spark: SparkSession, output_path: str) -> DataFrame:
+    """The features of every image of the run published in ``output_path``: one row per image
+    (path, label, split, features), whichever folders hold them.
+
+    Raises:
+        FileNotFoundError: no run is published in ``output_path``.
+    """
+    location = storage.output_location(output_path, storage.MANIFEST)
+    manifest = storage.read_json_if_exists(spark, location)
+    if manifest is None:
+        raise FileNotFoundError(f"no published run in {output_path} ({location} is missing)")
+    return read_manifest_features(spark, manifest)
+
+
+def referenced_runs(manifest: Optional[Dict[str, Any]]) -> Set[str]:
+    """Ids of the run folders a published run needs: its own and those holding its parts."""
+    if not manifest:
+        return set()
+    runs = {posixpath.basename(posixpath.dirname(part["path"].rstrip("/")))
+            for part in feature_parts(manifest)}
+    if manifest.get("run_id"):
+        runs.add(manifest["run_id"])
+    return runs
