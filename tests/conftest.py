@@ -1,10 +1,13 @@
 """Shared fixtures: one real local Spark session, the real weights, small real data sets.
 
-Expensive things (Spark, the model, a pipeline run) are made once per test session.
+Expensive things (Spark, the model, a pipeline run) are made once per test session. Slow
+scenarios run in subprocesses (papermill runs, JupyterLab, scheduled nights) are declared with
+:func:`scenario` and run in one background lane while the other tests run (:func:`scenarios`).
 """
 import os
 import shutil
 import sys
+import threading
 
 import pytest
 
@@ -168,30 +171,236 @@ def s3_client(s3_server):
                         aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
 
 
+# -- slow scenarios in subprocesses, run in one background lane while the other tests run -----
+#
+# A scenario (a papermill run, a few scheduled nights) mostly waits for its subprocesses, which
+# use about one core for long stretches (kernel start, imports, the JVM's start). The scenarios
+# the selected tests need are started before the first test, one after the other in one
+# thread; the tests in this process run meanwhile, and a scenario's fixture waits for its result.
+
+#: name -> (function(folder, *needs), fixture names it needs), in the order they are declared.
+SCENARIOS = {}
+#: Processes started with :func:`start` and not finished yet (killed if the session ends first).
+LIVE = set()
+#: Set when the session ends: a scenario still running starts nothing more and stops waiting.
+CLOSING = threading.Event()
+
+
+def scenario(name, needs=()):
+    """Declare ``function(folder, *needs)`` as the scenario behind the session fixture ``name``
+    (which returns ``scenarios.result(name)``); ``needs``: fixtures passed to it."""
+    def declare(function):
+        SCENARIOS[name] = (function, tuple(needs))
+        return function
+    return declare
+
+
+class Lane:
+    """Runs scenarios one after the other in a thread; :meth:`result` waits for one."""
+
+    def __init__(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scenario")
+        self.futures = {}
+
+    def submit(self, name, function, *arguments) -> None:
+        self.futures[name] = self.executor.submit(function, *arguments)
+
+    def fail(self, name, error) -> None:
+        """The scenario could not start: its result is ``error``."""
+        from concurrent.futures import Future
+
+        self.futures[name] = Future()
+        self.futures[name].set_exception(error)
+
+    def result(self, name):
+        """The scenario's return value, or its failure raised here (in the test that waits)."""
+        return self.futures[name].result()
+
+    def close(self) -> None:
+        CLOSING.set()
+        for future in self.futures.values():
+            future.cancel()
+        for process in list(LIVE):
+            if process.poll() is None:
+                os.killpg(process.pid, 9)
+        self.executor.shutdown(wait=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def scenarios(request, tmp_path_factory):
+    """Start every :data:`SCENARIOS` entry a selected test uses (directly or through another
+    fixture), in the order the tests first need them; stop what is left at the end of the
+    session."""
+    lane = Lane()
+    for item in request.session.items:
+        for name in getattr(item, "fixturenames", ()):
+            if name in SCENARIOS and name not in lane.futures:
+                function, needs = SCENARIOS[name]
+                try:
+                    arguments = [request.getfixturevalue(need) for need in needs]
+                except (Exception, pytest.fail.Exception, pytest.skip.Exception) as error:
+                    lane.fail(name, error)  # only the tests of this scenario fail (or skip)
+                    continue
+                lane.submit(name, function, tmp_path_factory.mktemp(name), *arguments)
+    yield lane
+    lane.close()
+
+
+def subprocess_environment(extra=None):
+    """This environment (plus ``extra``) with the repository first on ``PYTHONPATH``."""
+    env = dict(os.environ, **(extra or {}))
+    env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, env.get("PYTHONPATH")]))
+    return env
+
+
+def start(command, log_path, env=None):
+    """Start ``command`` in the repository, its output (stdout and stderr) to ``log_path``."""
+    import subprocess
+
+    if CLOSING.is_set():
+        pytest.fail("the test session is ending: nothing more is started")
+    log = open(log_path, "wb")
+    process = subprocess.Popen(command, cwd=REPO, env=subprocess_environment(env), stdout=log,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    LIVE.add(process)
+    return process, log
+
+
+def finish(process, log, log_path, timeout):
+    """Wait for a :func:`start`-ed process (killed after ``timeout`` s): (exit status, log)."""
+    try:
+        process.wait(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, 9)
+            process.wait()
+        log.close()
+        LIVE.discard(process)
+    with open(log_path, encoding="utf-8", errors="replace") as handle:
+        return process.returncode, handle.read()
+
+
+def wait_for_lock(read_holder, run_id, process, log_path, timeout=300):
+    """Wait until ``read_holder()`` names ``run_id`` (the run ``process`` took the lock)."""
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline and not CLOSING.is_set():
+        holder = read_holder()
+        if holder and holder.get("run_id") == run_id:
+            return holder
+        if process.poll() is not None:
+            pytest.fail(f"{run_id} ended before taking the lock:\n" + open(log_path).read()[-3000:])
+        time.sleep(0.3)
+    pytest.fail(f"{run_id} did not take the lock within {timeout} s")
+
+
 # -- the local notebook run the way `make run` runs it ---------------------------------------
 
-@pytest.fixture(scope="session")
-def local_notebook_run(tmp_path_factory):
+@scenario("local_notebook_run")
+def run_local_notebook(folder):
     """``notebooks/local.ipynb`` executed once as ``make run`` does: papermill in a subprocess
     with ``--log-output --progress-bar``, with the kernel its metadata names, on 2 classes x
     (5 Training + 2 Test) images. Returns a dict: ``notebook`` (the executed notebook's path),
     ``output`` (its output folder), ``log`` (papermill's stdout and stderr), ``images`` (count).
     """
-    import subprocess
-
-    folder = tmp_path_factory.mktemp("local_notebook_run")
     images = copy_subset(str(folder / "images"), classes=2, train=5, test=2)
     output = folder / "outputs"
     executed = folder / "local.ipynb"
-    completed = subprocess.run(
+    log_path = str(folder / "papermill.log")
+    process, log = start(
         [sys.executable, "-m", "papermill", os.path.join(REPO, "notebooks", "local.ipynb"),
          str(executed), "--cwd", os.path.join(REPO, "notebooks"), "--log-output",
          "--progress-bar", "-p", "input_path", images, "-p", "output_path", str(output),
-         "-p", "spark_master", "local[2]"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=1200,
-        env=dict(os.environ, PYTHONUNBUFFERED="1"),
-    )
-    (folder / "papermill.log").write_text(completed.stdout)
-    assert completed.returncode == 0, f"papermill failed:\n{completed.stdout[-5000:]}"
-    return {"notebook": str(executed), "output": output, "log": completed.stdout,
-            "images": 2 * (5 + 2)}
+         "-p", "spark_master", "local[2]"], log_path)
+    status, text = finish(process, log, log_path, timeout=1200)
+    assert status == 0, f"papermill failed:\n{text[-5000:]}"
+    return {"notebook": str(executed), "output": output, "log": text, "images": 2 * (5 + 2)}
+
+
+@pytest.fixture(scope="session")
+def local_notebook_run(scenarios):
+    return scenarios.result("local_notebook_run")
+
+
+# -- the cloud notebook on S3, run once as the EMR nightly step runs it, with a racer ----------
+
+CLOUD_BUCKET = "fruits-cloud-test"
+CLOUD_OUTPUT = f"s3://{CLOUD_BUCKET}/nightly"
+CLOUD_COST_PER_HOUR = 0.84
+
+
+@scenario("cloud_s3_run", needs=("s3_server", "s3_client"))
+def run_cloud_step_with_a_racer(folder, s3_server, s3_client):
+    """``notebooks/cloud.ipynb`` run once on SeaweedFS as the EMR nightly step runs it
+    (``scripts/emr/nightly.py``: the papermill command, ``--log-output``, the notebook read
+    from S3, the executed one written to ``history/<run_id>/``, incremental), on 3 classes x
+    (6 Training + 2 Test) images, with ``--stdout-file`` as well. While it holds the lock of its
+    output_path, a scheduled run (``python -m helpers.scheduled``) on the same output_path is
+    started: it must stop at once, naming the first.
+
+    Returns a dict: ``bucket``, ``output`` (s3:// prefix), ``run_id``, ``executed`` (the
+    executed notebook's s3:// location), ``uploaded`` (images), ``status``/``log`` (the step's
+    exit status and its stdout and stderr), ``stdout_file`` (text), ``held`` (the lock record
+    seen while it ran), ``blocked`` ((status, log) of the scheduled racer) and
+    ``first_was_running`` (the step had not ended when the racer was refused).
+    """
+    import json
+
+    from helpers import lock
+
+    endpoint, environment = s3_server
+    s3_client.create_bucket(Bucket=CLOUD_BUCKET)
+    images = copy_subset(str(folder / "images"), classes=3, train=6, test=2)
+    uploaded = 0
+    for root, _, files in os.walk(images):
+        for name in files:
+            path = os.path.join(root, name)
+            s3_client.upload_file(path, CLOUD_BUCKET,
+                                  "fruits-360/" + os.path.relpath(path, images).replace(os.sep, "/"))
+            uploaded += name.lower().endswith((".jpg", ".jpeg", ".png"))
+    s3_client.upload_file(os.path.join(REPO, "notebooks", "cloud.ipynb"), CLOUD_BUCKET,
+                          "notebooks/cloud.ipynb")
+    run_id = "s3-night-1"
+    executed = f"{CLOUD_OUTPUT}/history/{run_id}/cloud.executed.ipynb"
+    stdout_file = folder / "papermill-stdout.log"
+    step = [sys.executable, "-m", "papermill", "--kernel", "python3", "--log-output",
+            "--stdout-file", str(stdout_file), "--cwd", os.path.join(REPO, "notebooks"),
+            f"s3://{CLOUD_BUCKET}/notebooks/cloud.ipynb", executed,
+            "-r", "input_path", f"s3://{CLOUD_BUCKET}/fruits-360", "-r", "output_path", CLOUD_OUTPUT,
+            "-p", "incremental", "True", "-r", "run_id", run_id,
+            "-p", "cost_per_hour", str(CLOUD_COST_PER_HOUR),
+            "-r", "s3_endpoint", endpoint, "-r", "spark_master", "local[2]"]
+    racer = [sys.executable, "-m", "helpers.scheduled", "--notebook",
+             os.path.join(REPO, "notebooks", "cloud.ipynb"), "--input",
+             f"s3://{CLOUD_BUCKET}/fruits-360", "--output", CLOUD_OUTPUT, "--run-id", "s3-blocked",
+             "-p", "s3_endpoint", endpoint, "-p", "spark_master", "local[1]"]
+
+    def holder():
+        try:
+            body = s3_client.get_object(Bucket=CLOUD_BUCKET, Key=f"nightly/{lock.LOCK_FILE}")["Body"]
+        except s3_client.exceptions.NoSuchKey:
+            return None
+        return json.loads(body.read())
+
+    done = {"bucket": CLOUD_BUCKET, "output": CLOUD_OUTPUT, "run_id": run_id,
+            "executed": executed, "uploaded": uploaded}
+    logs = {name: str(folder / f"{name}.log") for name in ("step", "blocked")}
+    first, first_handle = start(step, logs["step"], environment)
+    try:
+        done["held"] = wait_for_lock(holder, run_id, first, logs["step"])
+        second, second_handle = start(racer, logs["blocked"], environment)
+        done["blocked"] = finish(second, second_handle, logs["blocked"], timeout=300)
+        done["first_was_running"] = first.poll() is None
+    finally:
+        done["status"], done["log"] = finish(first, first_handle, logs["step"], timeout=900)
+    done["stdout_file"] = stdout_file.read_text()
+    return done
+
+
+@pytest.fixture(scope="session")
+def cloud_s3_run(scenarios):
+    return scenarios.result("cloud_s3_run")

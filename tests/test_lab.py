@@ -28,7 +28,7 @@ import psutil
 import pytest
 from PIL import Image, ImageStat
 
-from conftest import REPO, copy_subset
+from conftest import CLOSING, REPO, copy_subset, scenario
 
 LAB_SCRIPT = os.path.join(REPO, "scripts", "lab.py")
 LOCAL_NOTEBOOK = os.path.join(REPO, "notebooks", "local.ipynb")
@@ -141,7 +141,7 @@ def wait_for(predicate, timeout, what, poll=1.0):
         result = predicate()
         if result:
             return result
-        if time.monotonic() > deadline:
+        if time.monotonic() > deadline or CLOSING.is_set():
             waited = what() if callable(what) else what
             pytest.fail(f"timed out after {timeout} s waiting for {waited}")
         time.sleep(poll)
@@ -191,13 +191,20 @@ def browser(profile):
         "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
     ):
         options.add_argument(argument)
-    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    # Selenium's driver manager is never needed (chromedriver's path is given): never online.
+    environment = dict(os.environ, SE_OFFLINE="true", SE_AVOID_STATS="true")
+    return webdriver.Chrome(service=Service(CHROMEDRIVER, env=environment), options=options)
 
 
-@pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
-                    reason="Chromium or chromedriver is not installed "
-                           "(apt-get install chromium chromium-driver)")
-def test_make_lab_runs_the_local_notebook_in_headless_chromium(tmp_path, monkeypatch):
+@scenario("lab_run_all")
+def run_all_in_jupyterlab(tmp_path):
+    """`make lab`'s server, Chromium opening the notebook, Run All Cells, the variance figure
+    looked at, the notebook saved, Ctrl-C: checked on the way (a failure names the step), run
+    in the background lane of ``conftest.scenarios``. Returns what the end of the test checks:
+    the server's exit ``code`` and ``log``, its ``kernels`` and those still ``alive``, and the
+    addresses the watcher ``seen`` and those ``outside`` 127.0.0.1."""
+    if CHROMIUM is None or CHROMEDRIVER is None:
+        return None
     from selenium.webdriver.common.by import By
 
     lab = load_lab()
@@ -218,9 +225,6 @@ def test_make_lab_runs_the_local_notebook_in_headless_chromium(tmp_path, monkeyp
         JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "lab-settings"),
         JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "lab-workspaces"),
     )
-    # Selenium's driver manager is never needed (chromedriver's path is given): never online.
-    monkeypatch.setenv("SE_OFFLINE", "true")
-    monkeypatch.setenv("SE_AVOID_STATS", "true")
     log_path = tmp_path / "lab.log"
     watcher = ConnectionWatcher()
     driver = None
@@ -332,7 +336,21 @@ def test_make_lab_runs_the_local_notebook_in_headless_chromium(tmp_path, monkeyp
         for process in alive:
             process.kill()
         watcher.stop()
-    assert code == 0, f"scripts/lab.py exited with {code}: {log_path.read_text()[-3000:]}"
-    assert kernels and not alive, "the kernels stop with the server"
-    assert "127.0.0.1" in watcher.seen, "the watcher saw the browser's and kernels' sockets"
-    assert not watcher.outside, f"connections outside 127.0.0.1: {sorted(watcher.outside)}"
+    return {"code": code, "log": log_path.read_text()[-3000:], "kernels": kernels,
+            "alive": alive, "seen": watcher.seen, "outside": watcher.outside}
+
+
+@pytest.fixture(scope="session")
+def lab_run_all(scenarios):
+    return scenarios.result("lab_run_all")
+
+
+@pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
+                    reason="Chromium or chromedriver is not installed "
+                           "(apt-get install chromium chromium-driver)")
+def test_make_lab_runs_the_local_notebook_in_headless_chromium(lab_run_all):
+    code, log = lab_run_all["code"], lab_run_all["log"]
+    assert code == 0, f"scripts/lab.py exited with {code}: {log}"
+    assert lab_run_all["kernels"] and not lab_run_all["alive"], "the kernels stop with the server"
+    assert "127.0.0.1" in lab_run_all["seen"], "the watcher saw the browser's and kernels' sockets"
+    assert not lab_run_all["outside"], f"connections outside 127.0.0.1: {sorted(lab_run_all['outside'])}"

@@ -10,11 +10,10 @@ import re
 
 import nbformat
 import pandas as pd
-import papermill
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import REPO, copy_subset
+from conftest import REPO
 from helpers import report_html
 from helpers.config import PipelineConfig
 
@@ -138,17 +137,6 @@ def assert_progress_lines(text, images):
     assert any(0 < percent < 100 for percent in percents), f"no step between start and end: {lines}"
 
 
-def upload_folder(client, folder, bucket, prefix):
-    uploaded = 0
-    for root, _, files in os.walk(folder):
-        for name in files:
-            path = os.path.join(root, name)
-            key = prefix + "/" + os.path.relpath(path, folder).replace(os.sep, "/")
-            client.upload_file(path, bucket, key)
-            uploaded += name.lower().endswith((".jpg", ".jpeg", ".png"))
-    return uploaded
-
-
 def s3_keys(client, bucket, prefix):
     pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
     return [item["Key"] for page in pages for item in page.get("Contents", [])]
@@ -163,35 +151,19 @@ def s3_parquet(client, bucket, prefix):
     return pd.concat(frames, ignore_index=True)
 
 
-def test_cloud_notebook_on_s3_with_papermill(s3_server, s3_client, tmp_path, monkeypatch):
-    endpoint, environment = s3_server
-    for key, value in environment.items():
-        monkeypatch.setenv(key, value)
-    bucket = "fruits-cloud-test"
-    s3_client.create_bucket(Bucket=bucket)
-    images = copy_subset(str(tmp_path / "images"), classes=3, train=6, test=2)
-    uploaded = upload_folder(s3_client, images, bucket, "fruits-360")
-    output = f"s3://{bucket}/outputs/run-1"
-    # As the EMR step does: papermill reads the notebook from S3 and writes the executed one there.
-    s3_client.upload_file(NOTEBOOKS["cloud"], bucket, "notebooks/cloud.ipynb")
-    executed = f"{output}/cloud-executed.ipynb"
-
-    papermill_log = tmp_path / "papermill-stdout.log"  # what `papermill --stdout-file` writes
-    with open(papermill_log, "w") as stdout_file:
-        papermill.execute_notebook(
-            f"s3://{bucket}/notebooks/cloud.ipynb", executed, cwd=os.path.join(REPO, "notebooks"),
-            parameters={"input_path": f"s3://{bucket}/fruits-360", "output_path": output,
-                        "s3_endpoint": endpoint, "spark_master": "local[2]"},
-            kernel_name="python3",  # the notebook declares JupyterHub's PySpark kernel
-            progress_bar=False, stdout_file=stdout_file,
-        )
-
-    keys = set(s3_keys(s3_client, bucket, "outputs/run-1/"))
-    assert "outputs/run-1/cloud-executed.ipynb" in keys and "outputs/run-1/manifest.json" in keys
-    report = s3_client.get_object(Bucket=bucket, Key="outputs/run-1/report.html")["Body"].read()
+def test_cloud_notebook_on_s3_with_papermill(cloud_s3_run, s3_client):
+    """The cloud notebook run as the EMR nightly step runs it (``cloud_s3_run``: papermill
+    reads it from S3 and writes the executed one there)."""
+    assert cloud_s3_run["status"] == 0, cloud_s3_run["log"][-5000:]
+    bucket, uploaded = cloud_s3_run["bucket"], cloud_s3_run["uploaded"]
+    prefix = cloud_s3_run["output"].split(f"s3://{bucket}/", 1)[1] + "/"
+    executed = cloud_s3_run["executed"].split(f"s3://{bucket}/", 1)[1]
+    keys = set(s3_keys(s3_client, bucket, prefix))
+    assert executed in keys and f"{prefix}manifest.json" in keys
+    report = s3_client.get_object(Bucket=bucket, Key=f"{prefix}report.html")["Body"].read()
     assert b"Fruits! run report" in report and b"data:image/png;base64," in report
     notebook = nbformat.reads(
-        s3_client.get_object(Bucket=bucket, Key="outputs/run-1/cloud-executed.ipynb")["Body"].read().decode(),
+        s3_client.get_object(Bucket=bucket, Key=executed)["Body"].read().decode(),
         as_version=4,
     )
     assert not executed_errors(notebook)
@@ -209,23 +181,24 @@ def test_cloud_notebook_on_s3_with_papermill(s3_server, s3_client, tmp_path, mon
     assert not [cell.source for cell in notebook.cells if cell.cell_type == "code"
                 and cell not in figure_cells
                 and any("image/png" in out.get("data", {}) for out in cell.outputs)]
-    manifest = json.loads(s3_client.get_object(Bucket=bucket, Key="outputs/run-1/manifest.json")["Body"].read())
+    manifest = json.loads(s3_client.get_object(Bucket=bucket, Key=f"{prefix}manifest.json")["Body"].read())
     assert manifest["images_total"] == manifest["images_featurized"] == uploaded
     # Progress of the featurization, from Spark's status tracker and accumulator: plain lines
-    # (start, a step between, end) in the cell's output and in papermill's log, and one HTML bar
-    # in the cell, updated in place.
+    # (start, a step between, end) in the cell's output, in papermill's --stdout-file and in its
+    # --log-output (the step's log), and one HTML bar in the cell, updated in place.
     (featurize,) = [cell for cell in notebook.cells if cell.source.strip() == "run.featurize()"]
     streamed = "".join(out.get("text", "") for out in featurize.outputs if out.output_type == "stream")
     assert_progress_lines(streamed, uploaded)
-    assert_progress_lines(papermill_log.read_text(), uploaded)
+    assert_progress_lines(cloud_s3_run["stdout_file"], uploaded)
+    assert_progress_lines(cloud_s3_run["log"], uploaded)
     bars = [out for out in featurize.outputs if "<progress" in out.get("data", {}).get("text/html", "")]
     assert len(bars) == 1 and 'value="1.0000"' in bars[0]["data"]["text/html"]
 
     def key(name):  # outputs live in the published run's folder, named by the manifest
         location = manifest["outputs"][name]
-        if isinstance(location, list):  # features: a full run has one folder
+        if isinstance(location, list):  # features: a first run has one folder
             (location,) = location
-        assert location.startswith(f"s3://{bucket}/outputs/run-1/runs/{manifest['run_id']}/")
+        assert location.startswith(f"s3://{bucket}/{prefix}runs/{manifest['run_id']}/")
         return location.split(f"s3://{bucket}/", 1)[1]
 
     png = s3_client.get_object(Bucket=bucket, Key=key("variance.png"))["Body"].read()

@@ -1,8 +1,9 @@
 """The scheduled run (``python -m helpers.scheduled``, what ``make nightly`` runs), for real:
 papermill runs ``notebooks/local.ipynb`` in subprocesses, on the local disk and on SeaweedFS.
 
-One module fixture plays a few nights on the local disk, on a folder with no Test split (the
-nightly input; it used to crash in the confusion-matrix cell):
+One scenario (run in the background lane of ``conftest.scenarios`` while other tests run) plays
+a few nights on the local disk, on a folder with no Test split (the nightly input; it used to
+crash in the confusion-matrix cell):
 
 1. night 1 starts; while it holds the output_path, a second scheduled run and a ``Run`` in this
    process are started: both stop at once, naming night 1;
@@ -21,7 +22,8 @@ import time
 import nbformat
 import pytest
 
-from conftest import REPO, copy_subset
+from conftest import (CLOUD_COST_PER_HOUR, REPO, copy_subset, finish, scenario, start,
+                      subprocess_environment, wait_for_lock)
 from helpers import history, lock
 from helpers.config import PipelineConfig
 from helpers.pipeline import Run
@@ -34,45 +36,9 @@ def scheduled_command(images, output, run_id, *more):
             "--run-id", run_id, "-p", "spark_master", "local[2]", *more]
 
 
-def environment(extra=None):
-    env = dict(os.environ, **(extra or {}))
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, env.get("PYTHONPATH")]))
-    return env
-
-
-def start(command, log_path, env=None):
-    log = open(log_path, "wb")
-    return subprocess.Popen(command, cwd=REPO, env=environment(env), stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True), log
-
-
-def finish(process, log, log_path, timeout):
-    try:
-        process.wait(timeout=timeout)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, 9)
-            process.wait()
-        log.close()
-    with open(log_path, encoding="utf-8", errors="replace") as handle:
-        return process.returncode, handle.read()
-
-
-def wait_for_lock(read_holder, run_id, process, log_path, timeout=300):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        holder = read_holder()
-        if holder and holder.get("run_id") == run_id:
-            return holder
-        if process.poll() is not None:
-            pytest.fail(f"{run_id} ended before taking the lock:\n" + open(log_path).read()[-3000:])
-        time.sleep(0.3)
-    pytest.fail(f"{run_id} did not take the lock within {timeout} s")
-
-
-@pytest.fixture(scope="module")
-def nights(spark, tmp_path_factory):
-    base = tmp_path_factory.mktemp("nightly")
+@scenario("nights", needs=("spark",))
+def play_nights(base, spark):
+    """The nights of the module docstring, run in the background lane (conftest.scenarios)."""
     images = copy_subset(str(base / "images"), classes=2, train=4, test=0)
     shutil.rmtree(os.path.join(images, "Test"))  # only Training/<Class>/: no Test split
     output = str(base / "outputs")
@@ -104,6 +70,11 @@ def nights(spark, tmp_path_factory):
                                                  str(COST_PER_HOUR)), logs["night-2"])
     done["night-2"] = finish(second, second_log, logs["night-2"], timeout=900)
     return done
+
+
+@pytest.fixture(scope="session")
+def nights(scenarios):
+    return scenarios.result("nights")
 
 
 def manifest_of(output):
@@ -200,53 +171,28 @@ def test_report_shows_the_history_table_and_plot(nights):
     with open(os.path.join(run_folder, "history.png"), "rb") as handle:
         assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
     printed = subprocess.run([sys.executable, "-m", "helpers.history", output], cwd=REPO,
-                             env=environment(), capture_output=True, text=True, timeout=120)
+                             env=subprocess_environment(), capture_output=True, text=True, timeout=120)
     assert printed.returncode == 0 and "night-1" in printed.stdout and "night-2" in printed.stdout
 
 
 # -- the same on S3 (SeaweedFS): the lock lives in the bucket ---------------------------------
 
-def test_two_concurrent_runs_on_s3_the_second_stops_naming_the_first(s3_server, s3_client, tmp_path):
-    endpoint, env = s3_server
-    bucket = "fruits-nightly-lock"
-    s3_client.create_bucket(Bucket=bucket)
-    images = copy_subset(str(tmp_path / "images"), classes=2, train=3, test=1)
-    for root, _, files in os.walk(images):
-        for name in files:
-            path = os.path.join(root, name)
-            s3_client.upload_file(path, bucket, "images/" + os.path.relpath(path, images))
-    output = f"s3://{bucket}/nightly"
-
-    def command(run_id):
-        return [sys.executable, "-m", "helpers.scheduled", "--notebook",
-                os.path.join(REPO, "notebooks", "cloud.ipynb"), "--input", f"s3://{bucket}/images",
-                "--output", output, "--run-id", run_id, "-p", "s3_endpoint", endpoint,
-                "-p", "spark_master", "local[1]"]
-
-    def holder():
-        try:
-            body = s3_client.get_object(Bucket=bucket, Key=f"nightly/{lock.LOCK_FILE}")["Body"]
-        except s3_client.exceptions.NoSuchKey:
-            return None
-        return json.loads(body.read())
-
-    first_log, second_log = str(tmp_path / "first.log"), str(tmp_path / "second.log")
-    first, first_handle = start(command("s3-night-1"), first_log, env)
-    try:
-        held = wait_for_lock(holder, "s3-night-1", first, first_log)
-        second, second_handle = start(command("s3-blocked"), second_log, env)
-        status, log = finish(second, second_handle, second_log, timeout=300)
-        assert first.poll() is None, "the first run ended before the second was refused"
-    finally:
-        first_status, first_output = finish(first, first_handle, first_log, timeout=900)
+def test_two_concurrent_runs_on_s3_the_second_stops_naming_the_first(cloud_s3_run, s3_client):
+    """``cloud_s3_run``: the EMR nightly step's papermill run of cloud.ipynb holds the lock in
+    the bucket; a scheduled run started meanwhile on the same output_path stops at once."""
+    held, (status, log) = cloud_s3_run["held"], cloud_s3_run["blocked"]
+    run_id, bucket = cloud_s3_run["run_id"], cloud_s3_run["bucket"]
+    assert cloud_s3_run["first_was_running"], "the first run ended before the second was refused"
     assert status == 75, log[-5000:]
-    assert (f"in use by run s3-night-1 (host {held['host']}, pid {held['pid']}, "
+    assert (f"in use by run {run_id} (host {held['host']}, pid {held['pid']}, "
             f"started {held['started_at']})") in log
-    assert first_status == 0, first_output[-5000:]
+    assert cloud_s3_run["status"] == 0, cloud_s3_run["log"][-5000:]
     keys = {item["Key"] for item in s3_client.list_objects_v2(Bucket=bucket, Prefix="nightly/")["Contents"]}
-    assert "nightly/history/s3-night-1/cloud.executed.ipynb" in keys
+    assert f"nightly/history/{run_id}/cloud.executed.ipynb" in keys
     assert f"nightly/{lock.LOCK_FILE}" not in keys  # released at the end of the run
     rows = history.parse_rows(
         s3_client.get_object(Bucket=bucket, Key="nightly/history/runs.jsonl")["Body"].read().decode())
-    assert [row["run_id"] for row in rows] == ["s3-night-1"] and rows[0]["images_new"] == 8
-    assert rows[0]["test_accuracy"] is not None
+    assert [row["run_id"] for row in rows] == [run_id]
+    assert rows[0]["images_new"] == cloud_s3_run["uploaded"] and rows[0]["test_accuracy"] is not None
+    assert rows[0]["estimated_cost_usd"] == pytest.approx(
+        rows[0]["minutes"] / 60 * CLOUD_COST_PER_HOUR, abs=1e-4)
