@@ -1,6 +1,7 @@
 # Fruits! featurization chain. From a fresh clone:
 #   make run    the whole chain on the bundled sample -> outputs/local/
 #   make test   the test suite
+#   make lint   ruff: lint and format check
 #   make lab    JupyterLab on notebooks/ (127.0.0.1, with a token; LAB_PORT=8888 by default)
 #   make nightly  the scheduled run: incremental, into outputs/nightly (INPUT=, OUTPUT= to change)
 # Each creates .venv and installs everything on first use; later calls install nothing.
@@ -17,7 +18,7 @@ export SPARK_LOCAL_IP := 127.0.0.1
 export PYTHONUNBUFFERED := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: run test nightly lab bench check-java clean sample wheel
+.PHONY: run test lint nightly lab bench check-java clean sample wheel
 
 run: $(INSTALLED) check-java
 	@mkdir -p $(OUTPUT)
@@ -28,6 +29,11 @@ run: $(INSTALLED) check-java
 
 test: $(INSTALLED) $(ASL_VALIDATOR) check-java
 	$(PY) -m pytest tests
+
+# ruff's linter and formatter (config in pyproject.toml); CI runs it before the tests.
+lint: $(INSTALLED)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 # The scheduled run (cron, systemd timer; README "Scheduled runs"): notebooks/local.ipynb with
 # papermill, incremental, into one fixed folder; the executed notebook kept in
