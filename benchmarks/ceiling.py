@@ -22,9 +22,9 @@ import json
 import time
 from typing import List
 
-import helpers  # noqa: F401 - first: oneDNN as helpers.onednn decides, before TensorFlow
 import numpy as np
 
+import helpers  # noqa: F401 - first: oneDNN as helpers.onednn decides, before TensorFlow
 from benchmarks.data import image_files
 
 

@@ -32,7 +32,6 @@ Usage: ``python -m benchmarks.full [--n 102639] [--small 2000] [--new 1000] [--s
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import shutil
@@ -41,8 +40,14 @@ import tempfile
 import time
 from typing import Dict, List, Optional
 
-from benchmarks.data import (FRUITS360_IMAGES, REPO, cache_root, cached_fruits360, image_files,
-                             make_fruits360)
+from benchmarks.data import (
+    FRUITS360_IMAGES,
+    REPO,
+    cache_root,
+    cached_fruits360,
+    image_files,
+    make_fruits360,
+)
 from benchmarks.pipeline_bench import batch_events, steady_rate
 from benchmarks.run import RESULTS, machine, peak_tree_rss, python_module
 

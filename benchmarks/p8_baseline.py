@@ -73,6 +73,7 @@ def main() -> None:
     # Driver: the model once, its weights broadcast (the notebooks' brodcast_weights).
     from keras import Model
     from keras.applications import MobileNetV2
+
     from helpers.weights import load_weight_set
 
     size = args.image_size

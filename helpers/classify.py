@@ -324,7 +324,7 @@ class SoftmaxRegression:
         weights = np.zeros((inputs.shape[1], classes), np.float32)
         ahead = weights
         iterations = 0
-        for iterations in range(1, max_iter + 1):
+        for iterations in range(1, max_iter + 1):  # noqa: B007 (returned)
             gradient = inputs.T @ (_softmax(inputs @ ahead) - targets) / len(x) + penalty * ahead
             following = ahead - gradient / curvature
             ahead = following + momentum * (following - weights)

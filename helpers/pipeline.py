@@ -25,16 +25,29 @@ from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
 from helpers import class_summary, cluster, plots, report, storage
-from helpers.lock import OutputLock
-from helpers.manifest import (PART_COLUMN, Part, feature_parts, plan_parts, read_parts,
-                              referenced_runs)
 from helpers.config import IMAGE_EXTENSIONS, PipelineConfig
 from helpers.features import FEATURE_DIM, decode_error_udf, featurize_udf
 from helpers.images import ImageDecodeError, decode_image, label_columns
+from helpers.lock import OutputLock
+from helpers.manifest import (
+    PART_COLUMN,
+    Part,
+    feature_parts,
+    plan_parts,
+    read_parts,
+    referenced_runs,
+)
 from helpers.progress import TASKS_PER_CORE, SparkProgress
 from helpers.reduction import MIN_PCA_VECTORS, PCA_COLUMN, PcaFit, fit_pca, project
-from helpers.session import (balanced_file_scans, get_spark, restore_sigint,
-                             sigint_handler, stop_jvm, task_cpus, temporary_conf)
+from helpers.session import (
+    balanced_file_scans,
+    get_spark,
+    restore_sigint,
+    sigint_handler,
+    stop_jvm,
+    task_cpus,
+    temporary_conf,
+)
 from helpers.weights import WeightSet, load_weight_set
 
 LOG = logging.getLogger("helpers.pipeline")

@@ -15,8 +15,12 @@ from typing import Any, Dict, List, Tuple
 import numpy as np
 
 from helpers.torchvision_keras import PREDICTIONS_LAYER
-from helpers.weights import (FLAVOUR_TORCHVISION, PREPROCESS_MODES, TORCH_BATCHNORM_EPSILON,
-                             WeightSet)
+from helpers.weights import (
+    FLAVOUR_TORCHVISION,
+    PREPROCESS_MODES,
+    TORCH_BATCHNORM_EPSILON,
+    WeightSet,
+)
 
 #: Name of the padding layer inserted before ``Conv1`` in the torchvision-flavoured graph.
 CONV1_PAD_LAYER = "Conv1_pad"

@@ -61,9 +61,16 @@ from helpers import log, plots, storage
 from helpers.class_summary import class_summary
 from helpers.classify import CLASSIFICATION_JSON, CONFUSION_CSV, CONFUSION_PLOT
 from helpers.report_html import export_html, export_notebook
-from helpers.report_page import (CLASS_COUNTS_CSV, CLASS_COUNTS_PLOT, HISTORY_PLOT,
-                                 SAMPLE_GRID_PLOT, SCATTER_PLOT, TIMINGS_PLOT, ordered_seconds,
-                                 report_notebook)
+from helpers.report_page import (
+    CLASS_COUNTS_CSV,
+    CLASS_COUNTS_PLOT,
+    HISTORY_PLOT,
+    SAMPLE_GRID_PLOT,
+    SCATTER_PLOT,
+    TIMINGS_PLOT,
+    ordered_seconds,
+    report_notebook,
+)
 from helpers.storage import MANIFEST, VARIANCE_PLOT
 
 if TYPE_CHECKING:  # annotations only: helpers.pipeline imports this module

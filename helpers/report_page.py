@@ -15,8 +15,14 @@ import pandas as pd
 from helpers import onednn, plots
 from helpers.class_summary import class_summary, number, statistics_frame
 from helpers.classify import CLASSIFICATION_JSON, CONFUSION_CSV, CONFUSION_PLOT
-from helpers.report_html import (figure_output, html_output, markdown_cell, output_cell,
-                                 table_output, text_table)
+from helpers.report_html import (
+    figure_output,
+    html_output,
+    markdown_cell,
+    output_cell,
+    table_output,
+    text_table,
+)
 from helpers.storage import VARIANCE_PLOT
 
 #: The figures (and table) written next to the report (``variance.png`` is the pipeline's own).

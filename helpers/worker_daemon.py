@@ -32,9 +32,9 @@ def preload() -> None:
     saved_stdout = os.dup(1)
     os.dup2(2, 1)
     try:
-        import helpers  # noqa: F401 - first: oneDNN on before TensorFlow (helpers.onednn)
         import tensorflow  # noqa: F401
 
+        import helpers  # noqa: F401 - first: oneDNN on before TensorFlow (helpers.onednn)
         import helpers.features  # noqa: F401
     except Exception:  # noqa: BLE001 - the workers import again and report it
         traceback.print_exc(file=sys.stderr)

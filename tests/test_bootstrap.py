@@ -5,7 +5,6 @@ non-zero status, and that a second run skips what is already installed.
 """
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import shutil

@@ -15,12 +15,12 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tomllib
 import zipfile
 from pathlib import Path
 from typing import Dict, List
 
 import pytest
+import tomllib
 
 from helpers.images import KNOWN_SPLITS
 

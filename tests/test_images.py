@@ -2,10 +2,16 @@
 file gets the label and split the chain gives it (real Spark)."""
 import numpy as np
 import pytest
-
 from corpus import EXPECTED, edge_case_files, jpeg_bytes, photo, upright_image
+
 from helpers import storage
-from helpers.images import ImageDecodeError, decode_batch, decode_image, is_image_path, label_columns
+from helpers.images import (
+    ImageDecodeError,
+    decode_batch,
+    decode_image,
+    is_image_path,
+    label_columns,
+)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))

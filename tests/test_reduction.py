@@ -7,8 +7,14 @@ import pytest
 from threadpoolctl import threadpool_info
 
 from helpers import reduction
-from helpers.reduction import (FEATURES_COLUMN, PCA_COLUMN, choose_k, fit_pca, project,
-                               single_threaded_blas)
+from helpers.reduction import (
+    FEATURES_COLUMN,
+    PCA_COLUMN,
+    choose_k,
+    fit_pca,
+    project,
+    single_threaded_blas,
+)
 
 ROWS, DIM = 240, 12
 

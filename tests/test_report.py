@@ -15,8 +15,8 @@ import nbformat
 import numpy as np
 import pandas as pd
 import pytest
-
 from browser import CHROMIUM, measure_page
+
 from helpers import class_summary, classify, plots, report, report_html, report_page
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -86,7 +86,7 @@ def test_report_shows_data_failures_figures_classifier_timings_parameters(report
     # which kernels TensorFlow used, driver and executors, in one line
     line = manifest["tensorflow"]["summary"]
     assert re.match(r"(on|off|mixed) \(driver [^;]+; executors .+ x\d+\)$", line), line
-    assert f"<td>TensorFlow oneDNN</td>" in page and f"<td>{html.escape(line)}</td>" in page
+    assert "<td>TensorFlow oneDNN</td>" in page and f"<td>{html.escape(line)}</td>" in page
 
 
 def test_report_has_no_code_and_fetches_nothing(report_run):

@@ -15,9 +15,9 @@ import re
 
 import numpy as np
 import pytest
-
 from browser import CHROMIUM, measure_page
 from corpus import write_many_classes
+
 from helpers import classify, plots, report, report_page
 from helpers.config import PipelineConfig
 from helpers.pipeline import run_pipeline

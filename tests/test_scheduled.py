@@ -22,8 +22,16 @@ import time
 import nbformat
 import pytest
 
-from conftest import (CLOUD_COST_PER_HOUR, REPO, copy_subset, finish, scenario, start,
-                      subprocess_environment, wait_for_lock)
+from conftest import (
+    CLOUD_COST_PER_HOUR,
+    REPO,
+    copy_subset,
+    finish,
+    scenario,
+    start,
+    subprocess_environment,
+    wait_for_lock,
+)
 from helpers import history, lock
 from helpers.config import PipelineConfig
 from helpers.pipeline import Run
