@@ -15,6 +15,7 @@ own switch) and the CPU's ISA (``isa``).
 
 Usage: ``python -m benchmarks.ceiling IMAGES_DIR [--image-size 224] [--variant fp32] [--repeats 3]``
 """
+
 from __future__ import annotations
 
 import argparse
@@ -87,12 +88,20 @@ def run(paths: List[str], image_size: int, variant: str, repeats: int, batch_siz
         start = time.perf_counter()
         one_pass()
         rates.append(len(paths) / (time.perf_counter() - start))
-    result = {"measure": "ceiling", "variant": variant, "image_size": image_size,
-              "images": len(paths), "images_per_s": rates, "median_images_per_s": float(np.median(rates))}
+    result = {
+        "measure": "ceiling",
+        "variant": variant,
+        "image_size": image_size,
+        "images": len(paths),
+        "images_per_s": rates,
+        "median_images_per_s": float(np.median(rates)),
+    }
     state = tensorflow_state()
     result.update(onednn=state["onednn"], isa=state["isa"], onednn_env=state["env"])
     if variant != "fp32":
-        reference = np.asarray(build("fp32", image_size, batch_size)(decode_batch(contents, image_size)[0]))
+        reference = np.asarray(
+            build("fp32", image_size, batch_size)(decode_batch(contents, image_size)[0])
+        )
         result["cosine_min"] = float(cosine(features, reference).min())
         result["cosine_mean"] = float(cosine(features, reference).mean())
     return result

@@ -16,6 +16,7 @@ images ``n .. n+m-1`` added to a tree of ``n`` are the ones a tree of ``n+m`` ho
 splits over processes. :func:`cached_fruits360` keeps such trees in a git-ignored cache
 (``benchmarks/data-cache/`` or ``$BENCH_DATA``), keyed by ``n`` and ``seed``, made once.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,37 +45,134 @@ FRUITS360_IMAGES = 102_639
 FRUITS360_CLASSES = 155
 #: Fruits-360-style class names: (name, varieties); varieties > 1 get numbers 1, 2, ...
 _FRUIT_NAMES: Sequence[Tuple[str, int]] = (
-    ("Apple Braeburn", 1), ("Apple Crimson Snow", 1), ("Apple Golden", 3),
-    ("Apple Granny Smith", 1), ("Apple Pink Lady", 1), ("Apple Red", 3),
-    ("Apple Red Delicious", 1), ("Apple Red Yellow", 2), ("Apricot", 1), ("Avocado", 1),
-    ("Avocado ripe", 1), ("Banana", 1), ("Banana Lady Finger", 1), ("Banana Red", 1),
-    ("Beetroot", 1), ("Blueberry", 1), ("Cactus fruit", 1), ("Cantaloupe", 2),
-    ("Carambula", 1), ("Cauliflower", 1), ("Cherry", 2), ("Cherry Rainier", 1),
-    ("Cherry Wax Black", 2), ("Cherry Wax Red", 1), ("Cherry Wax Yellow", 1), ("Chestnut", 1),
-    ("Clementine", 1), ("Cocos", 1), ("Corn", 1), ("Corn Husk", 1), ("Cucumber Ripe", 2),
-    ("Dates", 1), ("Eggplant", 1), ("Fig", 1), ("Ginger Root", 1), ("Granadilla", 1),
-    ("Grape Blue", 1), ("Grape Pink", 1), ("Grape White", 4), ("Grapefruit Pink", 1),
-    ("Grapefruit White", 1), ("Guava", 1), ("Hazelnut", 1), ("Huckleberry", 1), ("Kaki", 1),
-    ("Kiwi", 1), ("Kohlrabi", 1), ("Kumquats", 1), ("Lemon", 1), ("Lemon Meyer", 1),
-    ("Limes", 1), ("Lychee", 1), ("Mandarine", 1), ("Mango", 1), ("Mango Red", 1),
-    ("Mangostan", 1), ("Maracuja", 1), ("Melon Piel de Sapo", 1), ("Mulberry", 1),
-    ("Nectarine", 1), ("Nectarine Flat", 1), ("Nut Forest", 1), ("Nut Pecan", 1),
-    ("Onion Red", 1), ("Onion Red Peeled", 1), ("Onion White", 1), ("Orange", 1),
-    ("Papaya", 1), ("Passion Fruit", 1), ("Peach", 2), ("Peach Flat", 1), ("Pear", 3),
-    ("Pear Abate", 1), ("Pear Forelle", 1), ("Pear Kaiser", 1), ("Pear Monster", 1),
-    ("Pear Red", 1), ("Pear Stone", 1), ("Pear Williams", 1), ("Pepino", 1),
-    ("Pepper Green", 1), ("Pepper Orange", 1), ("Pepper Red", 1), ("Pepper Yellow", 1),
-    ("Physalis", 1), ("Physalis with Husk", 1), ("Pineapple", 1), ("Pineapple Mini", 1),
-    ("Pitahaya Red", 1), ("Plum", 3), ("Pomegranate", 1), ("Pomelo Sweetie", 1),
-    ("Potato Red", 1), ("Potato Red Washed", 1), ("Potato Sweet", 1), ("Potato White", 1),
-    ("Quince", 1), ("Rambutan", 1), ("Raspberry", 1), ("Redcurrant", 1), ("Salak", 1),
-    ("Strawberry", 1), ("Strawberry Wedge", 1), ("Tamarillo", 1), ("Tangelo", 1),
-    ("Tomato", 4), ("Tomato Cherry Red", 1), ("Tomato Heart", 1), ("Tomato Maroon", 1),
-    ("Tomato Yellow", 1), ("Tomato not Ripened", 1), ("Walnut", 1), ("Watermelon", 1),
-    ("Zucchini", 1), ("Zucchini dark", 1), ("Apple Golden Red", 2), ("Carrot", 2),
-    ("Cabbage White", 2), ("Pistachio", 2), ("Almond", 2), ("Blackberry", 3),
-    ("Gooseberry", 2), ("Persimmon", 2), ("Plum Yellow", 2), ("Apple Fuji", 3),
-    ("Apple Gala", 2), ("Apple Jonagold", 2), ("Bell Pepper", 3),
+    ("Apple Braeburn", 1),
+    ("Apple Crimson Snow", 1),
+    ("Apple Golden", 3),
+    ("Apple Granny Smith", 1),
+    ("Apple Pink Lady", 1),
+    ("Apple Red", 3),
+    ("Apple Red Delicious", 1),
+    ("Apple Red Yellow", 2),
+    ("Apricot", 1),
+    ("Avocado", 1),
+    ("Avocado ripe", 1),
+    ("Banana", 1),
+    ("Banana Lady Finger", 1),
+    ("Banana Red", 1),
+    ("Beetroot", 1),
+    ("Blueberry", 1),
+    ("Cactus fruit", 1),
+    ("Cantaloupe", 2),
+    ("Carambula", 1),
+    ("Cauliflower", 1),
+    ("Cherry", 2),
+    ("Cherry Rainier", 1),
+    ("Cherry Wax Black", 2),
+    ("Cherry Wax Red", 1),
+    ("Cherry Wax Yellow", 1),
+    ("Chestnut", 1),
+    ("Clementine", 1),
+    ("Cocos", 1),
+    ("Corn", 1),
+    ("Corn Husk", 1),
+    ("Cucumber Ripe", 2),
+    ("Dates", 1),
+    ("Eggplant", 1),
+    ("Fig", 1),
+    ("Ginger Root", 1),
+    ("Granadilla", 1),
+    ("Grape Blue", 1),
+    ("Grape Pink", 1),
+    ("Grape White", 4),
+    ("Grapefruit Pink", 1),
+    ("Grapefruit White", 1),
+    ("Guava", 1),
+    ("Hazelnut", 1),
+    ("Huckleberry", 1),
+    ("Kaki", 1),
+    ("Kiwi", 1),
+    ("Kohlrabi", 1),
+    ("Kumquats", 1),
+    ("Lemon", 1),
+    ("Lemon Meyer", 1),
+    ("Limes", 1),
+    ("Lychee", 1),
+    ("Mandarine", 1),
+    ("Mango", 1),
+    ("Mango Red", 1),
+    ("Mangostan", 1),
+    ("Maracuja", 1),
+    ("Melon Piel de Sapo", 1),
+    ("Mulberry", 1),
+    ("Nectarine", 1),
+    ("Nectarine Flat", 1),
+    ("Nut Forest", 1),
+    ("Nut Pecan", 1),
+    ("Onion Red", 1),
+    ("Onion Red Peeled", 1),
+    ("Onion White", 1),
+    ("Orange", 1),
+    ("Papaya", 1),
+    ("Passion Fruit", 1),
+    ("Peach", 2),
+    ("Peach Flat", 1),
+    ("Pear", 3),
+    ("Pear Abate", 1),
+    ("Pear Forelle", 1),
+    ("Pear Kaiser", 1),
+    ("Pear Monster", 1),
+    ("Pear Red", 1),
+    ("Pear Stone", 1),
+    ("Pear Williams", 1),
+    ("Pepino", 1),
+    ("Pepper Green", 1),
+    ("Pepper Orange", 1),
+    ("Pepper Red", 1),
+    ("Pepper Yellow", 1),
+    ("Physalis", 1),
+    ("Physalis with Husk", 1),
+    ("Pineapple", 1),
+    ("Pineapple Mini", 1),
+    ("Pitahaya Red", 1),
+    ("Plum", 3),
+    ("Pomegranate", 1),
+    ("Pomelo Sweetie", 1),
+    ("Potato Red", 1),
+    ("Potato Red Washed", 1),
+    ("Potato Sweet", 1),
+    ("Potato White", 1),
+    ("Quince", 1),
+    ("Rambutan", 1),
+    ("Raspberry", 1),
+    ("Redcurrant", 1),
+    ("Salak", 1),
+    ("Strawberry", 1),
+    ("Strawberry Wedge", 1),
+    ("Tamarillo", 1),
+    ("Tangelo", 1),
+    ("Tomato", 4),
+    ("Tomato Cherry Red", 1),
+    ("Tomato Heart", 1),
+    ("Tomato Maroon", 1),
+    ("Tomato Yellow", 1),
+    ("Tomato not Ripened", 1),
+    ("Walnut", 1),
+    ("Watermelon", 1),
+    ("Zucchini", 1),
+    ("Zucchini dark", 1),
+    ("Apple Golden Red", 2),
+    ("Carrot", 2),
+    ("Cabbage White", 2),
+    ("Pistachio", 2),
+    ("Almond", 2),
+    ("Blackberry", 3),
+    ("Gooseberry", 2),
+    ("Persimmon", 2),
+    ("Plum Yellow", 2),
+    ("Apple Fuji", 3),
+    ("Apple Gala", 2),
+    ("Apple Jonagold", 2),
+    ("Bell Pepper", 3),
 )
 
 
@@ -99,7 +197,9 @@ def _variant(image: Image.Image, rng: np.random.Generator) -> Image.Image:
     side = int(round(SIZE * zoom))
     left = int(rng.integers(0, SIZE - side + 1))
     top = int(rng.integers(0, SIZE - side + 1))
-    cropped = rotated.crop((left, top, left + side, top + side)).resize((SIZE, SIZE), Image.BILINEAR)
+    cropped = rotated.crop((left, top, left + side, top + side)).resize(
+        (SIZE, SIZE), Image.BILINEAR
+    )
     if rng.random() < 0.5:
         cropped = cropped.transpose(Image.FLIP_LEFT_RIGHT)
     cropped = ImageEnhance.Brightness(cropped).enhance(float(rng.uniform(0.88, 1.12)))
@@ -133,8 +233,11 @@ def make_dataset(root: str, n: int, seed: int = 0, test_share: float = 0.25) -> 
 
 def fruits360_classes(count: int = FRUITS360_CLASSES) -> List[str]:
     """``count`` Fruits-360-style class names (at most as many as the name list gives)."""
-    names = [name if varieties == 1 else f"{name} {number}"
-             for name, varieties in _FRUIT_NAMES for number in range(1, varieties + 1)]
+    names = [
+        name if varieties == 1 else f"{name} {number}"
+        for name, varieties in _FRUIT_NAMES
+        for number in range(1, varieties + 1)
+    ]
     if count > len(names):
         raise ValueError(f"at most {len(names)} class names, asked for {count}")
     return sorted(names[:count])
@@ -152,8 +255,9 @@ def _class_plan(seed: int, classes: int) -> Tuple[np.ndarray, np.ndarray]:
 _SOURCES: Dict[str, List[Image.Image]] = {}
 
 
-def _fruits360_image(index: int, seed: int, labels: List[str], plan: Tuple[np.ndarray, np.ndarray],
-                     test_share: float) -> Tuple[str, str, bytes]:
+def _fruits360_image(
+    index: int, seed: int, labels: List[str], plan: Tuple[np.ndarray, np.ndarray], test_share: float
+) -> Tuple[str, str, bytes]:
     """(split, class, JPEG bytes) of image ``index``: a function of ``seed`` and ``index`` only."""
     if not _SOURCES:
         for label, path in sample_images():
@@ -184,9 +288,15 @@ def _write_fruits360(job: Tuple[str, int, int, int, int, float]) -> Dict[str, in
     return counts
 
 
-def make_fruits360(root: str, n: int, seed: int = 0, first: int = 0,
-                   classes: int = FRUITS360_CLASSES, test_share: float = 0.25,
-                   workers: int = 1) -> Dict[str, int]:
+def make_fruits360(
+    root: str,
+    n: int,
+    seed: int = 0,
+    first: int = 0,
+    classes: int = FRUITS360_CLASSES,
+    test_share: float = 0.25,
+    workers: int = 1,
+) -> Dict[str, int]:
     """Write images ``first .. first+n-1`` of the Fruits-360-shaped set ``seed`` under ``root``
     (see the module docstring), in ``workers`` processes; return images per split."""
     if n < 1:
@@ -197,8 +307,10 @@ def make_fruits360(root: str, n: int, seed: int = 0, first: int = 0,
         for label in fruits360_classes(classes):
             os.makedirs(os.path.join(root, split, label), exist_ok=True)
     chunk = 2_000
-    jobs = [(root, start, min(start + chunk, first + n), seed, classes, test_share)
-            for start in range(first, first + n, chunk)]
+    jobs = [
+        (root, start, min(start + chunk, first + n), seed, classes, test_share)
+        for start in range(first, first + n, chunk)
+    ]
     if workers > 1:
         with multiprocessing.get_context("fork").Pool(workers) as pool:
             parts = pool.map(_write_fruits360, jobs)
@@ -241,8 +353,11 @@ def main() -> None:
     parser.add_argument("root")
     parser.add_argument("--n", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--fruits360", action="store_true",
-                        help="the Fruits-360-shaped set (155 classes); ROOT 'cache': in the cache")
+    parser.add_argument(
+        "--fruits360",
+        action="store_true",
+        help="the Fruits-360-shaped set (155 classes); ROOT 'cache': in the cache",
+    )
     args = parser.parse_args()
     if args.fruits360 and args.root == "cache":
         print(cached_fruits360(args.n, args.seed))

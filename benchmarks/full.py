@@ -29,6 +29,7 @@ time, as ``make run`` spends it.
 Prints a table; writes the JSON to ``--output`` (default ``benchmarks/results/full.json``).
 Usage: ``python -m benchmarks.full [--n 102639] [--small 2000] [--new 1000] [--seed 0]``
 """
+
 from __future__ import annotations
 
 import argparse
@@ -87,9 +88,12 @@ def output_sizes(output: str) -> Dict[str, int]:
             if os.path.isfile(path):
                 sizes[prefix + name] = os.path.getsize(path)
             elif prefix:
-                sizes[prefix + name] = sum(os.path.getsize(os.path.join(folder, file))
-                                           for folder, _, files in os.walk(path) for file in files
-                                           if not file.startswith("."))
+                sizes[prefix + name] = sum(
+                    os.path.getsize(os.path.join(folder, file))
+                    for folder, _, files in os.walk(path)
+                    for file in files
+                    if not file.startswith(".")
+                )
     return sizes
 
 
@@ -103,9 +107,14 @@ def onednn_everywhere(tensorflow: Dict) -> bool:
 def cell_seconds(notebook: str) -> List[Dict]:
     """Each code cell of an executed notebook: its first line and papermill's duration."""
     cells = json.load(open(notebook))["cells"]
-    return [{"cell": "".join(cell["source"]).strip().splitlines()[-1][:70] if cell["source"] else "",
-             "seconds": round(cell["metadata"].get("papermill", {}).get("duration") or 0.0, 3)}
-            for cell in cells if cell["cell_type"] == "code"]
+    return [
+        {
+            "cell": "".join(cell["source"]).strip().splitlines()[-1][:70] if cell["source"] else "",
+            "seconds": round(cell["metadata"].get("papermill", {}).get("duration") or 0.0, 3),
+        }
+        for cell in cells
+        if cell["cell_type"] == "code"
+    ]
 
 
 def chain_run(images: str, output: str, work: str, name: str, incremental: bool = False) -> Dict:
@@ -115,19 +124,35 @@ def chain_run(images: str, output: str, work: str, name: str, incremental: bool 
     timings = os.path.join(work, f"{name}-timings")
     os.makedirs(timings, exist_ok=True)
     log = os.path.join(work, f"{name}.log")
-    env = {"FRUITS_FEATURE_TIMINGS": timings,  # helpers.features.TIMINGS_ENV; workers inherit it
-           "PYTHONPATH": os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])),
-           "PYTHONUNBUFFERED": "1"}
-    notebook_command = [sys.executable, "-m", "papermill", NOTEBOOK, executed, "--cwd",
-                        os.path.dirname(NOTEBOOK), "--log-output",
-                        "-p", "input_path", images, "-p", "output_path", output]
+    env = {
+        "FRUITS_FEATURE_TIMINGS": timings,  # helpers.features.TIMINGS_ENV; workers inherit it
+        "PYTHONPATH": os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])),
+        "PYTHONUNBUFFERED": "1",
+    }
+    notebook_command = [
+        sys.executable,
+        "-m",
+        "papermill",
+        NOTEBOOK,
+        executed,
+        "--cwd",
+        os.path.dirname(NOTEBOOK),
+        "--log-output",
+        "-p",
+        "input_path",
+        images,
+        "-p",
+        "output_path",
+        output,
+    ]
     if incremental:
         notebook_command += ["-p", "incremental", "True"]
     wall_start = time.time()
     notebook = peak_tree_rss(notebook_command, env=env, log=log)
     wall_end = time.time()
-    report = peak_tree_rss([sys.executable, "-m", "helpers.report", output, "--notebook", executed],
-                           env=env, log=log)
+    report = peak_tree_rss(
+        [sys.executable, "-m", "helpers.report", output, "--notebook", executed], env=env, log=log
+    )
     manifest = json.load(open(os.path.join(output, "manifest.json")))
     seconds = manifest["seconds"]
     cells = cell_seconds(executed)
@@ -144,10 +169,14 @@ def chain_run(images: str, output: str, work: str, name: str, incremental: bool 
         "stage_seconds": seconds,
         "cell_seconds": cells,
         # the report's own time: the notebook's write_report cell (its "report" stage)
-        "report_cell_seconds": sum(cell["seconds"] for cell in cells
-                                   if cell["cell"].startswith("write_report(")),
-        "featurize_images_per_s": (through_model / seconds["featurize"]
-                                   if seconds.get("featurize") and through_model else None),
+        "report_cell_seconds": sum(
+            cell["seconds"] for cell in cells if cell["cell"].startswith("write_report(")
+        ),
+        "featurize_images_per_s": (
+            through_model / seconds["featurize"]
+            if seconds.get("featurize") and through_model
+            else None
+        ),
         "steady": steady_rate(events) if events else None,
         "peak_rss_mb": max(notebook["peak_rss_mb"], report["peak_rss_mb"]),
         "peak_rss_mb_notebook": notebook["peak_rss_mb"],
@@ -158,12 +187,16 @@ def chain_run(images: str, output: str, work: str, name: str, incremental: bool 
         "k": manifest.get("k"),
         "log": log,
     }
-    classification = os.path.join(manifest["run_path"].replace("file://", ""), "classification.json")
+    classification = os.path.join(
+        manifest["run_path"].replace("file://", ""), "classification.json"
+    )
     if os.path.exists(classification):
         with open(classification) as handle:
             scored = json.load(handle)
-        result["classifier"] = {key: scored.get(key) for key in
-                                ("accuracy", "chance", "train_images", "test_images", "skipped")}
+        result["classifier"] = {
+            key: scored.get(key)
+            for key in ("accuracy", "chance", "train_images", "test_images", "skipped")
+        }
     return result
 
 
@@ -177,10 +210,12 @@ def ratios(results: Dict) -> Dict[str, Optional[float]]:
         "notebook_over_featurize": full["notebook_seconds"] / featurize if featurize else None,
         "listing_over_whole_job": full["stage_seconds"].get("list", 0) / full["whole_job_seconds"],
         "peak_rss_full_over_small": full["peak_rss_mb"] / small["peak_rss_mb"],
-        "steady_over_ceiling": (steady / results["ceiling"]["median_images_per_s"]
-                                if steady else None),
-        "incremental_over_full": (incremental["whole_job_seconds"] / full["whole_job_seconds"]
-                                  if incremental else None),
+        "steady_over_ceiling": (
+            steady / results["ceiling"]["median_images_per_s"] if steady else None
+        ),
+        "incremental_over_full": (
+            incremental["whole_job_seconds"] / full["whole_job_seconds"] if incremental else None
+        ),
     }
 
 
@@ -188,19 +223,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=FRUITS360_IMAGES)
     parser.add_argument("--small", type=int, default=2000, help="images of the memory baseline run")
-    parser.add_argument("--new", type=int, default=1000, help="images added for the incremental run")
+    parser.add_argument(
+        "--new", type=int, default=1000, help="images added for the incremental run"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ceiling-repeats", type=int, default=3)
-    parser.add_argument("--ceiling-images", type=int, default=1000,
-                        help="the ceiling runs on the first N images of the --small tree")
+    parser.add_argument(
+        "--ceiling-images",
+        type=int,
+        default=1000,
+        help="the ceiling runs on the first N images of the --small tree",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work folder (outputs, logs)")
     parser.add_argument("--output", default=os.path.join(RESULTS, "full.json"))
     args = parser.parse_args()
     if args.n <= args.small:
         raise SystemExit(f"--n ({args.n}) must be larger than --small ({args.small})")
 
-    results: Dict = {"machine": machine(), "n": args.n, "small": args.small, "new": args.new,
-                     "seed": args.seed}
+    results: Dict = {
+        "machine": machine(),
+        "n": args.n,
+        "small": args.small,
+        "new": args.new,
+        "seed": args.seed,
+    }
     started = time.perf_counter()
     small_tree = cached_fruits360(args.small, args.seed)
     full_cache = cached_fruits360(args.n, args.seed)
@@ -211,9 +257,15 @@ def main() -> None:
     try:
         results["small"] = chain_run(small_tree, os.path.join(work, "out-small"), work, "small")
         print(f"small run: {results['small']['whole_job_seconds']:.0f} s", flush=True)
-        results["ceiling"] = python_module("benchmarks.ceiling", small_tree, "--repeats",
-                                           str(args.ceiling_repeats), "--limit",
-                                           str(args.ceiling_images), timeout=7200)
+        results["ceiling"] = python_module(
+            "benchmarks.ceiling",
+            small_tree,
+            "--repeats",
+            str(args.ceiling_repeats),
+            "--limit",
+            str(args.ceiling_images),
+            timeout=7200,
+        )
         print(f"ceiling: {results['ceiling']['median_images_per_s']:.1f} images/s", flush=True)
         tree = linked_copy(full_cache, os.path.join(work, "images"))
         output = os.path.join(work, "out")
@@ -227,8 +279,9 @@ def main() -> None:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     results["ratios"] = ratios(results)
-    results["onednn_both_sides"] = (bool(results["ceiling"].get("onednn"))
-                                    and results["full"]["onednn_everywhere"])
+    results["onednn_both_sides"] = (
+        bool(results["ceiling"].get("onednn")) and results["full"]["onednn_everywhere"]
+    )
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     with open(args.output, "w") as handle:
         json.dump(results, handle, indent=2, default=str)
@@ -242,9 +295,11 @@ def print_table(results: Dict) -> None:
 
     full, small = results["full"], results["small"]
     isa = results["machine"].get("isa_label") or results["machine"].get("isa", "?")
-    print(f"\nFruits! full-size benchmark: {full['images']} images "
-          f"(memory baseline {small['images']}); {results['machine']['cpu']}, "
-          f"{results['machine']['cores']} cores, ISA {isa}")
+    print(
+        f"\nFruits! full-size benchmark: {full['images']} images "
+        f"(memory baseline {small['images']}); {results['machine']['cpu']}, "
+        f"{results['machine']['cores']} cores, ISA {isa}"
+    )
     for stage, seconds in full["stage_seconds"].items():
         line(f"stage {stage} (s)", f"{seconds:.1f}")
     line("notebook under papermill (s)", f"{full['notebook_seconds']:.1f}")
@@ -263,19 +318,26 @@ def print_table(results: Dict) -> None:
     for name, size in full["output_bytes"].items():
         line(f"  output {name} (MB)", f"{size / 2**20:.1f}")
     if "classifier" in full and full["classifier"].get("accuracy") is not None:
-        line("classifier Test accuracy (chance)",
-             f"{full['classifier']['accuracy']:.3f} ({full['classifier']['chance']:.3f})")
+        line(
+            "classifier Test accuracy (chance)",
+            f"{full['classifier']['accuracy']:.3f} ({full['classifier']['chance']:.3f})",
+        )
     if "incremental" in results:
         incremental = results["incremental"]
-        line(f"incremental, {results['new']} new images: whole job (s)",
-             f"{incremental['whole_job_seconds']:.1f}")
+        line(
+            f"incremental, {results['new']} new images: whole job (s)",
+            f"{incremental['whole_job_seconds']:.1f}",
+        )
         for stage, seconds in incremental["stage_seconds"].items():
             line(f"  incremental stage {stage} (s)", f"{seconds:.1f}")
     for name, target, at_most in TARGETS:
         value = results["ratios"].get(name)
         shown = "n/a" if value is None else f"{value:.3f}"
-        met = "" if value is None else ("met" if (value <= target if at_most else value >= target)
-                                        else "NOT met")
+        met = (
+            ""
+            if value is None
+            else ("met" if (value <= target if at_most else value >= target) else "NOT met")
+        )
         line(f"  {name}", shown, f"{'<=' if at_most else '>='} {target} {met}")
     line("  oneDNN on in the ceiling and in the chain", str(results["onednn_both_sides"]))
 

@@ -7,6 +7,7 @@ Prints one JSON line per size.
 
 Usage: ``python -m benchmarks.image_size [--sizes 224,160,128,100] [--sample data/sample]``
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,10 +36,14 @@ def accuracy(size: int, sample: str) -> dict:
     nearest = labels[train][distances.argmin(axis=1)]
     classes = sorted(set(labels))
     centroids = np.stack([scores[train & (labels == c)].mean(axis=0) for c in classes])
-    by_centroid = np.array(classes)[np.linalg.norm(
-        scores[~train][:, None, :] - centroids[None], axis=2).argmin(axis=1)]
-    return {"k": k, "accuracy_1nn": float(np.mean(nearest == labels[~train])),
-            "accuracy_centroid": float(np.mean(by_centroid == labels[~train]))}
+    by_centroid = np.array(classes)[
+        np.linalg.norm(scores[~train][:, None, :] - centroids[None], axis=2).argmin(axis=1)
+    ]
+    return {
+        "k": k,
+        "accuracy_1nn": float(np.mean(nearest == labels[~train])),
+        "accuracy_centroid": float(np.mean(by_centroid == labels[~train])),
+    }
 
 
 def main() -> None:
@@ -50,8 +55,16 @@ def main() -> None:
     paths = image_files(args.sample)
     for size in (int(value) for value in args.sizes.split(",")):
         speed = ceiling(paths, size, "fp32", args.repeats, 64)
-        print(json.dumps({"measure": "image_size", "image_size": size,
-                          "images_per_s": speed["median_images_per_s"], **accuracy(size, args.sample)}))
+        print(
+            json.dumps(
+                {
+                    "measure": "image_size",
+                    "image_size": size,
+                    "images_per_s": speed["median_images_per_s"],
+                    **accuracy(size, args.sample),
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ own MobileNetV2 graph (no internet here): the same shapes and the same amount of
 
 Usage: ``python -m benchmarks.p8_baseline INPUT OUTPUT [--master local[2]] [--k 100]``
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,9 +55,12 @@ def main() -> None:
 
     os.environ["PYSPARK_PYTHON"] = sys.executable
     spark = (
-        SparkSession.builder.appName("p8-baseline").master(args.master)
-        .config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
-        .config("spark.driver.memory", "4g").config("spark.ui.showConsoleProgress", "false")
+        SparkSession.builder.appName("p8-baseline")
+        .master(args.master)
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.driver.memory", "4g")
+        .config("spark.ui.showConsoleProgress", "false")
         .getOrCreate()
     )
     spark.sparkContext.setLogLevel("ERROR")
@@ -65,8 +69,10 @@ def main() -> None:
     mark = time.perf_counter()
 
     images = (
-        spark.read.format("binaryFile").option("pathGlobFilter", "*.jpg")
-        .option("recursiveFileLookup", "true").load(args.input)
+        spark.read.format("binaryFile")
+        .option("pathGlobFilter", "*.jpg")
+        .option("recursiveFileLookup", "true")
+        .load(args.input)
     )
     images = images.withColumn("label", element_at(split(images["path"], "/"), -2))
 
@@ -134,14 +140,23 @@ def main() -> None:
     seconds["pca_fit"] = time.perf_counter() - mark
     mark = time.perf_counter()
     model.transform(vectors).select("path", "label", "pca_features").write.mode(
-        "overwrite").parquet(args.output)
+        "overwrite"
+    ).parquet(args.output)
     seconds["transform_write"] = time.perf_counter() - mark
     seconds["total"] = time.perf_counter() - started
     seconds["total_after_session"] = seconds["total"] - seconds["session"]
     written = spark.read.parquet(args.output).count()
     spark.stop()
-    print(json.dumps({"approach": "p8-baseline", "images": written, "k": k,
-                      "seconds": {name: round(value, 3) for name, value in seconds.items()}}))
+    print(
+        json.dumps(
+            {
+                "approach": "p8-baseline",
+                "images": written,
+                "k": k,
+                "seconds": {name: round(value, 3) for name, value in seconds.items()},
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

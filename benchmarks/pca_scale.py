@@ -15,6 +15,7 @@ Prints one JSON line.
 
 Usage: ``python -m benchmarks.pca_scale WORK_DIR [--rows 100000] [--methods gram,spark-ml]``
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,8 +44,12 @@ def write_parquet(matrix: np.ndarray, folder: str, files: int = 8) -> None:
     for index, chunk in enumerate(np.array_split(np.arange(len(matrix)), files)):
         values = pa.array(matrix[chunk].reshape(-1), type=pa.float32())
         offsets = pa.array(np.arange(len(chunk) + 1, dtype=np.int32) * DIM)
-        table = pa.table({"path": [f"img-{i}" for i in chunk],
-                          "features": pa.ListArray.from_arrays(offsets, values)})
+        table = pa.table(
+            {
+                "path": [f"img-{i}" for i in chunk],
+                "features": pa.ListArray.from_arrays(offsets, values),
+            }
+        )
         pq.write_table(table, os.path.join(folder, f"part-{index:03d}.parquet"))
 
 
@@ -82,8 +87,12 @@ def spark_pca(folder: str, method: str, target: float) -> dict:
         write_parquet(make_matrix(WARM_UP_ROWS, seed=1), warm_up)
     _, cold_seconds = fit_and_project(warm_up)
     fit, seconds = fit_and_project(folder)
-    return {"seconds": seconds, "cold_seconds": cold_seconds, "k": fit.k,
-            "ratios": np.asarray(fit.explained_variance[: fit.k])}
+    return {
+        "seconds": seconds,
+        "cold_seconds": cold_seconds,
+        "k": fit.k,
+        "ratios": np.asarray(fit.explained_variance[: fit.k]),
+    }
 
 
 def main() -> None:
@@ -97,8 +106,13 @@ def main() -> None:
     folder = os.path.join(args.work_dir, f"features_{args.rows}")
     write_parquet(matrix, folder)
     reference = numpy_pca(matrix, args.target)
-    result = {"measure": "pca_scale", "rows": args.rows, "dim": DIM,
-              "numpy_seconds": reference["seconds"], "numpy_k": reference["k"]}
+    result = {
+        "measure": "pca_scale",
+        "rows": args.rows,
+        "dim": DIM,
+        "numpy_seconds": reference["seconds"],
+        "numpy_k": reference["k"],
+    }
     del matrix
     for method in args.methods.split(","):
         fitted = spark_pca(folder, method, args.target)
@@ -107,7 +121,8 @@ def main() -> None:
         result[f"{method}_k"] = fitted["k"]
         shared = min(fitted["k"], reference["k"])
         result[f"{method}_max_ratio_error"] = float(
-            np.abs(fitted["ratios"][:shared] - reference["ratios"][:shared]).max())
+            np.abs(fitted["ratios"][:shared] - reference["ratios"][:shared]).max()
+        )
         result[f"{method}_vs_numpy"] = fitted["seconds"] / reference["seconds"]
     print(json.dumps(result))
 

@@ -13,6 +13,7 @@ In one Spark session (``local[*]``: all cores, as the ceiling):
 
 Prints one JSON line. Usage: ``python -m benchmarks.pipeline_bench IMAGES_DIR OUT_DIR``
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,9 +44,14 @@ def steady_rate(events: List[Dict]) -> Dict:
     images = sum(event["images"] for event in events)
     span = max(e["end"] for e in events) - min(e["start"] for e in events)
     busy = sum(e["end"] - e["start"] for e in events)
-    return {"images": images, "span_seconds": round(span, 3), "batches": len(events),
-            "workers": len({e["pid"] for e in events}),
-            "images_per_s": images / span, "images_per_busy_s": images / busy}
+    return {
+        "images": images,
+        "span_seconds": round(span, 3),
+        "batches": len(events),
+        "workers": len({e["pid"] for e in events}),
+        "images_per_s": images / span,
+        "images_per_busy_s": images / busy,
+    }
 
 
 def main() -> None:
@@ -69,9 +75,14 @@ def main() -> None:
     os.environ[TIMINGS_ENV] = timings  # before the session: the Python workers inherit it
 
     def config(name: str) -> PipelineConfig:
-        return PipelineConfig(args.images, os.path.join(args.output, name), spark_master=args.master,
-                              image_size=args.image_size, pca_method=args.pca_method,
-                              **({"batch_size": args.batch_size} if args.batch_size else {}))
+        return PipelineConfig(
+            args.images,
+            os.path.join(args.output, name),
+            spark_master=args.master,
+            image_size=args.image_size,
+            pca_method=args.pca_method,
+            **({"batch_size": args.batch_size} if args.batch_size else {}),
+        )
 
     started = time.perf_counter()
     spark = get_spark(config("cold"))
@@ -85,23 +96,27 @@ def main() -> None:
     warm = run_pipeline(config("warm"), spark)
     warm_seconds = time.perf_counter() - start
     steady = steady_rate(batch_events(timings, wall_start, time.time()))
-    print(json.dumps({
-        "measure": "pipeline",
-        "images": len(image_files(args.images)),
-        "session_seconds": round(session_seconds, 3),
-        "job_seconds": round(cold_seconds, 3),
-        "warm_job_seconds": round(warm_seconds, 3),
-        "cold_stage_seconds": cold.seconds,
-        "warm_stage_seconds": warm.seconds,
-        "steady": steady,
-        "steady_images_per_s": steady["images_per_s"],
-        "pca_method": args.pca_method,
-        "batch_size": cold.config.batch_size,
-        "k": cold.manifest["k"],
-        # oneDNN and ISA on the driver and the executors, and what the probe cost (warm run)
-        "tensorflow": warm.manifest["tensorflow"],
-        "onednn": warm.manifest["tensorflow"]["summary"],
-    }))
+    print(
+        json.dumps(
+            {
+                "measure": "pipeline",
+                "images": len(image_files(args.images)),
+                "session_seconds": round(session_seconds, 3),
+                "job_seconds": round(cold_seconds, 3),
+                "warm_job_seconds": round(warm_seconds, 3),
+                "cold_stage_seconds": cold.seconds,
+                "warm_stage_seconds": warm.seconds,
+                "steady": steady,
+                "steady_images_per_s": steady["images_per_s"],
+                "pca_method": args.pca_method,
+                "batch_size": cold.config.batch_size,
+                "k": cold.manifest["k"],
+                # oneDNN and ISA on the driver and the executors, and what the probe cost (warm run)
+                "tensorflow": warm.manifest["tensorflow"],
+                "onednn": warm.manifest["tensorflow"]["summary"],
+            }
+        )
+    )
     spark.stop()
 
 

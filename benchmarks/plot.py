@@ -4,6 +4,7 @@ cold and warm) and the P8-notebook baseline (whole job).
 
 Usage: ``python -m benchmarks.plot [RESULTS_JSON] [OUTPUT_PNG]``
 """
+
 from __future__ import annotations
 
 import json
@@ -15,23 +16,50 @@ from helpers import plots
 
 SERIES = (  # (label, images/s of one curve point, colour, line style)
     ("one-process model ceiling", lambda p: p["ceiling_images_per_s"], "#27ae60", "--"),
-    ("chain featurization, steady state", lambda p: p["pipeline_steady_images_per_s"], "#1f4e79", "-"),
-    ("chain whole job, warm session", lambda p: p["images"] / p["pipeline_warm_job_seconds"], "#5b8fc7", "-"),
+    (
+        "chain featurization, steady state",
+        lambda p: p["pipeline_steady_images_per_s"],
+        "#1f4e79",
+        "-",
+    ),
+    (
+        "chain whole job, warm session",
+        lambda p: p["images"] / p["pipeline_warm_job_seconds"],
+        "#5b8fc7",
+        "-",
+    ),
     ("chain whole job, cold", lambda p: p["images"] / p["pipeline_job_seconds"], "#8fb8de", "-"),
-    ("P8-notebook baseline, whole job", lambda p: p["images"] / p["p8_job_seconds"], "#c0392b", ":"),
+    (
+        "P8-notebook baseline, whole job",
+        lambda p: p["images"] / p["p8_job_seconds"],
+        "#c0392b",
+        ":",
+    ),
 )
 
 
 def main() -> None:
-    source = sys.argv[1] if len(sys.argv) > 1 else os.path.join(REPO, "benchmarks", "results", "latest.json")
-    target = sys.argv[2] if len(sys.argv) > 2 else os.path.join(REPO, "docs", "benchmarks-throughput.png")
+    source = (
+        sys.argv[1]
+        if len(sys.argv) > 1
+        else os.path.join(REPO, "benchmarks", "results", "latest.json")
+    )
+    target = (
+        sys.argv[2]
+        if len(sys.argv) > 2
+        else os.path.join(REPO, "docs", "benchmarks-throughput.png")
+    )
     with open(source) as handle:
         curve = json.load(handle)["curve"]
     counts = [point["images"] for point in curve]
     figure, axis = plots._styled(figsize=(11, 6))  # noqa: SLF001 (the one style of the project)
     ends = []  # the last point of each curve, labelled with its value
     for label, rate, colour, style in SERIES:
-        points = [(p["images"], rate(p)) for p in curve if "p8" not in label.lower() or "p8_job_seconds" in p]
+        points = [
+            (p["images"], rate(p))
+            for p in curve
+            if "p8" not in label.lower() or "p8_job_seconds" in p
+        ]
         if not points:
             continue
         axis.plot(*zip(*points), style, marker="o", color=colour, label=label, linewidth=2)
@@ -42,8 +70,14 @@ def main() -> None:
         below = index > 0 and value / ends[index - 1][1] < 1.12
         above = index + 1 < len(ends) and ends[index + 1][1] / value < 1.12
         shift = 6 if below and not above else -6 if above and not below else 0
-        axis.annotate(f"{value:.1f}", (count, value), textcoords="offset points", xytext=(6, shift),
-                      va="center", fontsize=10)
+        axis.annotate(
+            f"{value:.1f}",
+            (count, value),
+            textcoords="offset points",
+            xytext=(6, shift),
+            va="center",
+            fontsize=10,
+        )
     axis.set_xscale("log")
     axis.set_yscale("log")
     axis.set_xticks(counts)

@@ -19,6 +19,7 @@ Each measurement runs in its own process (fresh Spark, fresh TensorFlow). Images
 Usage: ``python -m benchmarks.run [--n 300] [--repeats 3] [--curve 100,1000,5000]
 [--skip p8,pca,memory,precision,sizes,onednn] [--output results.json]``
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,8 +49,12 @@ def python_module(module: str, *args: str, timeout: int = 1800, onednn_opts: str
     if onednn_opts:
         environment[onednn.ONEDNN_ENV] = onednn_opts
     completed = subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True,
-        timeout=timeout, env=environment,
+        [sys.executable, "-m", module, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=environment,
     )
     lines = [line for line in completed.stdout.splitlines() if line.startswith("{")]
     if completed.returncode != 0 or not lines:
@@ -58,23 +63,32 @@ def python_module(module: str, *args: str, timeout: int = 1800, onednn_opts: str
 
 
 def python_modules(module: str, *args: str) -> List[Dict]:
-    completed = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True,
-                               text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    completed = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+    )
     if completed.returncode != 0:
         raise RuntimeError(f"{module} failed: {completed.stderr[-3000:]}")
     return [json.loads(line) for line in completed.stdout.splitlines() if line.startswith("{")]
 
 
-def peak_tree_rss(command: List[str], env: Optional[Dict[str, str]] = None,
-                  log: Optional[str] = None) -> Dict:
+def peak_tree_rss(
+    command: List[str], env: Optional[Dict[str, str]] = None, log: Optional[str] = None
+) -> Dict:
     """Run ``command`` (environment ``env`` added; output to the file ``log`` or nowhere);
     sample the summed RSS of it and all its descendants every 0.2 s; peak and wall seconds."""
     output = open(log, "ab") if log else subprocess.DEVNULL
     started = time.perf_counter()
-    process = subprocess.Popen(command, cwd=REPO, stdout=output, stderr=subprocess.STDOUT if log
-                               else subprocess.DEVNULL,
-                               env=dict(os.environ, SPARK_LOCAL_IP="127.0.0.1",
-                                        TF_CPP_MIN_LOG_LEVEL="2", **(env or {})))
+    process = subprocess.Popen(
+        command,
+        cwd=REPO,
+        stdout=output,
+        stderr=subprocess.STDOUT if log else subprocess.DEVNULL,
+        env=dict(os.environ, SPARK_LOCAL_IP="127.0.0.1", TF_CPP_MIN_LOG_LEVEL="2", **(env or {})),
+    )
     root = psutil.Process(process.pid)
     peak = 0
     while process.poll() is None:
@@ -93,8 +107,9 @@ def peak_tree_rss(command: List[str], env: Optional[Dict[str, str]] = None,
     if log:
         output.close()
     if process.returncode != 0:
-        raise RuntimeError(f"{command} failed with {process.returncode}"
-                           + (f" (output in {log})" if log else ""))
+        raise RuntimeError(
+            f"{command} failed with {process.returncode}" + (f" (output in {log})" if log else "")
+        )
     return {"peak_rss_mb": peak / 2**20, "seconds": round(seconds, 3)}
 
 
@@ -111,21 +126,33 @@ def machine() -> Dict:
     import pyspark
     import tensorflow as tf
 
-    return {"cpu": cpu, "cores": os.cpu_count(), "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
-            "avx512_bf16": "avx512_bf16" in flags, "amx_bf16": "amx_bf16" in flags,
-            "isa": onednn.cpu_isa(flags), "isa_label": onednn.ISA_LABELS.get(onednn.cpu_isa(flags)),
-            "onednn_env": os.environ.get(onednn.ONEDNN_ENV),
-            "python": platform.python_version(), "pyspark": pyspark.__version__,
-            "tensorflow": tf.__version__, "keras": keras.__version__,
-            "load_average_at_start": os.getloadavg()}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "avx512_bf16": "avx512_bf16" in flags,
+        "amx_bf16": "amx_bf16" in flags,
+        "isa": onednn.cpu_isa(flags),
+        "isa_label": onednn.ISA_LABELS.get(onednn.cpu_isa(flags)),
+        "onednn_env": os.environ.get(onednn.ONEDNN_ENV),
+        "python": platform.python_version(),
+        "pyspark": pyspark.__version__,
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "load_average_at_start": os.getloadavg(),
+    }
 
 
 def pipeline_and_baseline(images: str, work: str, name: str, repeats: int, p8: bool) -> Dict:
     """Ceiling, chain and (when ``p8``) the P8 baseline on the images in ``images``."""
     count = len(image_files(images))
-    ceilings = [python_module("benchmarks.ceiling", images, "--repeats", "3") for _ in range(repeats)]
-    runs = [python_module("benchmarks.pipeline_bench", images, os.path.join(work, f"{name}-out{i}"))
-            for i in range(repeats)]
+    ceilings = [
+        python_module("benchmarks.ceiling", images, "--repeats", "3") for _ in range(repeats)
+    ]
+    runs = [
+        python_module("benchmarks.pipeline_bench", images, os.path.join(work, f"{name}-out{i}"))
+        for i in range(repeats)
+    ]
     point = {
         "images": count,
         "ceiling_runs": ceilings,
@@ -137,8 +164,9 @@ def pipeline_and_baseline(images: str, work: str, name: str, repeats: int, p8: b
     }
     point["target1_ratio"] = point["pipeline_steady_images_per_s"] / point["ceiling_images_per_s"]
     if p8:
-        baseline = python_module("benchmarks.p8_baseline", images, os.path.join(work, f"{name}-p8"),
-                                 timeout=3600)
+        baseline = python_module(
+            "benchmarks.p8_baseline", images, os.path.join(work, f"{name}-p8"), timeout=3600
+        )
         point["p8"] = baseline
         point["p8_job_seconds"] = baseline["seconds"]["total_after_session"]
         point["target2_speedup_cold"] = point["p8_job_seconds"] / point["pipeline_job_seconds"]
@@ -152,8 +180,12 @@ def onednn_both_ways(images: str, work: str) -> Dict:
     ways: Dict = {}
     for way, value in (("on", "1"), ("off", "0")):
         ceiling = python_module("benchmarks.ceiling", images, "--repeats", "3", onednn_opts=value)
-        chain = python_module("benchmarks.pipeline_bench", images,
-                              os.path.join(work, f"onednn-{way}-out"), onednn_opts=value)
+        chain = python_module(
+            "benchmarks.pipeline_bench",
+            images,
+            os.path.join(work, f"onednn-{way}-out"),
+            onednn_opts=value,
+        )
         ways[way] = {
             "env": value,
             "ceiling_onednn": ceiling["onednn"],
@@ -166,9 +198,12 @@ def onednn_both_ways(images: str, work: str) -> Dict:
             "probe_seconds": chain["tensorflow"].get("probe_seconds"),
         }
     ways["images"] = len(image_files(images))
-    ways["ceiling_speedup"] = ways["on"]["ceiling_images_per_s"] / ways["off"]["ceiling_images_per_s"]
-    ways["pipeline_speedup"] = (ways["on"]["pipeline_steady_images_per_s"]
-                                / ways["off"]["pipeline_steady_images_per_s"])
+    ways["ceiling_speedup"] = (
+        ways["on"]["ceiling_images_per_s"] / ways["off"]["ceiling_images_per_s"]
+    )
+    ways["pipeline_speedup"] = (
+        ways["on"]["pipeline_steady_images_per_s"] / ways["off"]["pipeline_steady_images_per_s"]
+    )
     return ways
 
 
@@ -176,12 +211,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--curve", default="100,1000,5000",
-                        help="more image counts, one run each, for throughput vs number of images")
+    parser.add_argument(
+        "--curve",
+        default="100,1000,5000",
+        help="more image counts, one run each, for throughput vs number of images",
+    )
     parser.add_argument("--pca-rows", type=int, default=100_000)
     parser.add_argument("--skip", default="")
-    parser.add_argument("--output", default=os.path.join(RESULTS, "latest.json"),
-                        help="where the JSON goes (default benchmarks/results/latest.json)")
+    parser.add_argument(
+        "--output",
+        default=os.path.join(RESULTS, "latest.json"),
+        help="where the JSON goes (default benchmarks/results/latest.json)",
+    )
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     results: Dict = {"machine": machine(), "n": args.n, "repeats": args.repeats}
@@ -197,7 +238,9 @@ def main() -> None:
             folder = os.path.join(work, f"images{count}")
             make_dataset(folder, count, seed=1)
             repeats = args.repeats if count == counts[-1] and count > args.n else 1  # target 1's
-            curve.append(pipeline_and_baseline(folder, work, f"n{count}", repeats, "p8" not in skip))
+            curve.append(
+                pipeline_and_baseline(folder, work, f"n{count}", repeats, "p8" not in skip)
+            )
         results["curve"] = sorted(curve, key=lambda point: point["images"])
         # Target 1 is a steady state: judged on the run with the most images (at 300, each of
         # the 2 workers runs 3 batches and the first one re-warms after the idle between runs).
@@ -206,22 +249,28 @@ def main() -> None:
         results["target1_ratio"] = longest["target1_ratio"]
 
         if "pca" not in skip:
-            results["pca_scale"] = python_module("benchmarks.pca_scale", work, "--rows", str(args.pca_rows))
+            results["pca_scale"] = python_module(
+                "benchmarks.pca_scale", work, "--rows", str(args.pca_rows)
+            )
             results["target3_ratio"] = results["pca_scale"]["gram_vs_numpy"]
         if "memory" not in skip:
             memory = {}
             for count in (200, 2000):
                 folder = os.path.join(work, f"memory{count}")
                 make_dataset(folder, count, seed=2)
-                driver = ("from helpers import log; log.configure(); "
-                          "from helpers.config import PipelineConfig; from helpers.pipeline import run_pipeline; "
-                          f"run_pipeline(PipelineConfig({folder!r}, {folder + '_out'!r}, spark_master='local[*]'))")
+                driver = (
+                    "from helpers import log; log.configure(); "
+                    "from helpers.config import PipelineConfig; from helpers.pipeline import run_pipeline; "
+                    f"run_pipeline(PipelineConfig({folder!r}, {folder + '_out'!r}, spark_master='local[*]'))"
+                )
                 memory[count] = peak_tree_rss([sys.executable, "-c", driver])["peak_rss_mb"]
             results["memory_peak_mb"] = memory
             results["target4_ratio"] = memory[2000] / memory[200]
         if "precision" not in skip:
-            results["precision"] = [python_module("benchmarks.ceiling", images, "--variant", variant)
-                                    for variant in ("fp32", "xla", "bf16")]
+            results["precision"] = [
+                python_module("benchmarks.ceiling", images, "--variant", variant)
+                for variant in ("fp32", "xla", "bf16")
+            ]
         if "sizes" not in skip:
             results["image_sizes"] = python_modules("benchmarks.image_size")
         if "onednn" not in skip:
@@ -240,16 +289,26 @@ def print_table(results: Dict) -> None:
         print(f"{name:<52} {value:>16}  {target}")
 
     isa = results["machine"].get("isa_label") or results["machine"].get("isa", "?")
-    print(f"\nFruits! benchmarks, {results['n']} images, medians of {results['repeats']} runs; "
-          f"{results['machine']['cpu']}, {results['machine']['cores']} cores, ISA {isa}")
+    print(
+        f"\nFruits! benchmarks, {results['n']} images, medians of {results['repeats']} runs; "
+        f"{results['machine']['cpu']}, {results['machine']['cores']} cores, ISA {isa}"
+    )
     line("one-process model ceiling (images/s, 224x224)", f"{results['ceiling_images_per_s']:.1f}")
-    line("pipeline featurization, steady state (images/s)", f"{results['pipeline_steady_images_per_s']:.1f}")
+    line(
+        "pipeline featurization, steady state (images/s)",
+        f"{results['pipeline_steady_images_per_s']:.1f}",
+    )
     for point in results["curve"]:
-        line(f"{point['images']} images: ceiling / steady (images/s), ratio",
-             f"{point['ceiling_images_per_s']:.0f} / {point['pipeline_steady_images_per_s']:.0f}, "
-             f"{point['target1_ratio']:.2f}")
-    line(f"  target 1: pipeline / ceiling, {results['target1_images']} images",
-         f"{results['target1_ratio']:.2f}", ">= 0.90")
+        line(
+            f"{point['images']} images: ceiling / steady (images/s), ratio",
+            f"{point['ceiling_images_per_s']:.0f} / {point['pipeline_steady_images_per_s']:.0f}, "
+            f"{point['target1_ratio']:.2f}",
+        )
+    line(
+        f"  target 1: pipeline / ceiling, {results['target1_images']} images",
+        f"{results['target1_ratio']:.2f}",
+        ">= 0.90",
+    )
     line("pipeline whole job, cold (s)", f"{results['pipeline_job_seconds']:.1f}")
     line("pipeline whole job, warm session (s)", f"{results['pipeline_warm_job_seconds']:.1f}")
     if "p8" in results:
@@ -258,11 +317,16 @@ def print_table(results: Dict) -> None:
         line("  target 2: P8 / pipeline, warm", f"{results['target2_speedup_warm']:.1f}x", ">= 10x")
     for point in results.get("curve", []):
         p8 = f", P8 {point['p8_job_seconds']:.0f} s" if "p8_job_seconds" in point else ""
-        line(f"{point['images']} images: job cold / warm (s){p8}",
-             f"{point['pipeline_job_seconds']:.1f} / {point['pipeline_warm_job_seconds']:.1f}")
+        line(
+            f"{point['images']} images: job cold / warm (s){p8}",
+            f"{point['pipeline_job_seconds']:.1f} / {point['pipeline_warm_job_seconds']:.1f}",
+        )
         if "p8_job_seconds" in point:
-            line("  target 2: P8 / pipeline, cold / warm",
-                 f"{point['target2_speedup_cold']:.1f}x / {point['target2_speedup_warm']:.1f}x", ">= 10x")
+            line(
+                "  target 2: P8 / pipeline, cold / warm",
+                f"{point['target2_speedup_cold']:.1f}x / {point['target2_speedup_warm']:.1f}x",
+                ">= 10x",
+            )
     if "pca_scale" in results:
         pca = results["pca_scale"]
         line(f"PCA {pca['rows']}x{pca['dim']}: numpy (s)", f"{pca['numpy_seconds']:.1f}")
@@ -275,18 +339,27 @@ def print_table(results: Dict) -> None:
         line("  target 4: 2000 / 200", f"{results['target4_ratio']:.2f}", "<= 1.25")
     for variant in results.get("precision", []):
         extra = f", cosine min {variant['cosine_min']:.4f}" if "cosine_min" in variant else ""
-        line(f"ceiling {variant['variant']} (images/s{extra})", f"{variant['median_images_per_s']:.1f}")
+        line(
+            f"ceiling {variant['variant']} (images/s{extra})",
+            f"{variant['median_images_per_s']:.1f}",
+        )
     if "onednn" in results:
         ways = results["onednn"]
         for way in ("on", "off"):
-            line(f"oneDNN {way} ({isa}, {ways['images']} images): ceiling / chain (images/s)",
-                 f"{ways[way]['ceiling_images_per_s']:.1f} / "
-                 f"{ways[way]['pipeline_steady_images_per_s']:.1f}")
-        line("  oneDNN on / off: ceiling, chain",
-             f"{ways['ceiling_speedup']:.2f}x, {ways['pipeline_speedup']:.2f}x")
+            line(
+                f"oneDNN {way} ({isa}, {ways['images']} images): ceiling / chain (images/s)",
+                f"{ways[way]['ceiling_images_per_s']:.1f} / "
+                f"{ways[way]['pipeline_steady_images_per_s']:.1f}",
+            )
+        line(
+            "  oneDNN on / off: ceiling, chain",
+            f"{ways['ceiling_speedup']:.2f}x, {ways['pipeline_speedup']:.2f}x",
+        )
     for size in results.get("image_sizes", []):
-        line(f"image size {size['image_size']}: images/s, 1-NN / centroid accuracy",
-             f"{size['images_per_s']:.1f} {size['accuracy_1nn']:.2f} {size['accuracy_centroid']:.2f}")
+        line(
+            f"image size {size['image_size']}: images/s, 1-NN / centroid accuracy",
+            f"{size['images_per_s']:.1f} {size['accuracy_1nn']:.2f} {size['accuracy_centroid']:.2f}",
+        )
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ One module per concern:
 - :mod:`helpers.scheduled`: the scheduled run (``make nightly``): papermill, incremental.
 - :mod:`helpers.log`: where the log lines go, set by the entry points (notebooks, CLIs).
 """
+
 # First, before any module can import TensorFlow: oneDNN on unless the user chose otherwise.
 from helpers.onednn import enable_onednn as _enable_onednn
 

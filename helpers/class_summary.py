@@ -1,4 +1,5 @@
 """Class summary: images per class and split, whole for a few classes, summarised for many."""
+
 from __future__ import annotations
 
 from typing import Any, Tuple
@@ -11,8 +12,9 @@ from helpers.images import KNOWN_SPLITS
 
 def counts_table(counts: pd.DataFrame) -> pd.DataFrame:
     """Images per class (rows) and split (columns), with totals."""
-    table = counts.pivot_table(index="label", columns="split", values="images", aggfunc="sum",
-                               fill_value=0)
+    table = counts.pivot_table(
+        index="label", columns="split", values="images", aggfunc="sum", fill_value=0
+    )
     ordered = [split for split in KNOWN_SPLITS if split in table.columns]
     table = table[ordered + [c for c in table.columns if c not in ordered]]
     table["all splits"] = table.sum(axis=1)
@@ -46,15 +48,30 @@ class ClassSummary:
         per_class = self.table.drop(index="all classes") if len(self.table) else self.table
         self.classes = len(per_class)
         self.many = self.classes > many
-        self.statistics = pd.DataFrame(
-            {column: [len(per_class[per_class[column] > 0]), int(per_class[column].sum()),
-                      int(per_class[column].min()), float(per_class[column].median()),
-                      int(per_class[column].max())]
-             for column in per_class.columns},
-            index=["classes", "images", "images per class: min", "images per class: median",
-                   "images per class: max"],
-            dtype=object,
-        ) if self.classes else pd.DataFrame()
+        self.statistics = (
+            pd.DataFrame(
+                {
+                    column: [
+                        len(per_class[per_class[column] > 0]),
+                        int(per_class[column].sum()),
+                        int(per_class[column].min()),
+                        float(per_class[column].median()),
+                        int(per_class[column].max()),
+                    ]
+                    for column in per_class.columns
+                },
+                index=[
+                    "classes",
+                    "images",
+                    "images per class: min",
+                    "images per class: median",
+                    "images per class: max",
+                ],
+                dtype=object,
+            )
+            if self.classes
+            else pd.DataFrame()
+        )
         ranked = per_class.sort_values("all splits", kind="stable") if self.classes else per_class
         self.smallest = ranked.head(top)
         self.largest = ranked.iloc[::-1].head(top) if self.classes else ranked
@@ -62,8 +79,11 @@ class ClassSummary:
     def spread(self) -> Tuple[int, float, int]:
         """Images per class over all splits: ``(min, median, max)``."""
         column = self.statistics["all splits"]
-        return (int(column["images per class: min"]), float(column["images per class: median"]),
-                int(column["images per class: max"]))
+        return (
+            int(column["images per class: min"]),
+            float(column["images per class: median"]),
+            int(column["images per class: max"]),
+        )
 
     def text(self) -> str:
         """One line: classes, images, images per class min / median / max, extremes."""
@@ -72,19 +92,25 @@ class ClassSummary:
         low, middle, high = self.spread()
 
         def named(frame: pd.DataFrame) -> str:
-            return ", ".join(f"{label} ({int(row['all splits'])})" for label, row in frame.iterrows())
+            return ", ".join(
+                f"{label} ({int(row['all splits'])})" for label, row in frame.iterrows()
+            )
 
-        return (f"{self.classes} classes, {int(self.statistics['all splits']['images'])} images; "
-                f"images per class (all splits): min {low}, median {number(middle)}, max {high}; "
-                f"smallest: {named(self.smallest)}; largest: {named(self.largest)}")
+        return (
+            f"{self.classes} classes, {int(self.statistics['all splits']['images'])} images; "
+            f"images per class (all splits): min {low}, median {number(middle)}, max {high}; "
+            f"smallest: {named(self.smallest)}; largest: {named(self.largest)}"
+        )
 
     def __repr__(self) -> str:
         return self.text() if self.many or not self.classes else self.table.to_string()
 
     def full_table_html(self) -> str:
         """The whole table, folded in a ``<details>`` element (open it to read)."""
-        return (f"<details><summary>All {self.classes} classes: images per class and split "
-                f"(click to open)</summary>\n{self.table.to_html(border=0)}\n</details>")
+        return (
+            f"<details><summary>All {self.classes} classes: images per class and split "
+            f"(click to open)</summary>\n{self.table.to_html(border=0)}\n</details>"
+        )
 
     def _repr_html_(self) -> str:
         if not self.many:

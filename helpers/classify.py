@@ -18,6 +18,7 @@ Spark (a pandas UDF with the fitted weights); only the small confusion table com
 splits (``sample_limit`` runs, data sets without a Test folder) gets a result that says why it
 was skipped instead of an error, so the notebook and its report still finish.
 """
+
 from __future__ import annotations
 
 import logging
@@ -114,26 +115,40 @@ class Classification:
         """The ``top`` most frequent mistakes: ``true class``, ``predicted class``, ``images``
         (Test images of the true class predicted as the other) and ``share of true class``
         (of its Test images); most images first, then by name. No rows without mistakes."""
-        matrix = np.asarray(self.confusion, dtype=int).reshape(len(self.labels), -1) \
-            if self.confusion else np.zeros((0, 0), dtype=int)
+        matrix = (
+            np.asarray(self.confusion, dtype=int).reshape(len(self.labels), -1)
+            if self.confusion
+            else np.zeros((0, 0), dtype=int)
+        )
         per_class = matrix.sum(axis=1)
-        rows = [(self.labels[i], self.labels[j], int(matrix[i, j]),
-                 float(matrix[i, j]) / per_class[i])
-                for i, j in zip(*np.nonzero(matrix)) if i != j]
-        frame = pd.DataFrame(rows, columns=["true class", "predicted class", "images",
-                                            "share of true class"])
-        frame = frame.sort_values(["images", "true class", "predicted class"],
-                                  ascending=[False, True, True], kind="stable")
+        rows = [
+            (self.labels[i], self.labels[j], int(matrix[i, j]), float(matrix[i, j]) / per_class[i])
+            for i, j in zip(*np.nonzero(matrix))
+            if i != j
+        ]
+        frame = pd.DataFrame(
+            rows, columns=["true class", "predicted class", "images", "share of true class"]
+        )
+        frame = frame.sort_values(
+            ["images", "true class", "predicted class"],
+            ascending=[False, True, True],
+            kind="stable",
+        )
         return frame.head(top).reset_index(drop=True)
 
     def class_accuracy(self) -> pd.DataFrame:
         """Test accuracy per class: ``class``, ``Test images``, ``right``, ``accuracy``; worst
         first (then by name). Classes without Test images are left out."""
-        matrix = np.asarray(self.confusion, dtype=int).reshape(len(self.labels), -1) \
-            if self.confusion else np.zeros((0, 0), dtype=int)
-        rows = [(label, int(matrix[i].sum()), int(matrix[i, i]),
-                 float(matrix[i, i]) / matrix[i].sum())
-                for i, label in enumerate(self.labels[:len(matrix)]) if matrix[i].sum()]
+        matrix = (
+            np.asarray(self.confusion, dtype=int).reshape(len(self.labels), -1)
+            if self.confusion
+            else np.zeros((0, 0), dtype=int)
+        )
+        rows = [
+            (label, int(matrix[i].sum()), int(matrix[i, i]), float(matrix[i, i]) / matrix[i].sum())
+            for i, label in enumerate(self.labels[: len(matrix)])
+            if matrix[i].sum()
+        ]
         frame = pd.DataFrame(rows, columns=["class", "Test images", "right", "accuracy"])
         return frame.sort_values(["accuracy", "class"], kind="stable").reset_index(drop=True)
 
@@ -153,27 +168,32 @@ class Classification:
         When the classifier was skipped: a small figure saying why.
         """
         if self.skipped or not self.confusion:
-            return plots.message_figure("No confusion matrix",
-                                        f"Classifier skipped: {self.skipped or 'no Test images'}.")
+            return plots.message_figure(
+                "No confusion matrix", f"Classifier skipped: {self.skipped or 'no Test images'}."
+            )
         if len(self.labels) > plots.MANY_CLASSES:
-            return plots.confused_pairs_figure(self.confused_pairs(), self.worst_classes(),
-                                               self.accuracy)
+            return plots.confused_pairs_figure(
+                self.confused_pairs(), self.worst_classes(), self.accuracy
+            )
         return plots.confusion_matrix_figure(self.confusion, self.labels, self.accuracy)
 
     def untrained_text(self) -> str:
         """One sentence on Test classes without Training images (``""`` when there are none)."""
         if not self.untrained:
             return ""
-        return (f"Test classes without Training images: {', '.join(self.untrained)} "
-                f"(counted as errors)")
+        return (
+            f"Test classes without Training images: {', '.join(self.untrained)} (counted as errors)"
+        )
 
     def training_text(self) -> str:
         """What it was trained on, e.g. ``1,550 of 4,000 Training images (at most 10 per
         class)``."""
         if self.per_class is None or self.train_images >= self.train_available:
             return f"{self.train_images:,} Training images"
-        return (f"{self.train_images:,} of {self.train_available:,} Training images "
-                f"(at most {self.per_class:,} per class)")
+        return (
+            f"{self.train_images:,} of {self.train_available:,} Training images "
+            f"(at most {self.per_class:,} per class)"
+        )
 
     def text(self) -> str:
         """One line: accuracy against chance, or why there is none."""
@@ -210,8 +230,9 @@ def evaluate(
     can only be mispredicted, and counts as such.
     """
     scores = storage.read_parquet(spark, pca_location).where(F.col("label").isNotNull())
-    return evaluate_frame(scores, per_class=per_class, seed=seed, reg_param=reg_param,
-                          max_iter=max_iter)
+    return evaluate_frame(
+        scores, per_class=per_class, seed=seed, reg_param=reg_param, max_iter=max_iter
+    )
 
 
 def evaluate_frame(
@@ -224,7 +245,9 @@ def evaluate_frame(
     """:func:`evaluate` on a DataFrame with ``label``, ``split`` and the ``pca`` array column
     (and ``path``, whose hash picks the Training sample; without it, the scores' hash)."""
     if per_class is not None and int(per_class) < 1:
-        raise ValueError(f"per_class must be a positive number of images or None, got {per_class!r}")
+        raise ValueError(
+            f"per_class must be a positive number of images or None, got {per_class!r}"
+        )
     counts = scores.groupBy("split", "label").count().collect()
     labels = sorted({row["label"] for row in counts})
     per_split = {TRAIN_SPLIT: 0, TEST_SPLIT: 0}
@@ -237,9 +260,13 @@ def evaluate_frame(
         if row["split"] == TRAIN_SPLIT:
             train_counts[row["label"]] = row["count"]
     train_labels = labels_of[TRAIN_SPLIT]
-    result = Classification(labels=labels, train_available=per_split[TRAIN_SPLIT],
-                            per_class=per_class, test_images=per_split[TEST_SPLIT],
-                            untrained=sorted(labels_of[TEST_SPLIT] - train_labels))
+    result = Classification(
+        labels=labels,
+        train_available=per_split[TRAIN_SPLIT],
+        per_class=per_class,
+        test_images=per_split[TEST_SPLIT],
+        untrained=sorted(labels_of[TEST_SPLIT] - train_labels),
+    )
     if per_split[TEST_SPLIT] == 0:
         result.skipped = f"no images in a {TEST_SPLIT} split"
     elif len(train_labels) < 2:
@@ -258,7 +285,8 @@ def evaluate_frame(
         *[item for label in labels for item in (F.lit(label), F.lit(index[label]))]
     )
     predicted = scores.where(F.col("split") == TEST_SPLIT).select(
-        mapping[F.col("label")].alias("target"), model.predict_column(F.col(PCA_COLUMN)))
+        mapping[F.col("label")].alias("target"), model.predict_column(F.col(PCA_COLUMN))
+    )
     pairs = predicted.groupBy("target", "prediction").count().collect()
     matrix = np.zeros((len(labels), len(labels)), dtype=int)
     for row in pairs:
@@ -267,28 +295,40 @@ def evaluate_frame(
     return result
 
 
-def training_sample(scores: DataFrame, counts: Dict[str, int], index: Dict[str, int],
-                    per_class: Optional[int], seed: int) -> Tuple[np.ndarray, np.ndarray]:
+def training_sample(
+    scores: DataFrame,
+    counts: Dict[str, int],
+    index: Dict[str, int],
+    per_class: Optional[int],
+    seed: int,
+) -> Tuple[np.ndarray, np.ndarray]:
     """The Training rows the classifier is fitted on, on the driver: scores (float32, one row
     per image) and class indices. With ``per_class``, the ``per_class`` rows of each class with
     the smallest hash of ``(path, seed)``: a filter keeps a few more than that per class in
     Spark (no shuffle), the driver keeps exactly those."""
     key = F.col("path") if "path" in scores.columns else F.col(PCA_COLUMN)
-    rank = (F.xxhash64(key, F.lit(int(seed))).bitwiseAND(F.lit(0x7FFFFFFF)) / float(2**31))
+    rank = F.xxhash64(key, F.lit(int(seed))).bitwiseAND(F.lit(0x7FFFFFFF)) / float(2**31)
     train = scores.where(F.col("split") == TRAIN_SPLIT).select(
-        "label", rank.alias("rank"), PCA_COLUMN)
+        "label", rank.alias("rank"), PCA_COLUMN
+    )
     if per_class is not None:
         # P(rank < share) = share: on average the bound plus 4 standard deviations and 10 rows
-        shares = {label: min(1.0, (per_class + 4 * per_class ** 0.5 + 10) / count)
-                  for label, count in counts.items()}
-        share = F.create_map(*[item for label, value in shares.items()
-                               for item in (F.lit(label), F.lit(value))])
+        shares = {
+            label: min(1.0, (per_class + 4 * per_class**0.5 + 10) / count)
+            for label, count in counts.items()
+        }
+        share = F.create_map(
+            *[item for label, value in shares.items() for item in (F.lit(label), F.lit(value))]
+        )
         train = train.where(F.col("rank") < share[F.col("label")])
     rows = train.toPandas().sort_values(["label", "rank"], kind="stable")
     if per_class is not None:
         rows = rows.groupby("label", sort=False).head(per_class)
-    x = (np.stack(rows[PCA_COLUMN].to_numpy()).astype(np.float32) if len(rows)
-         else np.zeros((0, 0), np.float32))
+    x = (
+        np.stack(rows[PCA_COLUMN].to_numpy()).astype(np.float32)
+        if len(rows)
+        else np.zeros((0, 0), np.float32)
+    )
     return x, rows["label"].map(index).to_numpy(dtype=np.int64)
 
 
@@ -297,16 +337,24 @@ class SoftmaxRegression:
     ``reg_param / 2 * |W|^2`` on the weights (not the biases), mean cross-entropy; Nesterov's
     accelerated gradient with the step from a bound on the loss's curvature."""
 
-    def __init__(self, mean: np.ndarray, scale: np.ndarray, weights: np.ndarray,
-                 iterations: int) -> None:
+    def __init__(
+        self, mean: np.ndarray, scale: np.ndarray, weights: np.ndarray, iterations: int
+    ) -> None:
         self.mean = mean  # per input column, for standardising
         self.scale = scale
         self.weights = weights  # (columns + 1) x classes, the last row the biases
         self.iterations = iterations
 
     @classmethod
-    def fit(cls, x: np.ndarray, y: np.ndarray, classes: int, reg_param: float = REG_PARAM,
-            max_iter: int = MAX_ITER, tolerance: float = TOLERANCE) -> "SoftmaxRegression":
+    def fit(
+        cls,
+        x: np.ndarray,
+        y: np.ndarray,
+        classes: int,
+        reg_param: float = REG_PARAM,
+        max_iter: int = MAX_ITER,
+        tolerance: float = TOLERANCE,
+    ) -> "SoftmaxRegression":
         """Fit on rows ``x`` (n x d) with class indices ``y`` in ``range(classes)``."""
         mean = x.mean(axis=0)
         scale = x.std(axis=0)
@@ -318,9 +366,11 @@ class SoftmaxRegression:
         penalty = np.full((inputs.shape[1], 1), reg_param, np.float32)
         penalty[-1] = 0.0  # biases are not regularised
         # Softmax cross-entropy's Hessian is at most 1/2 X'X/n (Boehning): a safe step 1/L
-        curvature = 0.5 * float(np.linalg.eigvalsh(inputs.T.astype(np.float64) @ inputs
-                                                   / len(x)).max()) + reg_param
-        momentum = (curvature ** 0.5 - reg_param ** 0.5) / (curvature ** 0.5 + reg_param ** 0.5)
+        curvature = (
+            0.5 * float(np.linalg.eigvalsh(inputs.T.astype(np.float64) @ inputs / len(x)).max())
+            + reg_param
+        )
+        momentum = (curvature**0.5 - reg_param**0.5) / (curvature**0.5 + reg_param**0.5)
         weights = np.zeros((inputs.shape[1], classes), np.float32)
         ahead = weights
         iterations = 0
@@ -368,16 +418,25 @@ def evaluate_run(run: Run) -> Classification:
     with run.stage("classify"):
         if getattr(run, "pca", None) is None:
             why = getattr(run, "pca_skipped", None)
-            result = Classification(skipped=f"no PCA scores (PCA skipped: {why})" if why
-                                    else "no PCA scores")
+            result = Classification(
+                skipped=f"no PCA scores (PCA skipped: {why})" if why else "no PCA scores"
+            )
         else:
-            result = evaluate(run.spark, run.location(storage.PCA_DIR),
-                              per_class=run.config.classifier_per_class, seed=run.config.seed)
+            result = evaluate(
+                run.spark,
+                run.location(storage.PCA_DIR),
+                per_class=run.config.classifier_per_class,
+                seed=run.config.seed,
+            )
         storage.write_json(run.spark, run.location(CLASSIFICATION_JSON), result.as_dict())
         if not result.skipped:
-            storage.write_bytes(run.spark, run.location(CONFUSION_CSV),
-                                result.confusion_table().to_csv().encode("utf-8"))
-            storage.write_bytes(run.spark, run.location(CONFUSION_PLOT),
-                                plots.figure_png(result.confusion_figure()))
+            storage.write_bytes(
+                run.spark,
+                run.location(CONFUSION_CSV),
+                result.confusion_table().to_csv().encode("utf-8"),
+            )
+            storage.write_bytes(
+                run.spark, run.location(CONFUSION_PLOT), plots.figure_png(result.confusion_figure())
+            )
     LOG.info("%s", result.text())
     return result

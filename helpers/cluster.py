@@ -16,6 +16,7 @@ instead of failing the job. A worker that cannot start at all fails the job; its
 error are then read from Spark's message. With dynamic allocation, only executors that are up
 when the probe runs are probed.
 """
+
 from __future__ import annotations
 
 import re
@@ -57,8 +58,12 @@ def probe_executors(spark: SparkSession, tasks: Optional[int] = None) -> List[Di
         import socket
         import sys
 
-        record = {"host": socket.gethostname(), "pid": os.getpid(), "python": sys.executable,
-                  "error": None}
+        record = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "python": sys.executable,
+            "error": None,
+        }
         imported = None
         try:
             import helpers
@@ -71,8 +76,9 @@ def probe_executors(spark: SparkSession, tasks: Optional[int] = None) -> List[Di
             imported = "helpers.features"
             import helpers.features  # noqa: F401
         except BaseException as error:  # noqa: BLE001 - reported, not raised
-            record["error"] = (f"cannot import {imported or 'helpers'} "
-                               f"({type(error).__name__}: {error})")
+            record["error"] = (
+                f"cannot import {imported or 'helpers'} ({type(error).__name__}: {error})"
+            )
         yield record
 
     context.setJobDescription("fruits: probe the executors' Python workers")
@@ -88,9 +94,11 @@ def job_failure_sentence(message: str) -> str:
     """One sentence from a failed probe job's Spark message: the host and the worker's error
     (the last Python exception line for a Python error, else the cause Spark gives first)."""
     lost = re.search(r"\(TID \d+\) \(([^ )]+) executor [^)]*\): ([^\n]+)", message)
-    python_lines = [line for line in re.findall(
-        r"^([A-Za-z_][\w.]*(?:Error|Exception): .+)$", message, re.MULTILINE)
-        if not line.startswith(("org.", "java.", "py4j.", "scala."))]
+    python_lines = [
+        line
+        for line in re.findall(r"^([A-Za-z_][\w.]*(?:Error|Exception): .+)$", message, re.MULTILINE)
+        if not line.startswith(("org.", "java.", "py4j.", "scala."))
+    ]
     cause = lost.group(2) if lost else ""
     if python_lines and (not cause or "PythonException" in cause):
         error = python_lines[-1]
@@ -107,10 +115,21 @@ def executor_table(records: List[Dict[str, Any]]) -> pd.DataFrame:
     worker processes. Columns: :data:`TABLE_COLUMNS` (plus ``error`` when any)."""
     groups: Dict[tuple, Dict[str, Any]] = {}
     for record in records:
-        key = (record["host"], record.get("python"), record.get("error"),
-               record.get("onednn"), record.get("isa"))
-        group = groups.setdefault(key, {**{column: record.get(column) for column in TABLE_COLUMNS},
-                                        "error": record.get("error"), "pids": set()})
+        key = (
+            record["host"],
+            record.get("python"),
+            record.get("error"),
+            record.get("onednn"),
+            record.get("isa"),
+        )
+        group = groups.setdefault(
+            key,
+            {
+                **{column: record.get(column) for column in TABLE_COLUMNS},
+                "error": record.get("error"),
+                "pids": set(),
+            },
+        )
         group["pids"].add(record.get("pid"))
     rows = []
     for group in groups.values():
@@ -130,7 +149,9 @@ def failure_sentence(records: List[Dict[str, Any]]) -> Optional[str]:
         return None
     hosts = sorted({record["host"] for record in failed})
     first = next(record for record in failed if record["host"] == hosts[0])
-    others = f" (and on {len(hosts) - 1} more node(s): {', '.join(hosts[1:])})" if len(hosts) > 1 else ""
+    others = (
+        f" (and on {len(hosts) - 1} more node(s): {', '.join(hosts[1:])})" if len(hosts) > 1 else ""
+    )
     return f"node {hosts[0]}: {first['error']}{others}: {HINT}"
 
 
@@ -161,13 +182,17 @@ def tensorflow_record(spark: SparkSession) -> Dict[str, Any]:
     probe is recorded, never raised: the run has already featurized by then."""
     start = time.perf_counter()
     driver = onednn.tensorflow_state()
-    record: Dict[str, Any] = {"driver": {key: driver[key] for key in ("host", "onednn", "isa",
-                                                                       "env", "tensorflow")}}
+    record: Dict[str, Any] = {
+        "driver": {key: driver[key] for key in ("host", "onednn", "isa", "env", "tensorflow")}
+    }
     try:
         records = probe_executors(spark)
         table = executor_table(records)
-        keep = [column for column in ("host", "onednn", "isa", "workers", "error")
-                if column in table.columns]
+        keep = [
+            column
+            for column in ("host", "onednn", "isa", "workers", "error")
+            if column in table.columns
+        ]
         record["executors"] = [
             {key: (value.item() if hasattr(value, "item") else value) for key, value in row.items()}
             for row in table[keep].to_dict("records")

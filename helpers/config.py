@@ -3,6 +3,7 @@
 The notebooks' ``parameters`` cells mirror these fields; papermill overrides them, and
 ``PipelineConfig.from_parameters`` turns the notebook's variables into a checked config.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -97,20 +98,26 @@ class PipelineConfig:
         if self.pca_method not in ("spark-ml", "gram"):
             raise ValueError(f"pca_method must be 'spark-ml' or 'gram', got {self.pca_method!r}")
         if self.run_id is not None and (
-            not isinstance(self.run_id, str) or not RUN_ID_PATTERN.fullmatch(self.run_id)
+            not isinstance(self.run_id, str)
+            or not RUN_ID_PATTERN.fullmatch(self.run_id)
             or self.run_id in (".", "..")
         ):
-            raise ValueError(f"run_id may only hold letters, digits, '.', '_' and '-', "
-                             f"got {self.run_id!r}")
+            raise ValueError(
+                f"run_id may only hold letters, digits, '.', '_' and '-', got {self.run_id!r}"
+            )
         if self.cost_per_hour is not None and not float(self.cost_per_hour) >= 0.0:
-            raise ValueError(f"cost_per_hour must be a number of USD >= 0 or None, "
-                             f"got {self.cost_per_hour!r}")
+            raise ValueError(
+                f"cost_per_hour must be a number of USD >= 0 or None, got {self.cost_per_hour!r}"
+            )
         self.cost_per_hour = None if self.cost_per_hour is None else float(self.cost_per_hour)
         if self.classifier_per_class is not None and int(self.classifier_per_class) < 1:
-            raise ValueError(f"classifier_per_class must be a positive number of images or "
-                             f"None, got {self.classifier_per_class!r}")
-        self.classifier_per_class = (None if self.classifier_per_class is None
-                                     else int(self.classifier_per_class))
+            raise ValueError(
+                f"classifier_per_class must be a positive number of images or "
+                f"None, got {self.classifier_per_class!r}"
+            )
+        self.classifier_per_class = (
+            None if self.classifier_per_class is None else int(self.classifier_per_class)
+        )
         self.variance_target = float(self.variance_target)
         self.image_size = int(self.image_size)
         self.batch_size = int(self.batch_size)

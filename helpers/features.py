@@ -17,6 +17,7 @@ Public contract (relied on by other code and checks)::
 
     extract_features(contents, image_size=224) -> np.ndarray  # float32, shape (n, 1280)
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -129,15 +130,18 @@ def mobilenet_v2_features(weight_set: WeightSet, image_size: int) -> Callable:
     stem = folded("Conv1", "bn_Conv1")
     blocks = []
     for name, stride in MOBILENET_V2_BLOCKS:
-        expand = folded(f"{name}_expand", f"{name}_expand_BN") if f"{name}_expand" in layers else None
+        expand = (
+            folded(f"{name}_expand", f"{name}_expand_BN") if f"{name}_expand" in layers else None
+        )
         depthwise = folded(f"{name}_depthwise", f"{name}_depthwise_BN", depthwise=True)
         project = folded(f"{name}_project", f"{name}_project_BN")
         blocks.append((stride, expand, depthwise, project))
     head = folded("Conv_1", "Conv_1_bn")
 
     def pointwise(x: Any, kernel_bias: Tuple[Any, Any], relu: bool = True) -> Any:
-        y = tf.nn.bias_add(tf.nn.conv2d(x, kernel_bias[0], strides=1, padding="VALID"),
-                           kernel_bias[1])
+        y = tf.nn.bias_add(
+            tf.nn.conv2d(x, kernel_bias[0], strides=1, padding="VALID"), kernel_bias[1]
+        )
         return tf.nn.relu6(y) if relu else y
 
     def stride2_pads(size: int) -> List[int]:
@@ -327,8 +331,9 @@ def _record_timing(event: str, start: float, end: float, images: int) -> None:
     folder = os.environ.get(TIMINGS_ENV)
     if not folder:
         return
-    line = json.dumps({"pid": os.getpid(), "event": event, "start": start, "end": end,
-                       "images": images})
+    line = json.dumps(
+        {"pid": os.getpid(), "event": event, "start": start, "end": end, "images": images}
+    )
     try:
         with open(os.path.join(folder, f"{os.getpid()}.jsonl"), "a", encoding="utf-8") as handle:
             handle.write(line + "\n")
@@ -404,4 +409,3 @@ def _result_frame(vectors: np.ndarray, errors: List[Optional[str]]) -> pd.DataFr
     for error in errors:
         rows.append(next(next_vector) if error is None else None)
     return pd.DataFrame({"features": rows, "error": errors})
-

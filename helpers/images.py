@@ -5,6 +5,7 @@ decode with Pillow, apply the EXIF orientation, convert to RGB, resize to a squa
 bilinear filtering. Bad input raises :class:`ImageDecodeError` with a readable reason, so the
 caller can record the file and go on; nothing here ever lets a bad file crash a job.
 """
+
 from __future__ import annotations
 
 import io
@@ -86,9 +87,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def decode_batch(
-    contents: Sequence[Optional[bytes]], image_size: int
-) -> Tuple[np.ndarray, list]:
+def decode_batch(contents: Sequence[Optional[bytes]], image_size: int) -> Tuple[np.ndarray, list]:
     """Decode many images; return ``(pixels, errors)``.
 
     ``pixels`` is ``(n_ok, image_size, image_size, 3)`` uint8 for the images that decoded, in

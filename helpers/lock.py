@@ -25,6 +25,7 @@ same pause), with a log line naming the dead run:
 A holder whose lock was taken over notices it at its next heartbeat, logs it and stops
 refreshing; releasing deletes the file only while it still holds this run's token.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -90,8 +91,10 @@ def pid_alive(pid: int) -> bool:
 
 def describe(holder: Dict[str, Any]) -> str:
     """``run <id> (host <host>, pid <pid>, started <time>)``."""
-    return (f"run {holder.get('run_id', '?')} (host {holder.get('host', '?')}, "
-            f"pid {holder.get('pid', '?')}, started {holder.get('started_at', '?')})")
+    return (
+        f"run {holder.get('run_id', '?')} (host {holder.get('host', '?')}, "
+        f"pid {holder.get('pid', '?')}, started {holder.get('started_at', '?')})"
+    )
 
 
 def lock_location(output_path: str) -> str:
@@ -134,9 +137,16 @@ def stale_reason(holder: Dict[str, Any], own_pid: Optional[int] = None) -> Optio
 class OutputLock:
     """The lock of one ``output_path`` for one run (:meth:`acquire`, :meth:`release`)."""
 
-    def __init__(self, spark: Any, output_path: str, run_id: str,
-                 ttl_seconds: float = TTL_SECONDS, heartbeat_seconds: float = HEARTBEAT_SECONDS,
-                 settle_seconds: Optional[float] = None, reclaim_own_process: bool = True) -> None:
+    def __init__(
+        self,
+        spark: Any,
+        output_path: str,
+        run_id: str,
+        ttl_seconds: float = TTL_SECONDS,
+        heartbeat_seconds: float = HEARTBEAT_SECONDS,
+        settle_seconds: Optional[float] = None,
+        reclaim_own_process: bool = True,
+    ) -> None:
         self.spark = spark
         self.output_path = output_path
         self.location = lock_location(output_path)
@@ -146,8 +156,9 @@ class OutputLock:
         self.heartbeat_seconds = float(heartbeat_seconds)
         local = storage.local_file(self.location) is not None
         self.atomic_create = local
-        self.settle_seconds = (0.0 if local else SETTLE_SECONDS) if settle_seconds is None \
-            else float(settle_seconds)
+        self.settle_seconds = (
+            (0.0 if local else SETTLE_SECONDS) if settle_seconds is None else float(settle_seconds)
+        )
         self.reclaim_own_process = reclaim_own_process
         self.started_at = _now().isoformat()
         self.held = False
@@ -156,10 +167,16 @@ class OutputLock:
 
     def record(self) -> Dict[str, Any]:
         """What the lock file says while this run holds it."""
-        return {"run_id": self.run_id, "host": socket.gethostname(), "pid": os.getpid(),
-                "started_at": self.started_at, "heartbeat_at": _now().isoformat(),
-                "ttl_seconds": self.ttl_seconds, "token": self.token,
-                "output_path": self.output_path}
+        return {
+            "run_id": self.run_id,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started_at": self.started_at,
+            "heartbeat_at": _now().isoformat(),
+            "ttl_seconds": self.ttl_seconds,
+            "token": self.token,
+            "output_path": self.output_path,
+        }
 
     def _payload(self) -> bytes:
         return json.dumps(self.record(), indent=2, sort_keys=True).encode("utf-8")
@@ -173,8 +190,11 @@ class OutputLock:
         if seconds:
             time.sleep(seconds)
         current = self.holder()
-        return None if current is not None and current.get("token") == self.token else (
-            current or {"run_id": "?"})
+        return (
+            None
+            if current is not None and current.get("token") == self.token
+            else (current or {"run_id": "?"})
+        )
 
     def _locked(self, holder: Dict[str, Any]) -> RunLockedError:
         return RunLockedError(
@@ -189,8 +209,9 @@ class OutputLock:
         """Take the lock, or raise :class:`RunLockedError` naming the run that holds it."""
         for _ in range(5):
             if storage.create_exclusive(self.spark, self.location, self._payload()):
-                winner = (None if self.atomic_create
-                          else self._won_after_settling(self.settle_seconds))
+                winner = (
+                    None if self.atomic_create else self._won_after_settling(self.settle_seconds)
+                )
                 if winner is not None:
                     raise self._locked(winner)
                 break
@@ -212,8 +233,9 @@ class OutputLock:
             raise RuntimeError(f"could not take the lock {self.location}: it keeps changing")
         self.held = True
         LOG.info("lock taken: %s holds %s", self.run_id, self.location)
-        self._thread = threading.Thread(target=self._heartbeat, daemon=True,
-                                        name=f"lock-heartbeat-{self.run_id}")
+        self._thread = threading.Thread(
+            target=self._heartbeat, daemon=True, name=f"lock-heartbeat-{self.run_id}"
+        )
         self._thread.start()
         atexit.register(self._release_at_exit)
         return self
@@ -223,8 +245,11 @@ class OutputLock:
             try:
                 current = self.holder()
                 if current is None or current.get("token") != self.token:
-                    LOG.warning("lock of %s lost: now held by %s", self.run_id,
-                                describe(current) if current else "nobody")
+                    LOG.warning(
+                        "lock of %s lost: now held by %s",
+                        self.run_id,
+                        describe(current) if current else "nobody",
+                    )
                     self.held = False
                     return
                 storage.write_bytes_atomic(self.spark, self.location, self._payload())

@@ -4,6 +4,7 @@ Library modules only get their logger, under ``helpers`` (``logging.getLogger("h
 and never install a handler: whoever runs the chain calls :func:`configure` once, as the
 notebooks' set-up cell and ``python -m helpers.scheduled`` do.
 """
+
 from __future__ import annotations
 
 import logging
@@ -21,8 +22,9 @@ class _OutputHandler(logging.StreamHandler):
     """The handler :func:`configure` installs (found again, and replaced, by its type)."""
 
 
-def configure(logger: str = LOGGER, stream: Optional[IO[str]] = None,
-              level: int = logging.INFO) -> logging.Logger:
+def configure(
+    logger: str = LOGGER, stream: Optional[IO[str]] = None, level: int = logging.INFO
+) -> logging.Logger:
     """Show the records of ``logger`` and its children from ``level`` up on ``stream``.
 
     Defaults: the chain's loggers (stage lines, counts, lock take-overs) at INFO on

@@ -13,6 +13,7 @@ Parts stay bounded (:func:`plan_parts`): a part that no longer holds most of its
 every part but the largest once a run would name more than :data:`MAX_FEATURE_PARTS`, are
 rewritten (their rows in use) into the new run's own part.
 """
+
 from __future__ import annotations
 
 import functools
@@ -50,8 +51,9 @@ def feature_parts(manifest: Optional[Dict[str, Any]]) -> List[Part]:
     return [{"path": path, "rows": images, "images": images} for path in paths]
 
 
-def plan_parts(parts: Iterable[Part], images_in_use: Dict[str, int],
-               limit: Optional[int] = None) -> Tuple[List[Part], List[Part]]:
+def plan_parts(
+    parts: Iterable[Part], images_in_use: Dict[str, int], limit: Optional[int] = None
+) -> Tuple[List[Part], List[Part]]:
     """Split the previous run's ``parts`` into those kept where they are and those folded.
 
     ``images_in_use``: per part path, how many of its rows are features of images this run
@@ -77,8 +79,9 @@ def plan_parts(parts: Iterable[Part], images_in_use: Dict[str, int],
     return kept, folded
 
 
-def read_parts(spark: SparkSession, parts: Iterable[Part],
-               in_use: Optional[DataFrame]) -> Optional[DataFrame]:
+def read_parts(
+    spark: SparkSession, parts: Iterable[Part], in_use: Optional[DataFrame]
+) -> Optional[DataFrame]:
     """The features held by ``parts`` (path, label, split, features); ``None`` when none.
 
     ``in_use`` (path, part): which part holds each image's features (an inventory). A part
@@ -90,8 +93,10 @@ def read_parts(spark: SparkSession, parts: Iterable[Part],
         frame = storage.read_parquet(spark, part["path"])
         if int(part["images"]) < int(part["rows"]):
             if in_use is None:
-                raise ValueError(f"feature part {part['path']} holds rows no longer in use, "
-                                 "and no inventory says which")
+                raise ValueError(
+                    f"feature part {part['path']} holds rows no longer in use, "
+                    "and no inventory says which"
+                )
             paths = in_use.where(F.col(PART_COLUMN) == part["path"]).select("path")
             frame = frame.join(F.broadcast(paths), "path", "left_semi")
         frames.append(frame)
@@ -128,8 +133,10 @@ def referenced_runs(manifest: Optional[Dict[str, Any]]) -> Set[str]:
     """Ids of the run folders a published run needs: its own and those holding its parts."""
     if not manifest:
         return set()
-    runs = {posixpath.basename(posixpath.dirname(part["path"].rstrip("/")))
-            for part in feature_parts(manifest)}
+    runs = {
+        posixpath.basename(posixpath.dirname(part["path"].rstrip("/")))
+        for part in feature_parts(manifest)
+    }
     if manifest.get("run_id"):
         runs.add(manifest["run_id"])
     return runs

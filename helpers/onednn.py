@@ -11,6 +11,7 @@ before anything else, so every process that imports helpers (the driver, the wor
 a Python worker unpickling the featurization UDF, the benchmarks) has it before TensorFlow.
 This module imports nothing heavy: TensorFlow only inside :func:`tensorflow_state`.
 """
+
 from __future__ import annotations
 
 import os
@@ -148,5 +149,7 @@ def describe(tensorflow: Dict[str, Any]) -> str:
         for entry in executors:
             label = side(entry) + ("" if entry.get("onednn") else " off")
             groups[label] = groups.get(label, 0) + int(entry.get("workers", 1))
-        parts.append("executors " + ", ".join(f"{label} x{count}" for label, count in groups.items()))
+        parts.append(
+            "executors " + ", ".join(f"{label} x{count}" for label, count in groups.items())
+        )
     return f"{switch(entries)} ({'; '.join(parts)})"

@@ -7,6 +7,7 @@ stage took. Each notebook cell calls one of its methods and shows what it return
 :func:`run_pipeline` calls them all, for scripts and benchmarks. The CNN runs once per image:
 features are written to Parquet and everything after reads them back.
 """
+
 from __future__ import annotations
 
 import logging
@@ -53,9 +54,13 @@ from helpers.weights import WeightSet, load_weight_set
 LOG = logging.getLogger("helpers.pipeline")
 
 #: Hadoop glob keeping .jpg/.jpeg/.png in any letter case.
-IMAGE_GLOB = "*.{" + ",".join(
-    "".join(f"[{c.lower()}{c.upper()}]" for c in ext.lstrip(".")) for ext in IMAGE_EXTENSIONS
-) + "}"
+IMAGE_GLOB = (
+    "*.{"
+    + ",".join(
+        "".join(f"[{c.lower()}{c.upper()}]" for c in ext.lstrip(".")) for ext in IMAGE_EXTENSIONS
+    )
+    + "}"
+)
 
 NO_CLASS_FOLDER = "no class folder: the image lies directly in input_path"
 EMPTY_FILE = "empty file (0 bytes)"
@@ -134,8 +139,9 @@ class Run:
 
     def progress(self, label: str, total: Optional[int] = None, count: Any = None) -> SparkProgress:
         """A progress display for the Spark jobs of a block (off when ``config.progress`` is)."""
-        return SparkProgress(self.spark, label, total=total, count=count,
-                             enabled=self.config.progress)
+        return SparkProgress(
+            self.spark, label, total=total, count=count, enabled=self.config.progress
+        )
 
     def location(self, name: str) -> str:
         """Where this run writes output ``name``: inside ``output_path/runs/<run_id>/``."""
@@ -171,11 +177,15 @@ class Run:
                     # they are added first (they may be among the first paths), else only when
                     # missing, to the cached listing (the files are not scanned again).
                     self.listing = self._cached_listing(
-                        self._with_empty_files(scan) if limited else scan)
+                        self._with_empty_files(scan) if limited else scan
+                    )
                     if not limited and self.images_total < self._indexed_count():
                         scanned = self.listing
-                        self.listing = self._cached_listing(self._with_empty_files(
-                            scanned.select("path", "length", "modificationTime")))
+                        self.listing = self._cached_listing(
+                            self._with_empty_files(
+                                scanned.select("path", "length", "modificationTime")
+                            )
+                        )
                         scanned.unpersist()
             if self.images_total == 0:
                 raise ValueError(f"no .jpg/.jpeg/.png images found under input_path: {path}")
@@ -202,13 +212,19 @@ class Run:
         costs its open, not its bytes (Spark's packing by bytes plus a small open cost would
         make many tasks, and few files for the tasks of larger ones)."""
         slots = max(1, self.spark.sparkContext.defaultParallelism // task_cpus(self.spark))
-        with temporary_conf(self.spark, "spark.sql.sources.ignoreDataLocality", "true"), \
-                temporary_conf(self.spark, "spark.sql.sources.parallelPartitionDiscovery.parallelism",
-                               str(slots * TASKS_PER_CORE)), \
-                temporary_conf(self.spark, "spark.sql.files.openCostInBytes", str(LISTING_OPEN_COST)), \
-                temporary_conf(self.spark, "spark.sql.files.maxPartitionBytes", str(2**62)), \
-                temporary_conf(self.spark, "spark.sql.files.minPartitionNum",
-                               str(slots * TASKS_PER_CORE)):
+        with (
+            temporary_conf(self.spark, "spark.sql.sources.ignoreDataLocality", "true"),
+            temporary_conf(
+                self.spark,
+                "spark.sql.sources.parallelPartitionDiscovery.parallelism",
+                str(slots * TASKS_PER_CORE),
+            ),
+            temporary_conf(self.spark, "spark.sql.files.openCostInBytes", str(LISTING_OPEN_COST)),
+            temporary_conf(self.spark, "spark.sql.files.maxPartitionBytes", str(2**62)),
+            temporary_conf(
+                self.spark, "spark.sql.files.minPartitionNum", str(slots * TASKS_PER_CORE)
+            ),
+        ):
             yield
 
     def _indexed_paths(self) -> List[str]:
@@ -226,8 +242,9 @@ class Run:
     def _with_empty_files(self, scanned: DataFrame) -> DataFrame:
         """Add the zero-byte files that Spark's file scan skips silently (length 0): the files
         of the driver's file index that the scan did not return."""
-        indexed = self.spark.createDataFrame([(path,) for path in self._indexed_paths()],
-                                             "path string")
+        indexed = self.spark.createDataFrame(
+            [(path,) for path in self._indexed_paths()], "path string"
+        )
         empty = indexed.join(scanned, "path", "left_anti").select(
             "path",
             F.lit(0).cast("long").alias("length"),
@@ -250,8 +267,10 @@ class Run:
     def class_counts(self) -> pd.DataFrame:
         """Images per split and class (a small table)."""
         counts = (
-            self.listing.groupBy("split", "label").agg(F.count(F.lit(1)).alias("images"))
-            .orderBy("split", "label").toPandas()
+            self.listing.groupBy("split", "label")
+            .agg(F.count(F.lit(1)).alias("images"))
+            .orderBy("split", "label")
+            .toPandas()
         )
         counts["split"] = counts["split"].fillna("(none)")
         return counts
@@ -274,12 +293,16 @@ class Run:
             Window.partitionBy("label").orderBy(F.xxhash64("path", F.lit(self.config.seed)))
         )
         candidates = (
-            self.features.select("path", "label") if self.features is not None
+            self.features.select("path", "label")
+            if self.features is not None
             else self.listing.where(F.col("label").isNotNull() & (F.col("length") > 0))
         )
         chosen = (
-            candidates.withColumn("rank", window).where(F.col("rank") <= per_class + 2)
-            .select("path", "label").orderBy("label", "rank").toPandas()
+            candidates.withColumn("rank", window)
+            .where(F.col("rank") <= per_class + 2)
+            .select("path", "label")
+            .orderBy("label", "rank")
+            .toPandas()
         )
         classes = sorted(chosen["label"].unique())
         classes_in_total = len(classes) if len(classes) > max_classes else None
@@ -314,7 +337,9 @@ class Run:
         """
         config = self.config
         with self.stage("weights"):
-            self.weight_set = load_weight_set(config.weights, s3_endpoint=config.effective_s3_endpoint)
+            self.weight_set = load_weight_set(
+                config.weights, s3_endpoint=config.effective_s3_endpoint
+            )
         with self.stage("featurize"):
             labelled = self.listing.where(F.col("label").isNotNull() & (F.col("length") > 0))
             unchanged, kept, folded = self._reusable_parts(labelled)
@@ -336,20 +361,28 @@ class Run:
             if written is not None:
                 waves = TASKS_PER_CORE if config.progress else 1
                 # Every core busy to the end; with progress, a few tasks per core so it moves.
-                with balanced_file_scans(self.spark, *scanned, min_waves=waves), \
-                        self.progress("featurize", scanned[0], self.images_through_model):
+                with (
+                    balanced_file_scans(self.spark, *scanned, min_waves=waves),
+                    self.progress("featurize", scanned[0], self.images_through_model),
+                ):
                     storage.write_parquet(written, self.location(storage.FEATURES_DIR))
                 rows_written = storage.read_parquet(
-                    self.spark, self.location(storage.FEATURES_DIR)).count()  # Parquet footers
+                    self.spark, self.location(storage.FEATURES_DIR)
+                ).count()  # Parquet footers
                 if rows_written:
-                    new_part = {"path": self.location(storage.FEATURES_DIR),
-                                "rows": rows_written, "images": rows_written}
+                    new_part = {
+                        "path": self.location(storage.FEATURES_DIR),
+                        "rows": rows_written,
+                        "images": rows_written,
+                    }
             self.feature_parts = kept + ([new_part] if new_part else [])
             self.images_featurized = sum(part["images"] for part in self.feature_parts)
             self._write_failures(to_featurize, new_part)
             if self.images_featurized == 0:
-                raise ValueError(f"no image under {config.input_path} could be featurized: see "
-                                 f"{self.location(storage.FAILED_DIR)}")
+                raise ValueError(
+                    f"no image under {config.input_path} could be featurized: see "
+                    f"{self.location(storage.FAILED_DIR)}"
+                )
             inventory = self._write_inventory(unchanged, kept, new_part)
             self.features = read_parts(self.spark, self.feature_parts, inventory)
             if unchanged is not None:
@@ -359,7 +392,10 @@ class Run:
             self.tensorflow = cluster.tensorflow_record(self.spark)
         LOG.info(
             "featurized %d images (%d reused from the last run, %d failed) of %d",
-            self.images_featurized, self.images_reused, self.images_failed, self.images_total,
+            self.images_featurized,
+            self.images_reused,
+            self.images_failed,
+            self.images_total,
         )
         return self.counts()
 
@@ -368,7 +404,10 @@ class Run:
         that decoded (the others are left out; :meth:`_write_failures` finds them)."""
         config = self.config
         udf = featurize_udf(
-            self.spark, self.weight_set, config.image_size, config.batch_size,
+            self.spark,
+            self.weight_set,
+            config.image_size,
+            config.batch_size,
             threads_per_task=task_cpus(self.spark),
             images_through_model=self.images_through_model,
         )
@@ -418,14 +457,17 @@ class Run:
             contents = self._read_binary(self.root).join(missing, "path", "left_semi")
         decode_error = decode_error_udf(self.config.image_size)(F.col("content"))
         reasons = contents.select(
-            "path", F.coalesce(decode_error, F.lit(NO_FEATURES)).alias("reason"))
+            "path", F.coalesce(decode_error, F.lit(NO_FEATURES)).alias("reason")
+        )
         found = reasons.select("path").distinct()
         vanished = missing.join(found, "path", "left_anti").select(
-            "path", F.lit(VANISHED).alias("reason"))
+            "path", F.lit(VANISHED).alias("reason")
+        )
         return reasons.unionByName(vanished)
 
-    def _reusable_parts(self, labelled: DataFrame
-                        ) -> Tuple[Optional[DataFrame], List[Part], List[Part]]:
+    def _reusable_parts(
+        self, labelled: DataFrame
+    ) -> Tuple[Optional[DataFrame], List[Part], List[Part]]:
         """The last published run's features of unchanged images (incremental mode only).
 
         Returns ``(unchanged, kept, folded)``: ``unchanged`` (path, part, cached) names the
@@ -439,36 +481,55 @@ class Run:
             return None, [], []
         outputs = previous.get("outputs", {})
         parts = feature_parts(previous)
-        same = (previous.get("parameters", {}).get("image_size") == self.config.image_size
-                and previous.get("weights", {}).get("source") == self.config.weights)
+        same = (
+            previous.get("parameters", {}).get("image_size") == self.config.image_size
+            and previous.get("weights", {}).get("source") == self.config.weights
+        )
         if not same or storage.INVENTORY_DIR not in outputs or not parts:
-            LOG.info("incremental: the last run used other settings or has no inventory; "
-                     "featurizing everything")
+            LOG.info(
+                "incremental: the last run used other settings or has no inventory; "
+                "featurizing everything"
+            )
             return None, [], []
         inventory = storage.read_parquet(self.spark, outputs[storage.INVENTORY_DIR])
         if PART_COLUMN not in inventory.columns:  # published before runs had parts: one folder
             inventory = inventory.withColumn(PART_COLUMN, F.lit(parts[0]["path"]))
-        unchanged = labelled.join(
-            inventory.where("featurized").select(
-                "path", "length", "modificationTime", PART_COLUMN),
-            ["path", "length", "modificationTime"],
-        ).select("path", PART_COLUMN).cache()
-        in_use = {row[PART_COLUMN]: int(row["count"])
-                  for row in unchanged.groupBy(PART_COLUMN).count().collect()}
+        unchanged = (
+            labelled.join(
+                inventory.where("featurized").select(
+                    "path", "length", "modificationTime", PART_COLUMN
+                ),
+                ["path", "length", "modificationTime"],
+            )
+            .select("path", PART_COLUMN)
+            .cache()
+        )
+        in_use = {
+            row[PART_COLUMN]: int(row["count"])
+            for row in unchanged.groupBy(PART_COLUMN).count().collect()
+        }
         self.images_reused = sum(in_use.values())
         kept, folded = plan_parts(parts, in_use)
-        LOG.info("incremental: %d images reused from %d feature folders (%d rewritten)",
-                 self.images_reused, len(kept) + len(folded), len(folded))
+        LOG.info(
+            "incremental: %d images reused from %d feature folders (%d rewritten)",
+            self.images_reused,
+            len(kept) + len(folded),
+            len(folded),
+        )
         return unchanged, kept, folded
 
-    def _write_inventory(self, unchanged: Optional[DataFrame], kept: List[Part],
-                         new_part: Optional[Part]) -> DataFrame:
+    def _write_inventory(
+        self, unchanged: Optional[DataFrame], kept: List[Part], new_part: Optional[Part]
+    ) -> DataFrame:
         """What this run saw: path, size, modification time, whether it has features, and the
         feature folder holding them (``part``); returns it as written."""
         holders: List[Optional[DataFrame]] = []
         if new_part is not None:
-            holders.append(storage.read_parquet(self.spark, new_part["path"]).select(
-                "path", F.lit(new_part["path"]).alias(PART_COLUMN)))
+            holders.append(
+                storage.read_parquet(self.spark, new_part["path"]).select(
+                    "path", F.lit(new_part["path"]).alias(PART_COLUMN)
+                )
+            )
         if unchanged is not None and kept:
             holders.append(unchanged.where(F.col(PART_COLUMN).isin([p["path"] for p in kept])))
         part_of = _union_all(holders)
@@ -477,8 +538,13 @@ class Run:
             seen = seen.withColumn(PART_COLUMN, F.lit(None).cast("string"))
         else:
             seen = seen.join(part_of, "path", "left")
-        inventory = seen.select("path", "length", "modificationTime",
-                                F.col(PART_COLUMN).isNotNull().alias("featurized"), PART_COLUMN)
+        inventory = seen.select(
+            "path",
+            "length",
+            "modificationTime",
+            F.col(PART_COLUMN).isNotNull().alias("featurized"),
+            PART_COLUMN,
+        )
         location = self.location(storage.INVENTORY_DIR)
         storage.write_parquet(inventory, location)
         return storage.read_parquet(self.spark, location)
@@ -516,14 +582,17 @@ class Run:
         """
         config = self.config
         if self.images_featurized < MIN_PCA_VECTORS:
-            self.pca_skipped = (f"needs at least {MIN_PCA_VECTORS} images, "
-                                f"{self.images_featurized} featurized")
+            self.pca_skipped = (
+                f"needs at least {MIN_PCA_VECTORS} images, {self.images_featurized} featurized"
+            )
             LOG.info("PCA skipped: %s", self.pca_skipped)
             return f"PCA skipped: {self.pca_skipped}"
         with self.stage("pca_fit"), self.progress("pca_fit"):
             self.pca = fit_pca(self.features, config.variance_target, config.k, config.pca_method)
         LOG.info(
-            "PCA (%s): k = %d keeps %.1f%% of the variance", self.pca.method, self.pca.k,
+            "PCA (%s): k = %d keeps %.1f%% of the variance",
+            self.pca.method,
+            self.pca.k,
             100 * self.pca.explained_variance_kept,
         )
         with self.stage("pca_write"), self.progress("pca_write"):
@@ -536,7 +605,8 @@ class Run:
                 self.location(storage.PCA_CSV_DIR),
             )
             storage.write_bytes(
-                self.spark, self.location(storage.VARIANCE_PLOT),
+                self.spark,
+                self.location(storage.VARIANCE_PLOT),
                 plots.figure_png(self.variance_figure()),
             )
         return self.pca
@@ -554,14 +624,17 @@ class Run:
         k = 1 the points lie on PC 1 (PC 2 drawn as 0); a figure saying why when PCA was
         skipped."""
         if self.pca is None:
-            return plots.message_figure("No PCA scatter",
-                                        f"PCA skipped: {self.pca_skipped or 'not run'}.")
+            return plots.message_figure(
+                "No PCA scatter", f"PCA skipped: {self.pca_skipped or 'not run'}."
+            )
         scores = storage.read_parquet(self.spark, self.location(storage.PCA_DIR))
         total = self.images_featurized
         if total > max_points:
             scores = scores.sample(fraction=max_points / total, seed=self.config.seed)
         points = scores.select(
-            "label", "split", F.col(PCA_COLUMN)[0].alias("pc_1"),
+            "label",
+            "split",
+            F.col(PCA_COLUMN)[0].alias("pc_1"),
             (F.col(PCA_COLUMN)[1] if self.pca.k > 1 else F.lit(0.0)).alias("pc_2"),
         ).toPandas()
         return plots.scatter_figure(points)
@@ -593,10 +666,16 @@ class Run:
             "seconds": dict(self.seconds),
             "outputs": {
                 storage.FEATURES_DIR: [part["path"] for part in self.feature_parts],
-                **{name: self.location(name)
-                   for name in (storage.PCA_DIR, storage.PCA_CSV_DIR, storage.INVENTORY_DIR,
-                                storage.VARIANCE_PLOT)
-                   if self.pca is not None or name == storage.INVENTORY_DIR},
+                **{
+                    name: self.location(name)
+                    for name in (
+                        storage.PCA_DIR,
+                        storage.PCA_CSV_DIR,
+                        storage.INVENTORY_DIR,
+                        storage.VARIANCE_PLOT,
+                    )
+                    if self.pca is not None or name == storage.INVENTORY_DIR
+                },
             },
             "feature_parts": [dict(part) for part in self.feature_parts],
             "previous_run_id": (self.previous_manifest or {}).get("run_id"),
@@ -609,7 +688,8 @@ class Run:
             self.manifest["outputs"][storage.FAILED_DIR] = self.location(storage.FAILED_DIR)
         storage.write_json(self.spark, self.location(storage.MANIFEST), self.manifest)
         storage.write_json_atomic(
-            self.spark, storage.output_location(self.config.output_path, storage.MANIFEST),
+            self.spark,
+            storage.output_location(self.config.output_path, storage.MANIFEST),
             self.manifest,
         )
         LOG.info("published run %s: %s", self.run_id, self.run_path)
@@ -621,8 +701,10 @@ class Run:
         still on it, and for the next incremental run's fallback); killed runs go too. Run
         folders holding feature parts that either of the two names are kept whole."""
         storage.delete_all_but(
-            self.spark, storage.output_location(self.config.output_path, storage.RUNS_DIR),
-            keep=referenced_runs(self.manifest) | referenced_runs(self.previous_manifest))
+            self.spark,
+            storage.output_location(self.config.output_path, storage.RUNS_DIR),
+            keep=referenced_runs(self.manifest) | referenced_runs(self.previous_manifest),
+        )
 
     def summary(self) -> str:
         """The closing lines: images, failures, k, explained variance, where outputs are."""
@@ -680,8 +762,17 @@ def library_versions(spark: Optional[SparkSession] = None) -> Dict[str, str]:
     import platform
 
     versions = {"python": platform.python_version()}
-    for name in ("pyspark", "tensorflow-cpu", "tensorflow", "keras", "numpy", "pandas",
-                 "pyarrow", "pillow", "fruits-helpers"):
+    for name in (
+        "pyspark",
+        "tensorflow-cpu",
+        "tensorflow",
+        "keras",
+        "numpy",
+        "pandas",
+        "pyarrow",
+        "pillow",
+        "fruits-helpers",
+    ):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

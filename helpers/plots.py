@@ -11,6 +11,7 @@ Every figure carries a one-sentence description of what it shows, as its matplot
 in Jupyter (the ``text/plain`` of the figure's output and ``metadata["image/png"]["alt"]``), in
 the exported notebook and in ``report.html``.
 """
+
 from __future__ import annotations
 
 import base64
@@ -96,8 +97,7 @@ def figure_mimebundle(figure: Figure) -> Tuple[Dict[str, str], Dict[str, Any]]:
     the PNG's ``alt`` metadata (what nbconvert's export puts in ``<img alt>``)."""
     description = describe(figure) or "figure"
     png = base64.b64encode(figure_png(figure)).decode("ascii")
-    return ({"image/png": png, "text/plain": description},
-            {"image/png": {"alt": description}})
+    return ({"image/png": png, "text/plain": description}, {"image/png": {"alt": description}})
 
 
 def _ipython_shell() -> Any:
@@ -165,8 +165,10 @@ def matplot(line: str) -> None:
     shell = get_ipython()
     name = line.strip() or "plt"
     if name not in shell.user_ns:
-        raise NameError(f"%matplot {name}: the notebook has no variable '{name}' "
-                        f"(import matplotlib.pyplot as {name})")
+        raise NameError(
+            f"%matplot {name}: the notebook has no variable '{name}' "
+            f"(import matplotlib.pyplot as {name})"
+        )
     module = shell.user_ns[name]
     figure = module.gcf()
     show_figures_in_ipython()  # PNG of the figure as figure_png draws it (pyplot may re-register)
@@ -201,13 +203,16 @@ def variance_figure(
     axis.set_xlabel("principal component (number)")
     axis.set_ylabel("explained variance (% of total)")
     twin = axis.twinx()
-    twin.plot(components, cumulative, color="#1f4e79", marker="o", markersize=3,
-              label="cumulative")
+    twin.plot(components, cumulative, color="#1f4e79", marker="o", markersize=3, label="cumulative")
     twin.set_ylabel("cumulative explained variance (%)")
     twin.set_ylim(0, 101)
     if variance_target is not None:
-        twin.axhline(variance_target * 100.0, color="#c0392b", linestyle="--",
-                     label=f"target {variance_target:.0%}")
+        twin.axhline(
+            variance_target * 100.0,
+            color="#c0392b",
+            linestyle="--",
+            label=f"target {variance_target:.0%}",
+        )
     twin.axvline(k, color="#27ae60", linestyle=":", label=f"chosen k = {k}")
     kept = float(np.sum(ratios[:k]))
     axis.set_title(f"PCA explained variance: k = {k} keeps {kept:.1f}%")
@@ -232,9 +237,15 @@ def scatter_figure(points: pd.DataFrame, x: str = "pc_1", y: str = "pc_2") -> Fi
     for index, label in enumerate(labels):
         subset = points[points["label"] == label]
         for split, group in subset.groupby(subset["split"].fillna("all")):
-            axis.scatter(group[x], group[y], s=28, alpha=0.8, color=colours(index % colours.N),
-                         marker=markers.get(split, "o"),
-                         label=label if split in ("Training", "all") else None)
+            axis.scatter(
+                group[x],
+                group[y],
+                s=28,
+                alpha=0.8,
+                color=colours(index % colours.N),
+                marker=markers.get(split, "o"),
+                label=label if split in ("Training", "all") else None,
+            )
     axis.set_xlabel("PC 1 (score, feature units)")
     axis.set_ylabel("PC 2 (score, feature units)")
     title = "Images on the first two principal components (o Training, ^ Test)"
@@ -252,7 +263,9 @@ def scatter_figure(points: pd.DataFrame, x: str = "pc_1", y: str = "pc_2") -> Fi
 
 @_in_style
 def sample_grid_figure(
-    samples: pd.DataFrame, images: List[np.ndarray], per_row: int,
+    samples: pd.DataFrame,
+    images: List[np.ndarray],
+    per_row: int,
     classes_in_total: Optional[int] = None,
 ) -> Figure:
     """A grid of sample images: one row per class (``samples.label``), decoded ``images``.
@@ -262,16 +275,24 @@ def sample_grid_figure(
     """
     labels = list(dict.fromkeys(samples["label"]))
     rows = max(1, len(labels))
-    figure, axes = _styled(rows, per_row, figsize=(1.6 * per_row + 1.5, 1.6 * rows + 0.6),
-                           squeeze=False)
+    figure, axes = _styled(
+        rows, per_row, figsize=(1.6 * per_row + 1.5, 1.6 * rows + 0.6), squeeze=False
+    )
     for axis in axes.ravel():
         axis.axis("off")
     for row, label in enumerate(labels):
         positions = [i for i, value in enumerate(samples["label"]) if value == label]
         for column, position in enumerate(positions[:per_row]):
             axes[row][column].imshow(images[position])
-        axes[row][0].text(-0.08, 0.5, label, transform=axes[row][0].transAxes, ha="right",
-                          va="center", fontsize=12)
+        axes[row][0].text(
+            -0.08,
+            0.5,
+            label,
+            transform=axes[row][0].transAxes,
+            ha="right",
+            va="center",
+            fontsize=12,
+        )
     title = "Sample images per class"
     if classes_in_total is not None:
         title += f" ({len(labels)} of {classes_in_total} classes)"
@@ -293,8 +314,9 @@ def class_counts_figure(counts: pd.DataFrame) -> Figure:
     more: a histogram of how many classes have how many images (all splits together), so the
     figure keeps one size whatever the number of classes.
     """
-    table = counts.pivot_table(index="label", columns="split", values="images",
-                               aggfunc="sum", fill_value=0)
+    table = counts.pivot_table(
+        index="label", columns="split", values="images", aggfunc="sum", fill_value=0
+    )
     ordered = [split for split in KNOWN_SPLITS if split in table.columns]
     table = table[ordered + [split for split in table.columns if split not in ordered]]
     if len(table) > MANY_CLASSES:
@@ -310,7 +332,8 @@ def class_counts_figure(counts: pd.DataFrame) -> Figure:
     axis.legend(title="split", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     figure.set_label(
         f"Bar chart of the images of each of {len(table)} classes, stacked by split ("
-        + ", ".join(f"{split} {int(table[split].sum())}" for split in table.columns) + ")"
+        + ", ".join(f"{split} {int(table[split].sum())}" for split in table.columns)
+        + ")"
     )
     return figure
 
@@ -325,8 +348,9 @@ def _class_histogram(per_class: pd.Series) -> Figure:
     axis.hist(values, bins=bins, color="#1f4e79", edgecolor="white")
     axis.set_xlabel("images per class, all splits (count)")
     axis.set_ylabel("classes (count)")
-    axis.set_title(f"{len(values)} classes: images per class "
-                   f"min {low}, median {middle}, max {high}")
+    axis.set_title(
+        f"{len(values)} classes: images per class min {low}, median {middle}, max {high}"
+    )
     figure.set_label(
         f"Histogram of the number of images per class over {len(values)} classes: "
         f"min {low}, median {middle}, max {high} images per class"
@@ -355,8 +379,9 @@ def confusion_matrix_figure(
     axis.set_xticks(range(classes))
     axis.set_yticks(range(classes))
     tilted = classes > 3
-    axis.set_xticklabels(labels, rotation=45 if tilted else 0, ha="right" if tilted else "center",
-                         fontsize=tick_size)
+    axis.set_xticklabels(
+        labels, rotation=45 if tilted else 0, ha="right" if tilted else "center", fontsize=tick_size
+    )
     axis.set_yticklabels(labels, fontsize=tick_size)
     axis.set_xlabel("predicted class")
     axis.set_ylabel("true class")
@@ -366,8 +391,15 @@ def confusion_matrix_figure(
             for column in range(classes):
                 count = matrix[row, column]
                 colour = "white" if count > threshold else ("#333333" if count else "#bbbbbb")
-                axis.text(column, row, str(count), ha="center", va="center",
-                          fontsize=14 if classes <= 12 else 9, color=colour)
+                axis.text(
+                    column,
+                    row,
+                    str(count),
+                    ha="center",
+                    va="center",
+                    fontsize=14 if classes <= 12 else 9,
+                    color=colour,
+                )
     title = "Confusion matrix on the Test split"
     if accuracy is not None:
         title += f": accuracy {100 * accuracy:.1f}%"
@@ -393,38 +425,54 @@ def confused_pairs_figure(
     """
     rows = max(len(pairs), 1) + max(len(worst), 1)
     figure, (top, bottom) = _styled(2, 1, figsize=(11, 0.32 * rows + 3.2))
-    labels = [f"{t} -> {p}" for t, p in zip(pairs.get("true class", []),
-                                            pairs.get("predicted class", []))]
+    labels = [
+        f"{t} -> {p}" for t, p in zip(pairs.get("true class", []), pairs.get("predicted class", []))
+    ]
     top.barh(np.arange(len(pairs)), pairs.get("images", []), color="#c0392b")
     top.set_yticks(np.arange(len(pairs)))
     top.set_yticklabels(labels, fontsize=10)
     top.invert_yaxis()
-    for position, (count, share) in enumerate(zip(pairs.get("images", []),
-                                                  pairs.get("share of true class", []))):
+    for position, (count, share) in enumerate(
+        zip(pairs.get("images", []), pairs.get("share of true class", []))
+    ):
         top.text(count, position, f" {int(count)} ({100 * share:.0f}%)", va="center", fontsize=10)
     top.set_xlabel("Test images of the true class predicted as the other (count)")
-    top.set_title(f"{len(pairs)} most confused pairs (true -> predicted)" if len(pairs)
-                  else "No Test image was mistaken for another class")
-    bottom.barh(np.arange(len(worst)), 100 * np.asarray(worst.get("accuracy", []), dtype=float),
-                color="#1f4e79")
+    top.set_title(
+        f"{len(pairs)} most confused pairs (true -> predicted)"
+        if len(pairs)
+        else "No Test image was mistaken for another class"
+    )
+    bottom.barh(
+        np.arange(len(worst)),
+        100 * np.asarray(worst.get("accuracy", []), dtype=float),
+        color="#1f4e79",
+    )
     bottom.set_yticks(np.arange(len(worst)))
     bottom.set_yticklabels(list(worst.get("class", [])), fontsize=10)
     bottom.invert_yaxis()
     bottom.set_xlim(0, 100)
     bottom.set_xlabel("Test accuracy of the class (%)")
-    bottom.set_title(f"{len(worst)} classes with the lowest Test accuracy" if len(worst)
-                     else "Every class is predicted right")
+    bottom.set_title(
+        f"{len(worst)} classes with the lowest Test accuracy"
+        if len(worst)
+        else "Every class is predicted right"
+    )
     for axis in (top, bottom):
         axis.grid(axis="y", visible=False)
     if accuracy is not None:
-        figure.suptitle(f"Mistakes on the Test split (overall accuracy {100 * accuracy:.1f}%)",
-                        fontsize=16)
-    first = (f"; the most confused: {labels[0]}, {int(pairs['images'].iloc[0])} images"
-             if len(pairs) else "; no mistakes")
+        figure.suptitle(
+            f"Mistakes on the Test split (overall accuracy {100 * accuracy:.1f}%)", fontsize=16
+        )
+    first = (
+        f"; the most confused: {labels[0]}, {int(pairs['images'].iloc[0])} images"
+        if len(pairs)
+        else "; no mistakes"
+    )
     figure.set_label(
         f"Bar charts of the {len(pairs)} most confused class pairs and the {len(worst)} classes "
         f"with the lowest Test accuracy"
-        + (f" (overall accuracy {100 * accuracy:.1f}%)" if accuracy is not None else "") + first
+        + (f" (overall accuracy {100 * accuracy:.1f}%)" if accuracy is not None else "")
+        + first
     )
     return figure
 
@@ -433,8 +481,10 @@ def confused_pairs_figure(
 def history_figure(rows: Sequence[Dict[str, object]]) -> Figure:
     """Images and minutes per run, oldest run on the left: bars of images (all, and new ones
     through the CNN), a line of minutes on the right axis."""
-    labels = [str(row.get("started_at", ""))[:16].replace("T", "\n") or str(row.get("run_id"))
-              for row in rows]
+    labels = [
+        str(row.get("started_at", ""))[:16].replace("T", "\n") or str(row.get("run_id"))
+        for row in rows
+    ]
     total = [int(row.get("images_total") or 0) for row in rows]
     new = [int(row.get("images_new") or 0) for row in rows]
     minutes = [float(row.get("minutes") or 0.0) for row in rows]
@@ -459,7 +509,8 @@ def history_figure(rows: Sequence[Dict[str, object]]) -> Figure:
     figure.set_label(  # the figure's one-sentence description (alternative text)
         f"Run history of the last {len(rows)} runs: images in all "
         f"({', '.join(map(str, total))}), new ones through the CNN ({', '.join(map(str, new))}) "
-        f"and minutes ({', '.join(f'{m:.1f}' for m in minutes)}) per run, oldest first.")
+        f"and minutes ({', '.join(f'{m:.1f}' for m in minutes)}) per run, oldest first."
+    )
     return figure
 
 
@@ -471,8 +522,16 @@ def message_figure(title: str, message: str) -> Figure:
     figure, axis = _styled(figsize=(8, 2.2))
     axis.axis("off")
     axis.set_title(title)
-    axis.text(0.5, 0.45, textwrap.fill(message, 70), ha="center", va="center", fontsize=13,
-              transform=axis.transAxes, color="#444444")
+    axis.text(
+        0.5,
+        0.45,
+        textwrap.fill(message, 70),
+        ha="center",
+        va="center",
+        fontsize=13,
+        transform=axis.transAxes,
+        color="#444444",
+    )
     figure.set_label(f"{title}: {message}")  # the figure's description (alternative text)
     return figure
 

@@ -7,6 +7,7 @@ counted on the driver. Spark only reports a task when it ends, so progress moves
 whole tasks: a scan needs a few tasks per core for the bar to move (see
 :func:`helpers.session.balanced_file_scans`, ``min_waves``).
 """
+
 from __future__ import annotations
 
 import html
@@ -51,10 +52,19 @@ class SparkProgress:
     left; without: finished tasks / tasks of the jobs started so far.
     """
 
-    def __init__(self, spark: Any, label: str, total: Optional[int] = None,
-                 count: Any = None, unit: str = "images", enabled: bool = True,
-                 min_seconds: float = MIN_SECONDS, poll_seconds: float = POLL_SECONDS,
-                 line_seconds: float = LINE_SECONDS, out: Optional[TextIO] = None) -> None:
+    def __init__(
+        self,
+        spark: Any,
+        label: str,
+        total: Optional[int] = None,
+        count: Any = None,
+        unit: str = "images",
+        enabled: bool = True,
+        min_seconds: float = MIN_SECONDS,
+        poll_seconds: float = POLL_SECONDS,
+        line_seconds: float = LINE_SECONDS,
+        out: Optional[TextIO] = None,
+    ) -> None:
         self.context = spark.sparkContext
         self.label = label
         self.total = total if count is not None else None
@@ -92,11 +102,16 @@ class SparkProgress:
         else:
             self.group = f"fruits-{self.label}-{uuid.uuid4().hex[:8]}"
             self.own_group = True
-            for key in ("spark.jobGroup.id", "spark.job.description", "spark.job.interruptOnCancel"):
+            for key in (
+                "spark.jobGroup.id",
+                "spark.job.description",
+                "spark.job.interruptOnCancel",
+            ):
                 self.saved_properties.append((key, self.context.getLocalProperty(key)))
             self.context.setJobGroup(self.group, f"Fruits! {self.label}")
-        self.thread = threading.Thread(target=self._watch, name=f"progress-{self.label}",
-                                       daemon=True)
+        self.thread = threading.Thread(
+            target=self._watch, name=f"progress-{self.label}", daemon=True
+        )
         self.thread.start()
         return self
 
@@ -136,8 +151,12 @@ class SparkProgress:
                 # A finished job's skipped stages (reused shuffle output) never run their tasks.
                 done += stage.numTasks if succeeded else stage.numCompletedTasks
         items = int(self.count.value) - self.count_before if self.count is not None else None
-        return {"done": done, "tasks": tasks, "items": items,
-                "seconds": time.monotonic() - self.started}
+        return {
+            "done": done,
+            "tasks": tasks,
+            "items": items,
+            "seconds": time.monotonic() - self.started,
+        }
 
     def _fraction(self, state: dict) -> Optional[float]:
         if self.total:
@@ -171,8 +190,11 @@ class SparkProgress:
             rate = ""
             if self.total and seconds > 0:
                 rate = f" ({state['items'] / seconds:,.1f} {self.unit}/s)"
-            return (f"{self.label}: {'stopped' if failed else 'done'}, " + ", ".join(parts)
-                    + f" in {seconds:,.1f} s{rate}")
+            return (
+                f"{self.label}: {'stopped' if failed else 'done'}, "
+                + ", ".join(parts)
+                + f" in {seconds:,.1f} s{rate}"
+            )
         if self.total and state["items"] > 0:
             rate = state["items"] / seconds
             left = (self.total - state["items"]) / rate
@@ -190,9 +212,14 @@ class SparkProgress:
         now = time.monotonic()
         if not self.shown:
             self.shown = True
-            self._print(f"{self.label}: started {state['seconds']:.0f} s ago; {line.split(': ', 1)[1]}")
-        elif final or (quarters > self.quarters_reported and quarters < 4) or (
-                fraction < 1.0 and now - self.last_line >= self.line_seconds):
+            self._print(
+                f"{self.label}: started {state['seconds']:.0f} s ago; {line.split(': ', 1)[1]}"
+            )
+        elif (
+            final
+            or (quarters > self.quarters_reported and quarters < 4)
+            or (fraction < 1.0 and now - self.last_line >= self.line_seconds)
+        ):
             self._print(line)  # all done is said by the end line
         self.quarters_reported = max(self.quarters_reported, quarters)
         self._show_bar(line, 1.0 if final and not failed else fraction)
@@ -212,7 +239,8 @@ class SparkProgress:
         bar = HTML(
             f'<div style="font-family:monospace">'
             f'<progress value="{fraction:.4f}" max="1" style="width:24em"></progress> '
-            f"{html.escape(line)}</div>")
+            f"{html.escape(line)}</div>"
+        )
         if self.handle is None:
             self.handle = display(bar, display_id=True)
         else:

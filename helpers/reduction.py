@@ -13,6 +13,7 @@ driver; only d x d statistics do):
 Either way the result is a :class:`PcaFit`: mean, components, explained variance ratios of
 every component, and k. Scores are centred, like numpy's and scikit-learn's PCA.
 """
+
 from __future__ import annotations
 
 import functools
@@ -144,9 +145,7 @@ def _count_and_dim(features: DataFrame) -> tuple:
 def _fit_spark_ml(features: DataFrame) -> PcaFit:
     n, d = _count_and_dim(features)
     vectors = features.select(array_to_vector(FEATURES_COLUMN).alias("vector"))
-    scaler = StandardScaler(
-        inputCol="vector", outputCol="centred", withMean=True, withStd=False
-    )
+    scaler = StandardScaler(inputCol="vector", outputCol="centred", withMean=True, withStd=False)
     pca = PCA(k=min(n, d), inputCol="centred", outputCol="projected")
     model = Pipeline(stages=[scaler, pca]).fit(vectors)
     scaler_model, pca_model = model.stages

@@ -6,6 +6,7 @@ graph is checked against (features within 1e-4), the one that gives ImageNet pro
 (tests, ``scripts/check_weights_against_torch.py``), and the graph a ``.weights.h5`` file is
 written from and read into (:mod:`helpers.weights`).
 """
+
 from __future__ import annotations
 
 import json
@@ -76,8 +77,9 @@ def _torchvision_graph(model: Any) -> Any:
             return layer(padded, *args[1:], **kwargs)
         return layer(*args, **kwargs)
 
-    return keras.models.clone_model(model, clone_function=clone_function,
-                                    call_function=call_function)
+    return keras.models.clone_model(
+        model, clone_function=clone_function, call_function=call_function
+    )
 
 
 def keras_graph(flavour: str, image_size: int, include_top: bool) -> Any:
@@ -106,8 +108,10 @@ def build_model(weight_set: WeightSet, image_size: int = 224, include_top: bool 
         ValueError: a layer with weights gets none, or arrays of the wrong shape.
     """
     if include_top and not weight_set.has_top:
-        raise ValueError(f"weights {weight_set.source!r} have no classifier: "
-                         "use include_top=False, or load the weights again with it")
+        raise ValueError(
+            f"weights {weight_set.source!r} have no classifier: "
+            "use include_top=False, or load the weights again with it"
+        )
     model = keras_graph(weight_set.flavour, int(image_size), include_top)
     assigned = set()
     for layer in model.layers:

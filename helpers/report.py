@@ -50,6 +50,7 @@ prints the run's summary and where its report is (exit status 1 when ``report.ht
 missing); with ``--notebook`` it also writes ``EXECUTED.html`` next to ``EXECUTED.ipynb``.
 Local paths and ``s3://`` (through :mod:`helpers.storage`, without Spark).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -88,16 +89,21 @@ def summary_text(manifest: Dict[str, Any]) -> str:
     target = parameters.get("variance_target")
     target_text = f" (target {100 * target:.0f}%)" if target and parameters.get("k") is None else ""
     kept = manifest.get("explained_variance_kept")
-    variance = (f"{100 * kept:.1f}%{target_text}" if kept is not None
-                else manifest.get("pca_skipped", "no PCA"))
-    return "\n".join([
-        f"images:             {manifest['images_total']}",
-        f"featurized:         {manifest['images_featurized']}",
-        f"failed:             {manifest['images_failed']}",
-        f"k (PCA components): {manifest['k']}",
-        f"explained variance: {variance}",
-        f"outputs:            {parameters.get('output_path', '?')}",
-    ])
+    variance = (
+        f"{100 * kept:.1f}%{target_text}"
+        if kept is not None
+        else manifest.get("pca_skipped", "no PCA")
+    )
+    return "\n".join(
+        [
+            f"images:             {manifest['images_total']}",
+            f"featurized:         {manifest['images_featurized']}",
+            f"failed:             {manifest['images_failed']}",
+            f"k (PCA components): {manifest['k']}",
+            f"explained variance: {variance}",
+            f"outputs:            {parameters.get('output_path', '?')}",
+        ]
+    )
 
 
 def read_manifest(output_path: str, s3_endpoint: Optional[str] = None) -> Dict[str, Any]:
@@ -109,8 +115,9 @@ def read_manifest(output_path: str, s3_endpoint: Optional[str] = None) -> Dict[s
 
 
 # -- the run's report ----------------------------------------------------------------------
-def write_report(run: Run, classification: Optional[Classification] = None,
-                 per_class: int = 6) -> str:
+def write_report(
+    run: Run, classification: Optional[Classification] = None, per_class: int = 6
+) -> str:
     """Write ``report.html`` and its PNG figures next to the run's outputs; return where.
 
     Call it last, after ``run.write_manifest()`` (and :func:`helpers.classify.evaluate_run`).
@@ -144,7 +151,7 @@ def write_report(run: Run, classification: Optional[Classification] = None,
             TIMINGS_PLOT: plots.timings_figure(seconds),
         }
         history.record_run(run, classification)  # once per run, the classifier result known
-        runs = history.read_rows(run.spark, run.config.output_path)[-history.SHOWN_IN_REPORT:]
+        runs = history.read_rows(run.spark, run.config.output_path)[-history.SHOWN_IN_REPORT :]
         figures[HISTORY_PLOT] = plots.history_figure(runs)
         if classification is not None and not classification.skipped:
             figures[CONFUSION_PLOT] = classification.confusion_figure()
@@ -154,20 +161,34 @@ def write_report(run: Run, classification: Optional[Classification] = None,
             storage.write_bytes(run.spark, run.location(name), pngs[name])
         summary = class_summary(counts)
         if summary.classes:
-            storage.write_bytes(run.spark, run.location(CLASS_COUNTS_CSV),
-                                summary.table.to_csv().encode("utf-8"))
-        written = [REPORT_HTML, CLASS_COUNTS_PLOT, SAMPLE_GRID_PLOT, SCATTER_PLOT, TIMINGS_PLOT,
-                   HISTORY_PLOT]
+            storage.write_bytes(
+                run.spark, run.location(CLASS_COUNTS_CSV), summary.table.to_csv().encode("utf-8")
+            )
+        written = [
+            REPORT_HTML,
+            CLASS_COUNTS_PLOT,
+            SAMPLE_GRID_PLOT,
+            SCATTER_PLOT,
+            TIMINGS_PLOT,
+            HISTORY_PLOT,
+        ]
         if summary.classes:
             written.append(CLASS_COUNTS_CSV)
         if classification is not None:
             written.append(CLASSIFICATION_JSON)
             if not classification.skipped:
                 written += [CONFUSION_PLOT, CONFUSION_CSV]
-        notebook = report_notebook(run.manifest, counts, run.failed_images(), pngs,
-                                   classification, seconds,
-                                   {name: run.location(name) for name in written},
-                                   history=runs, descriptions=descriptions)
+        notebook = report_notebook(
+            run.manifest,
+            counts,
+            run.failed_images(),
+            pngs,
+            classification,
+            seconds,
+            {name: run.location(name) for name in written},
+            history=runs,
+            descriptions=descriptions,
+        )
         page = export_html(notebook, title=notebook.metadata["title"]).encode("utf-8")
         locations = [run.location(REPORT_HTML)]
         latest = storage.output_location(run.config.output_path, REPORT_HTML)
@@ -184,11 +205,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m helpers.report",
         description="Print a finished run's summary and where its report.html is; optionally "
-                    "export an executed notebook to HTML without its code.",
+        "export an executed notebook to HTML without its code.",
     )
     parser.add_argument("output_path", help="the run's output_path (local folder or s3://...)")
-    parser.add_argument("--notebook", help="an executed notebook (.ipynb, local or s3://): "
-                                           "written as .html without code next to it")
+    parser.add_argument(
+        "--notebook",
+        help="an executed notebook (.ipynb, local or s3://): "
+        "written as .html without code next to it",
+    )
     arguments = parser.parse_args(sys.argv[1:] if argv is None else argv)
     log.configure()
     print(summary_text(read_manifest(arguments.output_path)))
@@ -198,8 +222,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"notebook:           {target}")
     report = storage.output_location(arguments.output_path, REPORT_HTML)
     if not storage.exists(None, report):
-        print(f"no {REPORT_HTML} in {arguments.output_path}: did the notebook's last cell run?",
-              file=sys.stderr)
+        print(
+            f"no {REPORT_HTML} in {arguments.output_path}: did the notebook's last cell run?",
+            file=sys.stderr,
+        )
         return 1
     print(f"report:             {report}")
     return 0

@@ -8,6 +8,7 @@ shows: the output's ``metadata["image/png"]["alt"]``, else its ``text/plain`` (t
 :func:`helpers.plots.describe` gives); a bare ``<Figure ...>`` repr is no description, and such
 an image is left without ``alt`` (nbconvert then warns).
 """
+
 from __future__ import annotations
 
 import base64
@@ -86,12 +87,16 @@ def export_notebook(path: str, s3_endpoint: Optional[str] = None) -> str:
     """
     import nbformat
 
-    notebook = nbformat.reads(storage.read_bytes(None, path, s3_endpoint or "").decode("utf-8"),
-                              as_version=4)
+    notebook = nbformat.reads(
+        storage.read_bytes(None, path, s3_endpoint or "").decode("utf-8"), as_version=4
+    )
     for cell in notebook.cells:
         if cell.cell_type == "code":
-            cell.outputs = [output for output in cell.outputs
-                            if not (output.output_type == "stream" and output.name == "stderr")]
+            cell.outputs = [
+                output
+                for output in cell.outputs
+                if not (output.output_type == "stream" and output.name == "stderr")
+            ]
     title = os.path.splitext(os.path.basename(path))[0]
     return export_html(notebook, title=title)
 
@@ -147,13 +152,16 @@ def table_output(frame: pd.DataFrame, index: bool = True, text: bool = False) ->
     classes = ["text-left"] if text else None
     return nbformat.v4.new_output(
         "display_data",
-        data={"text/html": frame.to_html(index=index, border=0, classes=classes),
-              "text/plain": frame.to_string()},
+        data={
+            "text/html": frame.to_html(index=index, border=0, classes=classes),
+            "text/plain": frame.to_string(),
+        },
     )
 
 
 def text_table(pairs: Sequence[Tuple[str, Any]], key: str, value: str) -> Any:
     """A two-column, left-aligned table output; ``None`` and ``""`` shown as Python writes them."""
-    frame = pd.DataFrame([(k, repr(v) if v is None or v == "" else str(v)) for k, v in pairs],
-                         columns=[key, value])
+    frame = pd.DataFrame(
+        [(k, repr(v) if v is None or v == "" else str(v)) for k, v in pairs], columns=[key, value]
+    )
     return table_output(frame, index=False, text=True)

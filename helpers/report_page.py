@@ -4,6 +4,7 @@ Markdown cells and code cells carrying only outputs (nothing to run), built from
 manifest, tables and figures; :func:`helpers.report.write_report` gathers those and exports the
 notebook with :mod:`helpers.report_html`.
 """
+
 from __future__ import annotations
 
 import html
@@ -93,10 +94,15 @@ def report_notebook(
     """
     import nbformat
 
-    generic = {SAMPLE_GRID_PLOT: "sample images per class", VARIANCE_PLOT: "explained variance",
-               SCATTER_PLOT: "PC1/PC2 scatter", CLASS_COUNTS_PLOT: "images per class and split",
-               TIMINGS_PLOT: "seconds per stage", CONFUSION_PLOT: "confusion matrix",
-               HISTORY_PLOT: "images and minutes per run"}
+    generic = {
+        SAMPLE_GRID_PLOT: "sample images per class",
+        VARIANCE_PLOT: "explained variance",
+        SCATTER_PLOT: "PC1/PC2 scatter",
+        CLASS_COUNTS_PLOT: "images per class and split",
+        TIMINGS_PLOT: "seconds per stage",
+        CONFUSION_PLOT: "confusion matrix",
+        HISTORY_PLOT: "images and minutes per run",
+    }
 
     def figure(name: str) -> List[Any]:
         if name not in figures:
@@ -113,7 +119,8 @@ def report_notebook(
     accuracy = getattr(classification, "accuracy", None)
     accuracy_text = (
         f"**{100 * accuracy:.1f}%** Test accuracy (chance {100 * classification.chance:.1f}%)"
-        if accuracy is not None else "no classifier result"
+        if accuracy is not None
+        else "no classifier result"
     )
     cells = [
         markdown_cell(
@@ -133,8 +140,16 @@ def report_notebook(
             "reaching the variance target (or a fixed k). Bars: variance per component; line: "
             "cumulative variance."
         ),
-        *([markdown_cell(f"**{manifest['pca_skipped']}**: the run published its features only "
-                     f"(no `pca/`, `pca_csv/`).")] if manifest.get("pca_skipped") else []),
+        *(
+            [
+                markdown_cell(
+                    f"**{manifest['pca_skipped']}**: the run published its features only "
+                    f"(no `pca/`, `pca_csv/`)."
+                )
+            ]
+            if manifest.get("pca_skipped")
+            else []
+        ),
         *figure(VARIANCE_PLOT),
         markdown_cell(
             "The images on the first two principal components, one colour per class: classes "
@@ -155,21 +170,30 @@ def report_notebook(
             cells += _mistakes_cells(classification)
         else:
             cells += figure(CONFUSION_PLOT)
-    cells.append(markdown_cell(
-        "## 3. The data\nImages per class and split, as Spark listed them (the class is the "
-        "folder name, the split the folder above it)."
-        + (f" {summary.classes} classes are too many to list here: a summary, the smallest and "
-           f"largest classes, and the whole table folded below (also in `{CLASS_COUNTS_CSV}`)."
-           if summary.many else "")
-    ))
+    cells.append(
+        markdown_cell(
+            "## 3. The data\nImages per class and split, as Spark listed them (the class is the "
+            "folder name, the split the folder above it)."
+            + (
+                f" {summary.classes} classes are too many to list here: a summary, the smallest and "
+                f"largest classes, and the whole table folded below (also in `{CLASS_COUNTS_CSV}`)."
+                if summary.many
+                else ""
+            )
+        )
+    )
     if summary.many:
         low, middle, high = summary.spread()
         cells += [
-            markdown_cell(f"**{summary.classes} classes**; images per class (all splits): "
-                      f"**min {low}, median {number(middle)}, max {high}**."),
+            markdown_cell(
+                f"**{summary.classes} classes**; images per class (all splits): "
+                f"**min {low}, median {number(middle)}, max {high}**."
+            ),
             output_cell(table_output(statistics_frame(summary.statistics))),
-            markdown_cell(f"The {len(summary.smallest)} smallest and the {len(summary.largest)} "
-                      f"largest classes (images, all splits):"),
+            markdown_cell(
+                f"The {len(summary.smallest)} smallest and the {len(summary.largest)} "
+                f"largest classes (images, all splits):"
+            ),
             output_cell(table_output(summary.smallest)),
             output_cell(table_output(summary.largest)),
             output_cell(html_output(summary.full_table_html(), summary.table.to_string())),
@@ -185,11 +209,15 @@ def report_notebook(
             markdown_cell(
                 f"### Failed images: {len(failures)}\nUnreadable files are listed, not fatal; "
                 f"they are in `failed/` with the reason."
-                + (f" The first {len(listed)} are shown ({more} more in `failed/`)."
-                   if more else "")
+                + (
+                    f" The first {len(listed)} are shown ({more} more in `failed/`)."
+                    if more
+                    else ""
+                )
             ),
-            output_cell(table_output(reasons.sort_values("images", ascending=False), index=False,
-                                  text=True)),
+            output_cell(
+                table_output(reasons.sort_values("images", ascending=False), index=False, text=True)
+            ),
             output_cell(table_output(listed[["path", "reason"]], index=False, text=True)),
         ]
     else:
@@ -200,8 +228,9 @@ def report_notebook(
         columns=["stage", "seconds"],
     )
     cells += [
-        markdown_cell("## 4. Sample images\n"
-                  "A few images of each class, decoded as the chain decodes them."),
+        markdown_cell(
+            "## 4. Sample images\nA few images of each class, decoded as the chain decodes them."
+        ),
         *figure(SAMPLE_GRID_PLOT),
         markdown_cell("## 5. Time per stage\nWall-clock seconds, as the run measured them."),
         *figure(TIMINGS_PLOT),
@@ -211,18 +240,24 @@ def report_notebook(
         output_cell(text_table(_run_facts(manifest), "fact", "value")),
         output_cell(text_table(sorted(manifest.get("versions", {}).items()), "library", "version")),
         markdown_cell("## 7. Outputs"),
-        output_cell(text_table(
-            sorted({**manifest.get("outputs", {}), **(more_outputs or {})}.items()),
-            "output", "location")),
+        output_cell(
+            text_table(
+                sorted({**manifest.get("outputs", {}), **(more_outputs or {})}.items()),
+                "output",
+                "location",
+            )
+        ),
     ]
     if history is not None:
         from helpers.history import table as history_table
 
         cells += [
-            markdown_cell(f"## 8. Run history\nThe last {len(history)} runs into this output_path "
-                      f"(all of them in `history/runs.jsonl`): images in all and new ones "
-                      f"(through the CNN), minutes, and the estimated cost where "
-                      f"`cost_per_hour` was given."),
+            markdown_cell(
+                f"## 8. Run history\nThe last {len(history)} runs into this output_path "
+                f"(all of them in `history/runs.jsonl`): images in all and new ones "
+                f"(through the CNN), minutes, and the estimated cost where "
+                f"`cost_per_hour` was given."
+            ),
             *figure(HISTORY_PLOT),
             output_cell(table_output(history_table(history), index=False)),
         ]
@@ -236,23 +271,28 @@ def _pca_text(manifest: Dict[str, Any]) -> str:
     kept = manifest.get("explained_variance_kept")
     if kept is None:
         return html.escape(manifest.get("pca_skipped", "no PCA"))
-    return (f"PCA keeps **k = {manifest.get('k', '?')}** components "
-            f"(**{100 * float(kept):.1f}%** of the variance)")
+    return (
+        f"PCA keeps **k = {manifest.get('k', '?')}** components "
+        f"(**{100 * float(kept):.1f}%** of the variance)"
+    )
 
 
 def _mistakes_cells(classification: Any) -> List[Any]:
     """For many classes: the most confused pairs and the worst classes, as tables."""
     pairs = classification.confused_pairs()
     worst = classification.worst_classes()
-    cells = [markdown_cell(
-        f"### The most confused pairs\nWith {len(classification.labels)} classes the confusion "
-        f"matrix cannot be read; here are its largest off-diagonal cells (true -> predicted, Test "
-        f"images, share of the true class's Test images). The whole matrix is in "
-        f"`{CONFUSION_CSV}` and `{CLASSIFICATION_JSON}`."
-    )]
+    cells = [
+        markdown_cell(
+            f"### The most confused pairs\nWith {len(classification.labels)} classes the confusion "
+            f"matrix cannot be read; here are its largest off-diagonal cells (true -> predicted, Test "
+            f"images, share of the true class's Test images). The whole matrix is in "
+            f"`{CONFUSION_CSV}` and `{CLASSIFICATION_JSON}`."
+        )
+    ]
     if len(pairs):
-        shown = pairs.assign(**{"share of true class": [f"{100 * v:.0f}%"
-                                                        for v in pairs["share of true class"]]})
+        shown = pairs.assign(
+            **{"share of true class": [f"{100 * v:.0f}%" for v in pairs["share of true class"]]}
+        )
         cells.append(output_cell(table_output(shown, index=False, text=True)))
     else:
         cells.append(markdown_cell("No Test image was mistaken for another class."))
@@ -269,7 +309,7 @@ def _classification_markdown(classification: Any) -> str:
     if classification.skipped:
         return f"Classifier skipped: {html.escape(classification.skipped)}."
     untrained = getattr(classification, "untrained", None)
-    partial = (f" **{html.escape(classification.untrained_text())}.**" if untrained else "")
+    partial = f" **{html.escape(classification.untrained_text())}.**" if untrained else ""
     correct = sum(classification.confusion[i][i] for i in range(len(classification.labels)))
     return (
         f"**Test accuracy {100 * classification.accuracy:.1f}%** ({correct} of "
@@ -277,9 +317,12 @@ def _classification_markdown(classification: Any) -> str:
         f"{100 * classification.chance:.1f}% (one of {len(classification.labels)} classes at "
         f"random); trained on {html.escape(classification.training_text())}, on "
         f"{html.escape(classification.features)}."
-        + (" Rows of the matrix are the true classes, columns the predicted ones: everything "
-           "off the diagonal is a mistake." if len(classification.labels) <= plots.MANY_CLASSES
-           else "")
+        + (
+            " Rows of the matrix are the true classes, columns the predicted ones: everything "
+            "off the diagonal is a mistake."
+            if len(classification.labels) <= plots.MANY_CLASSES
+            else ""
+        )
         + partial
     )
 
@@ -295,9 +338,11 @@ def _run_facts(manifest: Dict[str, Any]) -> List[Tuple[str, Any]]:
         ("images through the CNN", manifest.get("images_through_model")),
         ("PCA method", manifest.get("pca_method")),
         ("k (PCA components)", manifest.get("k")),
-        ("explained variance kept",
-         f"{100 * float(manifest['explained_variance_kept']):.2f}%"
-         if manifest.get("explained_variance_kept") is not None
-         else manifest.get("pca_skipped", "no PCA")),
+        (
+            "explained variance kept",
+            f"{100 * float(manifest['explained_variance_kept']):.2f}%"
+            if manifest.get("explained_variance_kept") is not None
+            else manifest.get("pca_skipped", "no PCA"),
+        ),
         ("TensorFlow oneDNN", onednn.describe(manifest.get("tensorflow") or {})),
     ]

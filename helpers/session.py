@@ -6,6 +6,7 @@ local mode, Arrow for pandas UDFs, file packing for many small images, and S3A f
 S3-compatible endpoint (tests, MinIO/SeaweedFS). On EMR nothing S3-specific is set: ``s3://``
 goes through EMR's own file system and the cluster's instance profile.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -205,7 +206,6 @@ def task_cpus(spark: SparkSession) -> int:
     return int(spark.sparkContext.getConf().get("spark.task.cpus", "1"))
 
 
-
 @contextmanager
 def temporary_conf(spark: SparkSession, key: str, value: str) -> Iterator[None]:
     """``key`` set to ``value`` for the Spark jobs run inside the block, then set back."""
@@ -221,7 +221,12 @@ def temporary_conf(spark: SparkSession, key: str, value: str) -> Iterator[None]:
 
 
 def balanced_partition_bytes(
-    files: int, total_bytes: int, largest_file: int, slots: int, open_cost: int, max_bytes: int,
+    files: int,
+    total_bytes: int,
+    largest_file: int,
+    slots: int,
+    open_cost: int,
+    max_bytes: int,
     min_waves: int = 1,
 ) -> int:
     """A ``spark.sql.files.maxPartitionBytes`` that splits a file scan into whole waves.
@@ -260,12 +265,17 @@ def balanced_file_scans(
     jvm_bytes = spark.sparkContext._jvm.org.apache.spark.network.util.JavaUtils  # noqa: SLF001
     key = "spark.sql.files.maxPartitionBytes"
     max_bytes = int(jvm_bytes.byteStringAsBytes(spark.conf.get(key, "128m")))
-    open_cost = int(jvm_bytes.byteStringAsBytes(spark.conf.get("spark.sql.files.openCostInBytes", "4m")))
+    open_cost = int(
+        jvm_bytes.byteStringAsBytes(spark.conf.get("spark.sql.files.openCostInBytes", "4m"))
+    )
     slots = max(1, spark.sparkContext.defaultParallelism // task_cpus(spark))
-    bound = balanced_partition_bytes(files, total_bytes, largest_file, slots, open_cost, max_bytes,
-                                     min_waves)
+    bound = balanced_partition_bytes(
+        files, total_bytes, largest_file, slots, open_cost, max_bytes, min_waves
+    )
     # Spark also caps a partition at (all bytes / minPartitionNum, by default the slots): with
     # one wave, that is the mean and the largest files would not fit; the bound decides alone.
-    with temporary_conf(spark, key, str(bound)), \
-            temporary_conf(spark, "spark.sql.files.minPartitionNum", "1"):
+    with (
+        temporary_conf(spark, key, str(bound)),
+        temporary_conf(spark, "spark.sql.files.minPartitionNum", "1"),
+    ):
         yield

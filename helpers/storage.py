@@ -18,6 +18,7 @@ alone picks it:
 Every handler answers a missing file or bucket with a :class:`FileNotFoundError` naming the
 path (:func:`translate_storage_error` words the S3 ones).
 """
+
 from __future__ import annotations
 
 import json
@@ -73,7 +74,7 @@ def local_file(path: str) -> Optional[str]:
     """The local file system path of ``path`` (a plain path or a ``file:`` URI), else ``None``."""
     target = to_local_or_uri(path)
     if target.startswith("file:"):
-        local = target[len("file:"):]
+        local = target[len("file:") :]
         while local.startswith("//"):  # file:///x and file:/x are both /x
             local = local[1:]
         return local
@@ -153,8 +154,11 @@ class LocalHandler:
         local = local_file(path)
         if not os.path.isdir(local):
             return []
-        return sorted(name for name in os.listdir(local)
-                      if not (name.startswith(".") and name.endswith(".crc")))
+        return sorted(
+            name
+            for name in os.listdir(local)
+            if not (name.startswith(".") and name.endswith(".crc"))
+        )
 
     def download(self, path: str, destination: str) -> None:
         shutil.copyfile(local_file(path), destination)
@@ -219,8 +223,9 @@ class S3Handler:
                 except client.exceptions.ClientError as error:
                     if str(error.response.get("Error", {}).get("Code")) not in ("404", "NoSuchKey"):
                         raise
-            listed = client.list_objects_v2(Bucket=bucket, Prefix=key + "/" if key else "",
-                                            MaxKeys=1)
+            listed = client.list_objects_v2(
+                Bucket=bucket, Prefix=key + "/" if key else "", MaxKeys=1
+            )
             return bool(listed.get("KeyCount"))
 
     def delete(self, path: str) -> None:
@@ -229,8 +234,9 @@ class S3Handler:
         client = self._client()
         with self._clear_errors(path):
             client.delete_object(Bucket=bucket, Key=key)
-            for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket,
-                                                                         Prefix=key + "/"):
+            for page in client.get_paginator("list_objects_v2").paginate(
+                Bucket=bucket, Prefix=key + "/"
+            ):
                 objects = [{"Key": item["Key"]} for item in page.get("Contents", [])]
                 if objects:
                     client.delete_objects(Bucket=bucket, Delete={"Objects": objects})
@@ -240,12 +246,17 @@ class S3Handler:
         prefix = key + "/" if key else ""
         names = set()
         with self._clear_errors(path):
-            pages = self._client().get_paginator("list_objects_v2").paginate(
-                Bucket=bucket, Prefix=prefix, Delimiter="/")
+            pages = (
+                self._client()
+                .get_paginator("list_objects_v2")
+                .paginate(Bucket=bucket, Prefix=prefix, Delimiter="/")
+            )
             for page in pages:
-                names.update(item["Prefix"][len(prefix):].rstrip("/")
-                             for item in page.get("CommonPrefixes", []))
-                names.update(item["Key"][len(prefix):] for item in page.get("Contents", []))
+                names.update(
+                    item["Prefix"][len(prefix) :].rstrip("/")
+                    for item in page.get("CommonPrefixes", [])
+                )
+                names.update(item["Key"][len(prefix) :] for item in page.get("Contents", []))
         return sorted(name for name in names if name)
 
     def download(self, path: str, destination: str) -> None:
@@ -379,6 +390,7 @@ def _hadoop_path(spark: "SparkSession", path: str):  # -> (py4j Path, FileSystem
 # -- small files -----------------------------------------------------------------------------
 # ``spark`` may be ``None`` in every function below: local paths and S3 then need no session.
 
+
 def exists(spark: Optional["SparkSession"], path: str, s3_endpoint: str = "") -> bool:
     """True when ``path`` exists (file or folder)."""
     return handler_for(spark, path, s3_endpoint).exists(path)
@@ -390,8 +402,9 @@ def qualified(spark: "SparkSession", path: str) -> str:
     return str(fs.makeQualified(hadoop_path).toString())
 
 
-def write_bytes(spark: Optional["SparkSession"], path: str, data: bytes,
-                s3_endpoint: str = "") -> None:
+def write_bytes(
+    spark: Optional["SparkSession"], path: str, data: bytes, s3_endpoint: str = ""
+) -> None:
     """Write a small file (a plot, a manifest), replacing any previous one."""
     handler_for(spark, path, s3_endpoint).write(path, data)
 
@@ -470,8 +483,7 @@ def write_json(spark: Optional["SparkSession"], path: str, payload: Dict[str, An
     write_bytes(spark, path, _json_bytes(payload))
 
 
-def write_json_atomic(spark: Optional["SparkSession"], path: str,
-                      payload: Dict[str, Any]) -> None:
+def write_json_atomic(spark: Optional["SparkSession"], path: str, payload: Dict[str, Any]) -> None:
     """Replace the JSON file ``path`` in one step (:func:`write_bytes_atomic`)."""
     write_bytes_atomic(spark, path, _json_bytes(payload))
 
@@ -529,23 +541,41 @@ def translate_storage_error(error: Exception, path: str, endpoint: str = "") -> 
     text = str(error)
     where = f" at endpoint {endpoint}" if endpoint else ""
     bucket = path.split("://", 1)[1].split("/", 1)[0] if "://" in path else ""
-    if "UnknownStoreException" in text or "NoSuchBucket" in text or (
-        bucket and f"Bucket {bucket} does not exist" in text
+    if (
+        "UnknownStoreException" in text
+        or "NoSuchBucket" in text
+        or (bucket and f"Bucket {bucket} does not exist" in text)
     ):
         return FileNotFoundError(f"bucket {bucket!r} does not exist{where} (path {path})")
     if "NoSuchKey" in text or "(404)" in text:
         return FileNotFoundError(f"{path} does not exist{where}")
-    if any(marker in text for marker in ("InvalidAccessKeyId", "SignatureDoesNotMatch",
-                                         "AccessDenied", "403 Forbidden", "Status Code: 403", "(403)",
-                                         "Unable to locate credentials")):
+    if any(
+        marker in text
+        for marker in (
+            "InvalidAccessKeyId",
+            "SignatureDoesNotMatch",
+            "AccessDenied",
+            "403 Forbidden",
+            "Status Code: 403",
+            "(403)",
+            "Unable to locate credentials",
+        )
+    ):
         return PermissionError(
             f"access to {path} refused{where}: check the credentials (AWS_ACCESS_KEY_ID / "
             "AWS_SECRET_ACCESS_KEY, or the cluster's instance profile) and the bucket policy"
         )
-    if any(marker in text for marker in ("Connection refused", "ConnectException",
-                                         "Unable to execute HTTP request", "connect timed out",
-                                         "UnknownHostException",
-                                         "Could not connect to the endpoint URL")):
+    if any(
+        marker in text
+        for marker in (
+            "Connection refused",
+            "ConnectException",
+            "Unable to execute HTTP request",
+            "connect timed out",
+            "UnknownHostException",
+            "Could not connect to the endpoint URL",
+        )
+    ):
         target = f"S3 endpoint {endpoint}" if endpoint else "the storage service"
         return ConnectionError(f"{target} is not reachable (path {path}): is the server up?")
     return None

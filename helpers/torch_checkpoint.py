@@ -4,6 +4,7 @@ Reads torchvision's MobileNetV2 ``IMAGENET1K_V1`` checkpoint (pre-1.6, non-zip f
 numpy arrays with an unpickler that knows only the few globals a state dict needs, so a hostile
 file cannot run code.
 """
+
 from __future__ import annotations
 
 import collections
@@ -46,8 +47,14 @@ class _StorageType:
 class _StorageRef:
     """A storage named by a persistent id; its bytes follow the pickle in the file."""
 
-    def __init__(self, key: str, storage_type: _StorageType, numel: int, view_offset: int = 0,
-                 view_numel: Optional[int] = None) -> None:
+    def __init__(
+        self,
+        key: str,
+        storage_type: _StorageType,
+        numel: int,
+        view_offset: int = 0,
+        view_numel: Optional[int] = None,
+    ) -> None:
         self.key = key
         self.dtype = storage_type.dtype
         self.numel = numel
@@ -58,17 +65,24 @@ class _StorageRef:
 class _PendingTensor:
     """What ``torch._utils._rebuild_tensor_v2`` returns here: a recipe, filled in later."""
 
-    def __init__(self, storage: _StorageRef, offset: int, size: Tuple[int, ...],
-                 stride: Tuple[int, ...]) -> None:
+    def __init__(
+        self, storage: _StorageRef, offset: int, size: Tuple[int, ...], stride: Tuple[int, ...]
+    ) -> None:
         self.storage = storage
         self.offset = offset
         self.size = size
         self.stride = stride
 
 
-def _rebuild_tensor_v2(storage: Any, storage_offset: Any, size: Any, stride: Any,
-                       requires_grad: Any = False, backward_hooks: Any = None,
-                       metadata: Any = None) -> _PendingTensor:
+def _rebuild_tensor_v2(
+    storage: Any,
+    storage_offset: Any,
+    size: Any,
+    stride: Any,
+    requires_grad: Any = False,
+    backward_hooks: Any = None,
+    metadata: Any = None,
+) -> _PendingTensor:
     """Replacement for ``torch._utils._rebuild_tensor_v2`` (grad flags and hooks are ignored)."""
     if not isinstance(storage, _StorageRef):
         raise pickle.UnpicklingError("_rebuild_tensor_v2 called without a storage")
@@ -138,7 +152,7 @@ def _materialize(tensor: _PendingTensor, data: Dict[str, np.ndarray]) -> np.ndar
     base = tensor.storage.view_offset
     if base < 0 or base + tensor.storage.view_numel > storage.size:
         raise ValueError(f"storage view outside storage {tensor.storage.key}")
-    storage = storage[base:base + tensor.storage.view_numel]
+    storage = storage[base : base + tensor.storage.view_numel]
     if tensor.offset < 0 or any(n < 0 for n in tensor.size) or any(s < 0 for s in tensor.stride):
         raise ValueError(f"negative offset/size/stride in a tensor of storage {tensor.storage.key}")
     if any(n == 0 for n in tensor.size):
@@ -151,7 +165,7 @@ def _materialize(tensor: _PendingTensor, data: Dict[str, np.ndarray]) -> np.ndar
         )
     itemsize = storage.dtype.itemsize
     view = np.lib.stride_tricks.as_strided(
-        storage[tensor.offset:],
+        storage[tensor.offset :],
         shape=tensor.size,
         strides=tuple(s * itemsize for s in tensor.stride),
         writeable=False,
@@ -185,16 +199,27 @@ def read_torch_legacy_state_dict(path: str) -> Dict[str, np.ndarray]:
             return unpickler.load()
         except RefusedGlobalError:
             raise
-        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
-                IndexError, KeyError) as error:
-            raise ValueError(f"{path}: cannot read the {what} of a legacy torch checkpoint "
-                             f"({type(error).__name__}: {error})") from None
+        except (
+            pickle.UnpicklingError,
+            EOFError,
+            ValueError,
+            TypeError,
+            AttributeError,
+            IndexError,
+            KeyError,
+        ) as error:
+            raise ValueError(
+                f"{path}: cannot read the {what} of a legacy torch checkpoint "
+                f"({type(error).__name__}: {error})"
+            ) from None
 
     magic = load_next("magic number")
     protocol = load_next("protocol version")
     if magic != TORCH_LEGACY_MAGIC or protocol != TORCH_LEGACY_PROTOCOL:
-        raise ValueError(f"{path} is not a legacy torch checkpoint (magic {magic!r:.40}, "
-                         f"protocol {protocol!r:.40})")
+        raise ValueError(
+            f"{path} is not a legacy torch checkpoint (magic {magic!r:.40}, "
+            f"protocol {protocol!r:.40})"
+        )
     sys_info = load_next("system info")
     if not isinstance(sys_info, dict) or not sys_info.get("little_endian", False):
         raise ValueError(f"{path}: only little-endian torch checkpoints are supported")

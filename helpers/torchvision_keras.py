@@ -1,5 +1,6 @@
 """Torchvision to Keras: the names and layouts that turn torchvision's MobileNetV2 tensors
 into the weights of Keras' MobileNetV2 layers."""
+
 from __future__ import annotations
 
 from typing import Dict, Iterator, List, Tuple
@@ -79,7 +80,8 @@ def torchvision_to_keras_layers(state_dict: Dict[str, np.ndarray]) -> Dict[str, 
     # Every float tensor must land in a layer. The only tensors allowed to stay behind are the
     # BatchNorm ``num_batches_tracked`` counters (int64, training bookkeeping, unused in inference).
     unused = [
-        name for name, array in state_dict.items()
+        name
+        for name, array in state_dict.items()
         if name not in used
         and not (name.endswith(".num_batches_tracked") and np.issubdtype(array.dtype, np.integer))
     ]

@@ -17,6 +17,7 @@ need torchvision's graph (symmetric padding everywhere, ``Conv1`` included; Batc
 graph and ``mode="tf"``. :class:`WeightSet` holds plain numpy arrays only, so Spark can
 broadcast it to executors.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -68,8 +69,9 @@ class WeightSet:
 
     def __post_init__(self) -> None:
         if self.flavour not in PREPROCESS_MODES:
-            raise ValueError(f"unknown weight flavour {self.flavour!r}: use one of "
-                             f"{sorted(PREPROCESS_MODES)}")
+            raise ValueError(
+                f"unknown weight flavour {self.flavour!r}: use one of {sorted(PREPROCESS_MODES)}"
+            )
 
     @property
     def preprocess_mode(self) -> str:
@@ -157,8 +159,10 @@ def _load_h5_weight_set(source: str, s3_endpoint: str) -> WeightSet:
                 problems.append(str(skipped[0].message).splitlines()[0])
                 continue
             return WeightSet(source=source, flavour=FLAVOUR_TORCHVISION, layers=_layers_of(model))
-    raise ValueError(f"{source} does not fit the torchvision-flavoured MobileNetV2 "
-                     f"(was it written by export_weights_h5?): {problems}")
+    raise ValueError(
+        f"{source} does not fit the torchvision-flavoured MobileNetV2 "
+        f"(was it written by export_weights_h5?): {problems}"
+    )
 
 
 def _load_keras_imagenet() -> WeightSet:
@@ -166,8 +170,9 @@ def _load_keras_imagenet() -> WeightSet:
     import keras
 
     try:
-        model = keras.applications.MobileNetV2(weights="imagenet", include_top=True,
-                                               input_shape=(224, 224, 3))
+        model = keras.applications.MobileNetV2(
+            weights="imagenet", include_top=True, input_shape=(224, 224, 3)
+        )
     except Exception as error:  # download failures come as many types (URLError, OSError...)
         raise RuntimeError(
             "could not get Keras' MobileNetV2 ImageNet weights (they are downloaded from the "
@@ -190,8 +195,11 @@ def load_weight_set(source: str = DEFAULT_WEIGHTS, s3_endpoint: str = "") -> Wei
     """
     if source == "torchvision":
         state_dict = read_torch_legacy_state_dict(torchvision_weights_path())
-        return WeightSet(source=source, flavour=FLAVOUR_TORCHVISION,
-                         layers=torchvision_to_keras_layers(state_dict))
+        return WeightSet(
+            source=source,
+            flavour=FLAVOUR_TORCHVISION,
+            layers=torchvision_to_keras_layers(state_dict),
+        )
     if source == "imagenet":
         return _load_keras_imagenet()
     if source.endswith(".weights.h5"):
@@ -214,8 +222,10 @@ def export_weights_h5(path: str, weight_set: Optional[WeightSet] = None) -> str:
     if weight_set is None:
         weight_set = load_weight_set("torchvision")
     if weight_set.flavour != FLAVOUR_TORCHVISION:
-        raise ValueError("only torchvision-flavoured weights can be exported: a .weights.h5 is "
-                         "read back into the torchvision graph")
+        raise ValueError(
+            "only torchvision-flavoured weights can be exported: a .weights.h5 is "
+            "read back into the torchvision graph"
+        )
     from helpers.reference_model import build_model  # it imports this module
 
     model = build_model(weight_set, include_top=weight_set.has_top)
@@ -223,7 +233,10 @@ def export_weights_h5(path: str, weight_set: Optional[WeightSet] = None) -> str:
     os.makedirs(folder, exist_ok=True)
     with warnings.catch_warnings():
         # Keras 3.15's TF backend calls np.array(variable, copy=False) under numpy 2: harmless.
-        warnings.filterwarnings("ignore", category=DeprecationWarning,
-                                message="__array__ implementation doesn't accept a copy keyword")
+        warnings.filterwarnings(
+            "ignore",
+            category=DeprecationWarning,
+            message="__array__ implementation doesn't accept a copy keyword",
+        )
         model.save_weights(path)
     return path

@@ -15,6 +15,7 @@ this module), so TensorFlow starts with oneDNN as :mod:`helpers.onednn` decides.
 
 Usage (by Spark): ``python -m helpers.worker_daemon``
 """
+
 from __future__ import annotations
 
 import os

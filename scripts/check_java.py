@@ -2,6 +2,7 @@
 
 Runs with any Python 3 (before the virtual environment exists): ``python3 scripts/check_java.py``.
 """
+
 import re
 import shutil
 import subprocess

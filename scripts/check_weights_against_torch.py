@@ -36,6 +36,7 @@ to know what it was made from: ``files`` (paths from the repository root), ``fil
 ``weights_sha256``, the ``torch_version``, ``torchvision_version``, ``pillow_version`` and
 ``numpy_version`` used, and ``command`` (the command above that remakes it).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -91,6 +92,7 @@ def sha256_file(path: str) -> str:
 # Child process: the throw-away venv (torch, torchvision, numpy)
 # ----------------------------------------------------------------------------------------------
 
+
 def torch_side(weights: str, inputs: str, outputs: str) -> None:
     """torchvision's MobileNetV2 on the given uint8 pixels; writes features, logits, versions."""
     import torch
@@ -99,8 +101,9 @@ def torch_side(weights: str, inputs: str, outputs: str) -> None:
     from torchvision.transforms import functional as F
 
     pixels = np.load(inputs)["pixels"]  # (n, s, s, 3) uint8, decoded by the chain
-    x = torch.stack([F.normalize(F.to_tensor(image), IMAGENET_MEAN, IMAGENET_STD)
-                     for image in pixels])
+    x = torch.stack(
+        [F.normalize(F.to_tensor(image), IMAGENET_MEAN, IMAGENET_STD) for image in pixels]
+    )
     model = mobilenet_v2(weights=None)
     model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
     model.eval()
@@ -111,22 +114,32 @@ def torch_side(weights: str, inputs: str, outputs: str) -> None:
         pooled = torch.flatten(torch.nn.functional.adaptive_avg_pool2d(maps, (1, 1)), 1)
         logits = model.classifier(pooled)
         forward = model(x)
-        pooled64 = torch.flatten(torch.nn.functional.adaptive_avg_pool2d(
-            model.double().features(x.double()), (1, 1)), 1)
+        pooled64 = torch.flatten(
+            torch.nn.functional.adaptive_avg_pool2d(model.double().features(x.double()), (1, 1)), 1
+        )
     if not torch.equal(forward, logits):
-        raise RuntimeError("model(x) differs from classifier(pooled features): torchvision's "
-                           "forward is no longer what this script assumes")
-    print(f"torch side: torch {torch.__version__}, torchvision {torchvision.__version__}, "
-          f"{torch.get_num_threads()} threads; float32 vs float64 pooled features: max abs diff "
-          f"{(pooled.double() - pooled64).abs().max().item():.2e}")
-    np.savez(outputs, features=pooled.numpy(), logits=logits.numpy(),
-             torch_version=np.array(torch.__version__),
-             torchvision_version=np.array(torchvision.__version__))
+        raise RuntimeError(
+            "model(x) differs from classifier(pooled features): torchvision's "
+            "forward is no longer what this script assumes"
+        )
+    print(
+        f"torch side: torch {torch.__version__}, torchvision {torchvision.__version__}, "
+        f"{torch.get_num_threads()} threads; float32 vs float64 pooled features: max abs diff "
+        f"{(pooled.double() - pooled64).abs().max().item():.2e}"
+    )
+    np.savez(
+        outputs,
+        features=pooled.numpy(),
+        logits=logits.numpy(),
+        torch_version=np.array(torch.__version__),
+        torchvision_version=np.array(torchvision.__version__),
+    )
 
 
 # ----------------------------------------------------------------------------------------------
 # Parent process: the project venv
 # ----------------------------------------------------------------------------------------------
+
 
 def read_inputs(names: Sequence[str]) -> List[bytes]:
     contents = []
@@ -150,9 +163,20 @@ def run_torch(torch_python: str, weights: str, pixels: np.ndarray) -> Dict[str, 
     with tempfile.TemporaryDirectory() as folder:
         inputs, outputs = os.path.join(folder, "in.npz"), os.path.join(folder, "out.npz")
         np.savez(inputs, pixels=pixels)
-        subprocess.run([torch_python, os.path.abspath(__file__), "--torch-side",
-                        "--weights", weights, "--inputs", inputs, "--outputs", outputs],
-                       check=True)
+        subprocess.run(
+            [
+                torch_python,
+                os.path.abspath(__file__),
+                "--torch-side",
+                "--weights",
+                weights,
+                "--inputs",
+                inputs,
+                "--outputs",
+                outputs,
+            ],
+            check=True,
+        )
         with np.load(outputs) as result:
             return {name: result[name] for name in result.files}
 
@@ -175,8 +199,9 @@ def write_fixture(torch_python: str, path: str) -> int:
         features=features,
         files=np.array(INPUTS),
         file_sha256=np.array([sha256_bytes(content) for content in contents]),
-        pixels_sha256=np.array([sha256_bytes(np.ascontiguousarray(image).tobytes())
-                                for image in pixels]),
+        pixels_sha256=np.array(
+            [sha256_bytes(np.ascontiguousarray(image).tobytes()) for image in pixels]
+        ),
         image_size=np.array(IMAGE_SIZE),
         weights_file=np.array(os.path.basename(weights)),
         weights_sha256=np.array(sha256_file(weights)),
@@ -186,9 +211,11 @@ def write_fixture(torch_python: str, path: str) -> int:
         numpy_version=np.array(np.__version__),
         command=np.array(REMAKE_COMMAND),
     )
-    print(f"wrote {path} ({os.path.getsize(path)} bytes): features {features.shape} of "
-          f"{len(INPUTS)} inputs at {IMAGE_SIZE}, torch {result['torch_version']}, "
-          f"torchvision {result['torchvision_version']}")
+    print(
+        f"wrote {path} ({os.path.getsize(path)} bytes): features {features.shape} of "
+        f"{len(INPUTS)} inputs at {IMAGE_SIZE}, torch {result['torch_version']}, "
+        f"torchvision {result['torchvision_version']}"
+    )
     return 0
 
 
@@ -196,9 +223,12 @@ def differences(ours: np.ndarray, reference: np.ndarray) -> str:
     """Max abs difference and min cosine of two ``(n, d)`` arrays, in words."""
     ours, reference = ours.astype(np.float64), reference.astype(np.float64)
     cosine = np.sum(ours * reference, axis=1) / (
-        np.linalg.norm(ours, axis=1) * np.linalg.norm(reference, axis=1))
-    return (f"max abs diff {np.abs(ours - reference).max():.3e}, min cosine {cosine.min():.9f} "
-            f"(1 - cosine {1 - cosine.min():.1e})")
+        np.linalg.norm(ours, axis=1) * np.linalg.norm(reference, axis=1)
+    )
+    return (
+        f"max abs diff {np.abs(ours - reference).max():.3e}, min cosine {cosine.min():.9f} "
+        f"(1 - cosine {1 - cosine.min():.1e})"
+    )
 
 
 def compare(torch_python: str, tolerance: float) -> int:
@@ -229,15 +259,19 @@ def compare(torch_python: str, tolerance: float) -> int:
     k_probs = np.asarray(classifier.predict(batch, verbose=0), dtype=np.float64)
     chain = extract_features(contents, IMAGE_SIZE).astype(np.float64)
 
-    print(f"torch {result['torch_version']}, torchvision {result['torchvision_version']}, "
-          f"keras {keras.__version__}; {len(INPUTS)} inputs at {IMAGE_SIZE}; "
-          f"TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', '(unset)')}")
+    print(
+        f"torch {result['torch_version']}, torchvision {result['torchvision_version']}, "
+        f"keras {keras.__version__}; {len(INPUTS)} inputs at {IMAGE_SIZE}; "
+        f"TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', '(unset)')}"
+    )
     print(f"max |features| {np.abs(t_features).max():.4f}")
     print(f"chain graph (extract_features) vs torchvision: {differences(chain, t_features)}")
     print(f"Keras reference model vs torchvision:        {differences(k_features, t_features)}")
     print(f"chain graph vs Keras reference model:        {differences(chain, k_features)}")
-    print(f"Keras logits vs torch: max abs diff {np.abs(k_logits - t_logits).max():.3e}; "
-          f"probabilities {np.abs(k_probs - t_probs).max():.3e}")
+    print(
+        f"Keras logits vs torch: max abs diff {np.abs(k_logits - t_logits).max():.3e}; "
+        f"probabilities {np.abs(k_probs - t_probs).max():.3e}"
+    )
     for name, k_top, t_top in zip(INPUTS, decode_top(k_probs, 3), decode_top(t_probs, 3)):
         print(f"{name}\n  keras: " + ", ".join(f"{n} {p:.4f}" for _, n, p in k_top))
         print("  torch: " + ", ".join(f"{n} {p:.4f}" for _, n, p in t_top))
@@ -253,13 +287,24 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0] + " " + __doc__.splitlines()[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="\n".join(__doc__.splitlines()[2:]))
-    parser.add_argument("--torch-python", default="/tmp/torchvenv/bin/python",
-                        help="python of a throw-away venv with torch, torchvision and numpy")
-    parser.add_argument("--write-fixture", metavar="PATH",
-                        help=f"write torchvision's features of the inputs to PATH ({FIXTURE})")
-    parser.add_argument("--tolerance", type=float, default=1e-4,
-                        help="largest acceptable abs difference of the pooled features")
+        epilog="\n".join(__doc__.splitlines()[2:]),
+    )
+    parser.add_argument(
+        "--torch-python",
+        default="/tmp/torchvenv/bin/python",
+        help="python of a throw-away venv with torch, torchvision and numpy",
+    )
+    parser.add_argument(
+        "--write-fixture",
+        metavar="PATH",
+        help=f"write torchvision's features of the inputs to PATH ({FIXTURE})",
+    )
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=1e-4,
+        help="largest acceptable abs difference of the pooled features",
+    )
     parser.add_argument("--torch-side", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--weights", help=argparse.SUPPRESS)
     parser.add_argument("--inputs", help=argparse.SUPPRESS)

@@ -10,6 +10,7 @@ server through its environment (never its command line, which other users may li
 SIGTERM) shuts the server down through its API, which stops the kernels it started (and so
 their Spark), then waits for it to exit.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,8 +48,12 @@ def install_kernel(prefix: str = sys.prefix) -> str:
     """
     from ipykernel.kernelspec import install
 
-    return install(kernel_name=KERNEL_NAME, display_name=KERNEL_DISPLAY_NAME, prefix=prefix,
-                   env=dict(KERNEL_ENV))
+    return install(
+        kernel_name=KERNEL_NAME,
+        display_name=KERNEL_DISPLAY_NAME,
+        prefix=prefix,
+        env=dict(KERNEL_ENV),
+    )
 
 
 def running_as_root() -> bool:
@@ -69,7 +74,9 @@ def server_command(root: str, port: int) -> List[str]:
     is passed only when running as root, where Jupyter refuses to start without it.
     """
     command = [
-        sys.executable, "-m", "jupyterlab",
+        sys.executable,
+        "-m",
+        "jupyterlab",
         f"--ServerApp.ip={HOST}",
         f"--ServerApp.port={port}",
         "--ServerApp.port_retries=0",  # the printed URL is the port in use, or a clear failure
@@ -94,8 +101,10 @@ def server_environment(token: str) -> Dict[str, str]:
 def api(port: int, token: str, path: str, method: str = "GET", timeout: float = 5) -> dict:
     """Call the server's REST API on 127.0.0.1 with the token; the JSON answer."""
     request = urllib.request.Request(
-        f"http://{HOST}:{port}{path}", method=method,
-        headers={"Authorization": f"token {token}"}, data=b"" if method == "POST" else None,
+        f"http://{HOST}:{port}{path}",
+        method=method,
+        headers={"Authorization": f"token {token}"},
+        data=b"" if method == "POST" else None,
     )
     with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (loopback)
         body = response.read()
@@ -107,16 +116,19 @@ def wait_until_ready(process: subprocess.Popen, port: int, token: str) -> None:
     deadline = time.monotonic() + STARTUP_SECONDS
     while True:
         if process.poll() is not None:
-            sys.exit(f"lab: JupyterLab exited with status {process.returncode} before it answered "
-                     f"on {HOST}:{port} (is the port taken? choose another with --port)")
+            sys.exit(
+                f"lab: JupyterLab exited with status {process.returncode} before it answered "
+                f"on {HOST}:{port} (is the port taken? choose another with --port)"
+            )
         try:
             api(port, token, "/api/status", timeout=2)
             return
         except (urllib.error.URLError, OSError, ValueError):
             if time.monotonic() > deadline:
                 stop(process, port, token)
-                sys.exit(f"lab: JupyterLab did not answer on {HOST}:{port} within "
-                         f"{STARTUP_SECONDS} s")
+                sys.exit(
+                    f"lab: JupyterLab did not answer on {HOST}:{port} within {STARTUP_SECONDS} s"
+                )
             time.sleep(0.5)
 
 
@@ -142,17 +154,32 @@ def notebook_url(port: int, token: str, notebook: Optional[str]) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int,
-                        default=int(os.environ.get("LAB_PORT") or DEFAULT_PORT),
-                        help=f"port on 127.0.0.1 (default: LAB_PORT, else {DEFAULT_PORT})")
-    parser.add_argument("--root", default=os.path.join(REPO, "notebooks"),
-                        help="folder JupyterLab opens on (default: notebooks/)")
-    parser.add_argument("--notebook", default="local.ipynb",
-                        help="notebook the printed URL opens, relative to --root")
-    parser.add_argument("--no-browser", action="store_true",
-                        help="do not open a browser (the default where there is no display)")
-    parser.add_argument("--install-kernel", action="store_true",
-                        help=f"only register the venv as the kernel {KERNEL_NAME!r} and exit")
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("LAB_PORT") or DEFAULT_PORT),
+        help=f"port on 127.0.0.1 (default: LAB_PORT, else {DEFAULT_PORT})",
+    )
+    parser.add_argument(
+        "--root",
+        default=os.path.join(REPO, "notebooks"),
+        help="folder JupyterLab opens on (default: notebooks/)",
+    )
+    parser.add_argument(
+        "--notebook",
+        default="local.ipynb",
+        help="notebook the printed URL opens, relative to --root",
+    )
+    parser.add_argument(
+        "--no-browser",
+        action="store_true",
+        help="do not open a browser (the default where there is no display)",
+    )
+    parser.add_argument(
+        "--install-kernel",
+        action="store_true",
+        help=f"only register the venv as the kernel {KERNEL_NAME!r} and exit",
+    )
     args = parser.parse_args(argv)
 
     if args.install_kernel:
@@ -165,8 +192,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     token = os.environ.get("JUPYTER_TOKEN") or secrets.token_hex(24)
     # A session of its own: Ctrl-C in the terminal reaches this script only, which then shuts
     # the server down through its API instead of Jupyter's interactive "Shutdown?" prompt.
-    process = subprocess.Popen(server_command(root, args.port), env=server_environment(token),
-                               start_new_session=True)
+    process = subprocess.Popen(
+        server_command(root, args.port), env=server_environment(token), start_new_session=True
+    )
     stopping = []
 
     def request_stop(signum, frame):  # noqa: ARG001
@@ -177,9 +205,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         wait_until_ready(process, args.port, token)
         url = notebook_url(args.port, token, args.notebook)
-        print(f"\nlab: JupyterLab on {root}, kernel {KERNEL_DISPLAY_NAME!r} ({KERNEL_NAME}).\n"
-              f"lab: open {url}\n"
-              "lab: stop it with Ctrl-C (its kernels and their Spark stop with it)\n", flush=True)
+        print(
+            f"\nlab: JupyterLab on {root}, kernel {KERNEL_DISPLAY_NAME!r} ({KERNEL_NAME}).\n"
+            f"lab: open {url}\n"
+            "lab: stop it with Ctrl-C (its kernels and their Spark stop with it)\n",
+            flush=True,
+        )
         if not (args.no_browser or headless()):
             webbrowser.open(url)
         process.wait()

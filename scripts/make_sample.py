@@ -263,15 +263,25 @@ def build(
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--photos", type=Path, default=DEFAULT_PHOTOS,
-                        help="folder with apple.jpg, orange.jpg, fruits.jpg (default: data/photos)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
-                        help="output folder, deleted and rebuilt (default: data/sample)")
+    parser.add_argument(
+        "--photos",
+        type=Path,
+        default=DEFAULT_PHOTOS,
+        help="folder with apple.jpg, orange.jpg, fruits.jpg (default: data/photos)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help="output folder, deleted and rebuilt (default: data/sample)",
+    )
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="random seed (default: 360)")
-    parser.add_argument("--train-per-class", type=int, default=30,
-                        help="Training views per class (default: 30)")
-    parser.add_argument("--test-per-class", type=int, default=10,
-                        help="Test views per class (default: 10)")
+    parser.add_argument(
+        "--train-per-class", type=int, default=30, help="Training views per class (default: 30)"
+    )
+    parser.add_argument(
+        "--test-per-class", type=int, default=10, help="Test views per class (default: 10)"
+    )
     return parser.parse_args(argv)
 
 

@@ -4,6 +4,7 @@ The wrapper (a test page, never part of the report, which has no script) loads t
 frame from the same origin and writes what it measured as JSON into ``<pre id="result">``;
 Chromium's ``--dump-dom`` prints the DOM once its virtual time budget is spent.
 """
+
 import functools
 import html
 import http.server
@@ -14,8 +15,14 @@ import subprocess
 import threading
 
 #: Debian's ``chromium`` (or another Chromium-based browser), ``None`` where none is installed.
-CHROMIUM = next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome")
-                 if shutil.which(name)), None)
+CHROMIUM = next(
+    (
+        shutil.which(name)
+        for name in ("chromium", "chromium-browser", "google-chrome")
+        if shutil.which(name)
+    ),
+    None,
+)
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -40,12 +47,25 @@ def measure_page(page_path, wrapper, tmp_path, *chromium_args, budget_ms=15000):
     thread.start()
     try:
         completed = subprocess.run(
-            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--no-first-run", "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}",
-             *chromium_args, f"--virtual-time-budget={budget_ms}", "--dump-dom",
-             f"http://127.0.0.1:{server.server_address[1]}/wrapper.html"],
-            capture_output=True, text=True, timeout=120,
+            [
+                CHROMIUM,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--disable-dev-shm-usage",
+                f"--user-data-dir={tmp_path / 'profile'}",
+                *chromium_args,
+                f"--virtual-time-budget={budget_ms}",
+                "--dump-dom",
+                f"http://127.0.0.1:{server.server_address[1]}/wrapper.html",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
     finally:
         server.shutdown()

@@ -18,6 +18,7 @@ task, so that a few dozen images make several tasks. The driver writes, into ``S
 
 Exits 0 only when ``run_pipeline`` succeeded.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -86,7 +87,9 @@ def main(argv: list[str]) -> int:
                 "counts": run.counts(),
                 "images_through_model": run.manifest.get("images_through_model"),
                 "jobs": status_api(ui_url, app_id, "jobs"),
-                "sql": status_api(ui_url, app_id, "sql?details=false&planDescription=true&offset=0&length=10000"),
+                "sql": status_api(
+                    ui_url, app_id, "sql?details=false&planDescription=true&offset=0&length=10000"
+                ),
                 "executors": status_api(ui_url, app_id, "allexecutors"),
             },
         )

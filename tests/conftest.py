@@ -4,6 +4,7 @@ Expensive things (Spark, the model, a pipeline run) are made once per test sessi
 scenarios run in subprocesses (papermill runs, JupyterLab, scheduled nights) are declared with
 :func:`scenario` and run in one background lane while the other tests run (:func:`scenarios`).
 """
+
 import os
 import shutil
 import sys
@@ -44,8 +45,9 @@ def spark():
     from helpers.session import get_spark
 
     os.environ.update(S3_CREDENTIALS)
-    config = PipelineConfig("unused", "unused", spark_master="local[2]",
-                            s3_endpoint=f"http://127.0.0.1:{S3_PORT}")
+    config = PipelineConfig(
+        "unused", "unused", spark_master="local[2]", s3_endpoint=f"http://127.0.0.1:{S3_PORT}"
+    )
     session = get_spark(config)
     yield session
     session.stop()
@@ -132,16 +134,30 @@ def s3_server(tmp_path_factory):
     environment = dict(os.environ, **S3_CREDENTIALS)
     log = open(data_dir / "weed.log", "wb")
     process = subprocess.Popen(
-        [weed, "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-admin.ui=false"],
-        env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            weed,
+            "mini",
+            f"-dir={data_dir}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            "-admin.ui=false",
+        ],
+        env=environment,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     endpoint = f"http://127.0.0.1:{S3_PORT}"
     try:
         import boto3
 
-        client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                              aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-                              aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
+        client = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        )
         deadline = time.time() + 60
         while True:
             if process.poll() is not None:
@@ -153,8 +169,13 @@ def s3_server(tmp_path_factory):
                 if time.time() > deadline:
                     pytest.fail(f"SeaweedFS did not answer on {endpoint} within 60 s")
                 time.sleep(0.5)
-        environment.update({"BOTO3_ENDPOINT_URL": endpoint, "FRUITS_S3_ENDPOINT": endpoint,
-                            "AWS_DEFAULT_REGION": "us-east-1"})
+        environment.update(
+            {
+                "BOTO3_ENDPOINT_URL": endpoint,
+                "FRUITS_S3_ENDPOINT": endpoint,
+                "AWS_DEFAULT_REGION": "us-east-1",
+            }
+        )
         yield endpoint, environment
     finally:
         stop_process_group(process)
@@ -166,9 +187,13 @@ def s3_client(s3_server):
     import boto3
 
     endpoint, _ = s3_server
-    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                        aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-                        aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+    )
 
 
 # -- slow scenarios in subprocesses, run in one background lane while the other tests run -----
@@ -189,9 +214,11 @@ CLOSING = threading.Event()
 def scenario(name, needs=()):
     """Declare ``function(folder, *needs)`` as the scenario behind the session fixture ``name``
     (which returns ``scenarios.result(name)``); ``needs``: fixtures passed to it."""
+
     def declare(function):
         SCENARIOS[name] = (function, tuple(needs))
         return function
+
     return declare
 
 
@@ -263,8 +290,14 @@ def start(command, log_path, env=None):
     if CLOSING.is_set():
         pytest.fail("the test session is ending: nothing more is started")
     log = open(log_path, "wb")
-    process = subprocess.Popen(command, cwd=REPO, env=subprocess_environment(env), stdout=log,
-                               stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen(
+        command,
+        cwd=REPO,
+        env=subprocess_environment(env),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     LIVE.add(process)
     return process, log
 
@@ -300,6 +333,7 @@ def wait_for_lock(read_holder, run_id, process, log_path, timeout=300):
 
 # -- the local notebook run the way `make run` runs it ---------------------------------------
 
+
 @scenario("local_notebook_run")
 def run_local_notebook(folder):
     """``notebooks/local.ipynb`` executed once as ``make run`` does: papermill in a subprocess
@@ -312,10 +346,28 @@ def run_local_notebook(folder):
     executed = folder / "local.ipynb"
     log_path = str(folder / "papermill.log")
     process, log = start(
-        [sys.executable, "-m", "papermill", os.path.join(REPO, "notebooks", "local.ipynb"),
-         str(executed), "--cwd", os.path.join(REPO, "notebooks"), "--log-output",
-         "--progress-bar", "-p", "input_path", images, "-p", "output_path", str(output),
-         "-p", "spark_master", "local[2]"], log_path)
+        [
+            sys.executable,
+            "-m",
+            "papermill",
+            os.path.join(REPO, "notebooks", "local.ipynb"),
+            str(executed),
+            "--cwd",
+            os.path.join(REPO, "notebooks"),
+            "--log-output",
+            "--progress-bar",
+            "-p",
+            "input_path",
+            images,
+            "-p",
+            "output_path",
+            str(output),
+            "-p",
+            "spark_master",
+            "local[2]",
+        ],
+        log_path,
+    )
     status, text = finish(process, log, log_path, timeout=1200)
     assert status == 0, f"papermill failed:\n{text[-5000:]}"
     return {"notebook": str(executed), "output": output, "log": text, "images": 2 * (5 + 2)}
@@ -359,35 +411,89 @@ def run_cloud_step_with_a_racer(folder, s3_server, s3_client):
     for root, _, files in os.walk(images):
         for name in files:
             path = os.path.join(root, name)
-            s3_client.upload_file(path, CLOUD_BUCKET,
-                                  "fruits-360/" + os.path.relpath(path, images).replace(os.sep, "/"))
+            s3_client.upload_file(
+                path,
+                CLOUD_BUCKET,
+                "fruits-360/" + os.path.relpath(path, images).replace(os.sep, "/"),
+            )
             uploaded += name.lower().endswith((".jpg", ".jpeg", ".png"))
-    s3_client.upload_file(os.path.join(REPO, "notebooks", "cloud.ipynb"), CLOUD_BUCKET,
-                          "notebooks/cloud.ipynb")
+    s3_client.upload_file(
+        os.path.join(REPO, "notebooks", "cloud.ipynb"), CLOUD_BUCKET, "notebooks/cloud.ipynb"
+    )
     run_id = "s3-night-1"
     executed = f"{CLOUD_OUTPUT}/history/{run_id}/cloud.executed.ipynb"
     stdout_file = folder / "papermill-stdout.log"
-    step = [sys.executable, "-m", "papermill", "--kernel", "python3", "--log-output",
-            "--stdout-file", str(stdout_file), "--cwd", os.path.join(REPO, "notebooks"),
-            f"s3://{CLOUD_BUCKET}/notebooks/cloud.ipynb", executed,
-            "-r", "input_path", f"s3://{CLOUD_BUCKET}/fruits-360", "-r", "output_path", CLOUD_OUTPUT,
-            "-p", "incremental", "True", "-r", "run_id", run_id,
-            "-p", "cost_per_hour", str(CLOUD_COST_PER_HOUR),
-            "-r", "s3_endpoint", endpoint, "-r", "spark_master", "local[2]"]
-    racer = [sys.executable, "-m", "helpers.scheduled", "--notebook",
-             os.path.join(REPO, "notebooks", "cloud.ipynb"), "--input",
-             f"s3://{CLOUD_BUCKET}/fruits-360", "--output", CLOUD_OUTPUT, "--run-id", "s3-blocked",
-             "-p", "s3_endpoint", endpoint, "-p", "spark_master", "local[1]"]
+    step = [
+        sys.executable,
+        "-m",
+        "papermill",
+        "--kernel",
+        "python3",
+        "--log-output",
+        "--stdout-file",
+        str(stdout_file),
+        "--cwd",
+        os.path.join(REPO, "notebooks"),
+        f"s3://{CLOUD_BUCKET}/notebooks/cloud.ipynb",
+        executed,
+        "-r",
+        "input_path",
+        f"s3://{CLOUD_BUCKET}/fruits-360",
+        "-r",
+        "output_path",
+        CLOUD_OUTPUT,
+        "-p",
+        "incremental",
+        "True",
+        "-r",
+        "run_id",
+        run_id,
+        "-p",
+        "cost_per_hour",
+        str(CLOUD_COST_PER_HOUR),
+        "-r",
+        "s3_endpoint",
+        endpoint,
+        "-r",
+        "spark_master",
+        "local[2]",
+    ]
+    racer = [
+        sys.executable,
+        "-m",
+        "helpers.scheduled",
+        "--notebook",
+        os.path.join(REPO, "notebooks", "cloud.ipynb"),
+        "--input",
+        f"s3://{CLOUD_BUCKET}/fruits-360",
+        "--output",
+        CLOUD_OUTPUT,
+        "--run-id",
+        "s3-blocked",
+        "-p",
+        "s3_endpoint",
+        endpoint,
+        "-p",
+        "spark_master",
+        "local[1]",
+    ]
 
     def holder():
         try:
-            body = s3_client.get_object(Bucket=CLOUD_BUCKET, Key=f"nightly/{lock.LOCK_FILE}")["Body"]
+            body = s3_client.get_object(Bucket=CLOUD_BUCKET, Key=f"nightly/{lock.LOCK_FILE}")[
+                "Body"
+            ]
         except s3_client.exceptions.NoSuchKey:
             return None
         return json.loads(body.read())
 
-    done = {"bucket": CLOUD_BUCKET, "output": CLOUD_OUTPUT, "run_id": run_id,
-            "executed": executed, "uploaded": uploaded}
+    done = {
+        "bucket": CLOUD_BUCKET,
+        "output": CLOUD_OUTPUT,
+        "run_id": run_id,
+        "executed": executed,
+        "uploaded": uploaded,
+    }
     logs = {name: str(folder / f"{name}.log") for name in ("step", "blocked")}
     first, first_handle = start(step, logs["step"], environment)
     try:

@@ -4,6 +4,7 @@
 returns what the chain must do with each: ``"ok"`` (featurized) or a fragment of the reason
 it must be listed under in ``failed/``.
 """
+
 from __future__ import annotations
 
 import functools
@@ -52,16 +53,22 @@ def exif_rotated_jpeg() -> bytes:
 
 def bomb_png(side: int = 20000) -> bytes:
     """A tiny-on-disk PNG claiming ``side x side`` pixels (a decompression bomb)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(
-            ">I", zlib.crc32(kind + data) & 0xFFFFFFFF
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
         )
 
     header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)  # 8-bit grayscale
     row = b"\x00" + b"\x00" * side
     compressor = zlib.compressobj(9)
     data = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+    )
 
 
 @functools.lru_cache(maxsize=1)
@@ -104,7 +111,9 @@ EXPECTED = {
 }
 
 
-def write_edge_cases(folder: str, split: str = "Training", label: str = "Edge cases") -> Dict[str, str]:
+def write_edge_cases(
+    folder: str, split: str = "Training", label: str = "Edge cases"
+) -> Dict[str, str]:
     """Write the edge cases into ``folder/split/label/``; return path -> expected outcome."""
     target = os.path.join(folder, split, label)
     os.makedirs(target, exist_ok=True)
@@ -120,7 +129,9 @@ def write_edge_cases(folder: str, split: str = "Training", label: str = "Edge ca
 SAMPLE = os.path.join(os.path.dirname(__file__), os.pardir, "data", "sample")
 
 
-def write_many_classes(folder: str, classes: int, train: int, test: int, seed: int = 0) -> Dict[str, Dict[str, int]]:
+def write_many_classes(
+    folder: str, classes: int, train: int, test: int, seed: int = 0
+) -> Dict[str, Dict[str, int]]:
     """``classes`` classes of 100x100 JPEGs under ``folder/<Split>/<Class>/``, Fruits-360 style.
 
     Class ``i`` is one photo of the bundled sample's class ``i % 6`` with its hue turned by a
@@ -137,8 +148,12 @@ def write_many_classes(folder: str, classes: int, train: int, test: int, seed: i
         fruit = fruits[index % len(fruits)]
         step = index // len(fruits)
         label = f"{fruit} {step + 1:02d}"
-        source = os.path.join(SAMPLE, "Training", fruit, sorted(os.listdir(
-            os.path.join(SAMPLE, "Training", fruit)))[0])
+        source = os.path.join(
+            SAMPLE,
+            "Training",
+            fruit,
+            sorted(os.listdir(os.path.join(SAMPLE, "Training", fruit)))[0],
+        )
         with Image.open(source) as opened:
             hsv = np.asarray(opened.convert("RGB").resize((100, 100)).convert("HSV")).copy()
         hsv[..., 0] = (hsv[..., 0].astype(int) + step * 256 // steps) % 256

@@ -17,6 +17,7 @@ Modes:
 Writes ``RESULT_JSON``: the environment this process started with, the driver's TensorFlow
 state, the probe's records and what the session passed on to executors.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,9 +31,14 @@ FIXTURE = os.path.join(REPO, "tests", "data", "torchvision_features.npz")
 def plain_session(master: str = "local[2]"):
     from pyspark.sql import SparkSession
 
-    return (SparkSession.builder.master(master).appName("plain")
-            .config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
-            .config("spark.ui.enabled", "false").getOrCreate())
+    return (
+        SparkSession.builder.master(master)
+        .appName("plain")
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.ui.enabled", "false")
+        .getOrCreate()
+    )
 
 
 def main() -> None:
@@ -57,7 +63,8 @@ def main() -> None:
         np.save(sys.argv[3], features.extract_features(contents))
         spark = get_spark(PipelineConfig("unused", "unused", spark_master="local[2]"))
         result["executor_env"] = spark.sparkContext.getConf().get(
-            "spark.executorEnv.TF_ENABLE_ONEDNN_OPTS", None)
+            "spark.executorEnv.TF_ENABLE_ONEDNN_OPTS", None
+        )
         result["records"] = cluster.probe_executors(spark)
         result["table"] = cluster.check_cluster(spark).to_dict("records")
     elif mode == "existing":

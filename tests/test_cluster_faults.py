@@ -11,6 +11,7 @@ featurization job is the first SQL execution that evaluates a Python UDF; its jo
 RUNNING with at least one task done and several left when the kill is sent, and afterwards the
 driver must report the killed executor as removed and the lost task as failed (then retried).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -136,8 +137,13 @@ class Cluster:
     def spawn(self, name: str, argv: List[str]) -> subprocess.Popen:
         with open(self.log(name), "wb") as log:
             process = subprocess.Popen(
-                argv, cwd=self.root, env=self.env, stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True,
+                argv,
+                cwd=self.root,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         self.processes[name] = process
         return process
@@ -150,8 +156,10 @@ class Cluster:
                 return value
             for name in watch:
                 if self.processes[name].poll() is not None:
-                    pytest.fail(f"{name} exited ({self.processes[name].returncode}) while "
-                                f"waiting for {what}:\n{tail(self.log(name))}")
+                    pytest.fail(
+                        f"{name} exited ({self.processes[name].returncode}) while "
+                        f"waiting for {what}:\n{tail(self.log(name))}"
+                    )
             if time.monotonic() > deadline:
                 logs = "\n".join(f"--- {name}\n{tail(self.log(name), 20)}" for name in watch)
                 pytest.fail(f"no {what} within {timeout:.0f} s\n{logs}")
@@ -159,10 +167,19 @@ class Cluster:
 
     def start(self, workers: int) -> None:
         master_port, master_ui_port = free_port(), free_port()
-        self.spawn("master", [
-            self.spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
-            "--port", str(master_port), "--webui-port", str(master_ui_port),
-        ])
+        self.spawn(
+            "master",
+            [
+                self.spark_class,
+                "org.apache.spark.deploy.master.Master",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(master_port),
+                "--webui-port",
+                str(master_ui_port),
+            ],
+        )
 
         def master_addresses():
             text = tail(self.log("master"), 400)
@@ -171,16 +188,30 @@ class Cluster:
             return (url.group(1), ui.group(1)) if url and ui else None
 
         self.master_url, self.master_ui = self._wait_for(
-            "master", master_addresses, STARTUP_TIMEOUT_S, ["master"])
+            "master", master_addresses, STARTUP_TIMEOUT_S, ["master"]
+        )
         for index in range(workers):
             name = f"worker-{index}"
             work_dir = os.path.join(self.root, name)
             os.makedirs(work_dir)
-            self.spawn(name, [
-                self.spark_class, "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1",
-                "--cores", "1", "--memory", "1g", "--work-dir", work_dir,
-                "--webui-port", str(free_port()), self.master_url,
-            ])
+            self.spawn(
+                name,
+                [
+                    self.spark_class,
+                    "org.apache.spark.deploy.worker.Worker",
+                    "--host",
+                    "127.0.0.1",
+                    "--cores",
+                    "1",
+                    "--memory",
+                    "1g",
+                    "--work-dir",
+                    work_dir,
+                    "--webui-port",
+                    str(free_port()),
+                    self.master_url,
+                ],
+            )
             self.worker_names.append(name)
 
         def all_alive():
@@ -191,8 +222,9 @@ class Cluster:
             alive = [w for w in state["workers"] if w["state"] == "ALIVE"]
             return alive if len(alive) == workers else None
 
-        self._wait_for(f"{workers} ALIVE workers", all_alive, STARTUP_TIMEOUT_S,
-                       ["master"] + self.worker_names)
+        self._wait_for(
+            f"{workers} ALIVE workers", all_alive, STARTUP_TIMEOUT_S, ["master"] + self.worker_names
+        )
 
     def master_state(self):
         return get_json(self.master_ui + "/json/")
@@ -272,10 +304,14 @@ def wait_for_driver_file(cluster: Cluster, path: str, driver: subprocess.Popen, 
     deadline = time.monotonic() + timeout
     while not os.path.exists(path):
         if driver.poll() is not None:
-            pytest.fail(f"driver exited ({driver.returncode}) before writing {path}:\n"
-                        f"{tail(cluster.log('driver'))}")
+            pytest.fail(
+                f"driver exited ({driver.returncode}) before writing {path}:\n"
+                f"{tail(cluster.log('driver'))}"
+            )
         if time.monotonic() > deadline:
-            pytest.fail(f"driver wrote no {path} within {timeout:.0f} s:\n{tail(cluster.log('driver'))}")
+            pytest.fail(
+                f"driver wrote no {path} within {timeout:.0f} s:\n{tail(cluster.log('driver'))}"
+            )
         time.sleep(0.5)
     with open(path) as handle:
         return json.load(handle)
@@ -287,23 +323,36 @@ def kill_worker_mid_featurization(cluster: Cluster, status: DriverStatus, driver
     job_id = None
     while True:
         if driver.poll() is not None:
-            pytest.fail(f"driver exited ({driver.returncode}) before the kill:\n"
-                        f"{tail(cluster.log('driver'))}")
+            pytest.fail(
+                f"driver exited ({driver.returncode}) before the kill:\n"
+                f"{tail(cluster.log('driver'))}"
+            )
         if time.monotonic() > deadline:
-            pytest.fail(f"featurization never reached the kill point:\n{tail(cluster.log('driver'))}")
+            pytest.fail(
+                f"featurization never reached the kill point:\n{tail(cluster.log('driver'))}"
+            )
         try:
             if job_id is None:
                 execution = status.featurization_execution()
-                jobs = (execution or {}).get("runningJobIds") or (execution or {}).get("successJobIds")
+                jobs = (execution or {}).get("runningJobIds") or (execution or {}).get(
+                    "successJobIds"
+                )
                 if jobs:
                     job_id = min(jobs)
             if job_id is not None:
                 job = status.get(f"jobs/{job_id}")
                 assert job["status"] == "RUNNING", (
-                    f"featurization job {job_id} already {job['status']} before any kill: {job}")
-                if job["numCompletedTasks"] >= 1 and job["numTasks"] - job["numCompletedTasks"] >= 3:
-                    busy = [e["id"] for e in status.get("executors")
-                            if e["id"] != "driver" and e["activeTasks"] > 0]
+                    f"featurization job {job_id} already {job['status']} before any kill: {job}"
+                )
+                if (
+                    job["numCompletedTasks"] >= 1
+                    and job["numTasks"] - job["numCompletedTasks"] >= 3
+                ):
+                    busy = [
+                        e["id"]
+                        for e in status.get("executors")
+                        if e["id"] != "driver" and e["activeTasks"] > 0
+                    ]
                     target = next(filter(None, (executor_host(cluster, e) for e in busy)), None)
                     if target is not None:
                         break
@@ -321,13 +370,19 @@ def kill_worker_mid_featurization(cluster: Cluster, status: DriverStatus, driver
     worker.wait(timeout=30)
     assert any("java" in name for name in killed[1:]), f"{target} had no executor JVM: {killed}"
     assert any("python" in name for name in killed), f"{target} had no Python worker: {killed}"
-    return {"job": job, "job_id": job_id, "worker": target, "executor_id": executor_id,
-            "killed": killed}
+    return {
+        "job": job,
+        "job_id": job_id,
+        "worker": target,
+        "executor_id": executor_id,
+        "killed": killed,
+    }
 
 
 def image_paths(folder: str) -> List[str]:
     return sorted(
-        path for path in glob.glob(os.path.join(folder, "**", "*"), recursive=True)
+        path
+        for path in glob.glob(os.path.join(folder, "**", "*"), recursive=True)
         if path.lower().endswith(IMAGE_SUFFIXES)
     )
 
@@ -350,15 +405,27 @@ def test_worker_killed_mid_featurization_loses_no_image(cluster, tmp_path):
     state = str(tmp_path / "driver")
     os.makedirs(state)
 
-    driver = cluster.spawn("driver", [
-        sys.executable, DRIVER, cluster.master_url, images, output, state,
-        "--files-per-task", str(FILES_PER_TASK),
-        "--conf", "spark.ui.showConsoleProgress=false",
-        "--conf", "spark.executor.memory=768m",
-    ])
+    driver = cluster.spawn(
+        "driver",
+        [
+            sys.executable,
+            DRIVER,
+            cluster.master_url,
+            images,
+            output,
+            state,
+            "--files-per-task",
+            str(FILES_PER_TASK),
+            "--conf",
+            "spark.ui.showConsoleProgress=false",
+            "--conf",
+            "spark.executor.memory=768m",
+        ],
+    )
     deadline = started + DRIVER_TIMEOUT_S
-    session = wait_for_driver_file(cluster, os.path.join(state, "session.json"), driver,
-                                   deadline - time.monotonic())
+    session = wait_for_driver_file(
+        cluster, os.path.join(state, "session.json"), driver, deadline - time.monotonic()
+    )
     assert session["master"] == cluster.master_url
     status = DriverStatus(session["ui"], session["app_id"])
 
@@ -370,8 +437,10 @@ def test_worker_killed_mid_featurization_loses_no_image(cluster, tmp_path):
     try:
         returncode = driver.wait(timeout=max(1.0, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
-        pytest.fail(f"the run did not finish within {DRIVER_TIMEOUT_S} s after the kill:\n"
-                    f"{tail(cluster.log('driver'))}")
+        pytest.fail(
+            f"the run did not finish within {DRIVER_TIMEOUT_S} s after the kill:\n"
+            f"{tail(cluster.log('driver'))}"
+        )
     assert returncode == 0, f"the run failed after the kill:\n{tail(cluster.log('driver'), 120)}"
     with open(os.path.join(state, "result.json")) as handle:
         result = json.load(handle)
@@ -380,7 +449,9 @@ def test_worker_killed_mid_featurization_loses_no_image(cluster, tmp_path):
     final = next(j for j in result["jobs"] if j["jobId"] == kill["job_id"])
     assert final["status"] == "SUCCEEDED", final
     assert final["numCompletedTasks"] == final["numTasks"] == job["numTasks"], final
-    assert final["numFailedTasks"] >= 1, f"no task was lost with executor {kill['executor_id']}: {final}"
+    assert final["numFailedTasks"] >= 1, (
+        f"no task was lost with executor {kill['executor_id']}: {final}"
+    )
     lost = next(e for e in result["executors"] if e["id"] == kill["executor_id"])
     assert not lost["isActive"] and lost.get("removeReason"), lost
     master = cluster.master_state()
@@ -398,6 +469,8 @@ def test_worker_killed_mid_featurization_loses_no_image(cluster, tmp_path):
     paths = [re.sub(r"^file:(//)?", "", path) for path in features.to_pylist()]
     assert len(paths) == len(set(paths)), "an image was featurized twice"
     assert sorted(paths) == expected
-    print(f"cluster fault test: {len(expected)} images, {job['numTasks']} featurization tasks, "
-          f"killed {kill['worker']} (executor {kill['executor_id']}) after "
-          f"{job['numCompletedTasks']} tasks, {time.monotonic() - started:.0f} s")
+    print(
+        f"cluster fault test: {len(expected)} images, {job['numTasks']} featurization tasks, "
+        f"killed {kill['worker']} (executor {kill['executor_id']}) after "
+        f"{job['numCompletedTasks']} tasks, {time.monotonic() - started:.0f} s"
+    )

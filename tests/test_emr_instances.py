@@ -3,6 +3,7 @@ cluster's default is its choice, its prices and projections follow the rules it 
 types it refuses are the ones the bootstrap and the executor settings cannot run. Stdlib only:
 no Spark, no TensorFlow, nothing leaves the machine (that EMR 7.5 offers every type is checked
 with the real AWS CLI against moto in tests/test_emr_nightly.py)."""
+
 from __future__ import annotations
 
 import json
@@ -26,7 +27,7 @@ BENCHMARKS = ROOT / "docs" / "benchmarks.md"
 def _section() -> str:
     text = BENCHMARKS.read_text()
     start = text.index("## Instance choice")
-    return text[start:text.index("\n## ", start + 1)]
+    return text[start : text.index("\n## ", start + 1)]
 
 
 def _prose() -> str:
@@ -36,8 +37,9 @@ def _prose() -> str:
 
 def test_benchmarks_page_holds_the_scripts_tables() -> None:
     """docs/benchmarks.md shows exactly what `python scripts/emr/instances.py` prints."""
-    printed = subprocess.run([sys.executable, str(EMR / "instances.py")], capture_output=True,
-                             text=True, check=True)
+    printed = subprocess.run(
+        [sys.executable, str(EMR / "instances.py")], capture_output=True, text=True, check=True
+    )
     types, runs = instances.markdown_table(), instances.runs_table()
     assert printed.stdout == f"{types}\n{runs}\n"
     assert f"default: {instances.best_default().name}" in printed.stderr
@@ -52,11 +54,20 @@ def test_cluster_default_is_the_best_supported_type() -> None:
     best = instances.best_default()
     assert cluster.DEFAULTS["INSTANCE_TYPE"] == best.name
     shell = (EMR / "create_cluster.sh").read_text()
-    assert re.search(r"^INSTANCE_TYPE=\$\{INSTANCE_TYPE:-([a-z0-9.]+)\}", shell, re.M).group(1) == best.name
+    assert (
+        re.search(r"^INSTANCE_TYPE=\$\{INSTANCE_TYPE:-([a-z0-9.]+)\}", shell, re.M).group(1)
+        == best.name
+    )
     assert best.fits_executors() is None and best.arch == "x86_64"
     assert (best.vcpus, best.memory_gib) == (instances.EXECUTOR_CORES, instances.NEEDED_MEMORY_GIB)
-    others = [t for t in instances.TYPES if t.fits_executors() is None and t.vcpus == best.vcpus and t is not best]
-    assert others and all(instances.images_per_dollar(t) < instances.images_per_dollar(best) for t in others)
+    others = [
+        t
+        for t in instances.TYPES
+        if t.fits_executors() is None and t.vcpus == best.vcpus and t is not best
+    ]
+    assert others and all(
+        instances.images_per_dollar(t) < instances.images_per_dollar(best) for t in others
+    )
     assert f"**The default: {best.name}**" in _prose()
 
 
@@ -64,7 +75,12 @@ def test_default_type_replaces_m5_xlarge_at_the_same_price() -> None:
     """The change of default rests on this, not on the projection's precision."""
     new, old = instances.BY_NAME[cluster.DEFAULTS["INSTANCE_TYPE"]], instances.BY_NAME["m5.xlarge"]
     assert new.node_per_hour == old.node_per_hour == 0.28
-    assert (new.vcpus, new.cores, new.memory_gib, new.width) == (old.vcpus, old.cores, old.memory_gib, old.width)
+    assert (new.vcpus, new.cores, new.memory_gib, new.width) == (
+        old.vcpus,
+        old.cores,
+        old.memory_gib,
+        old.width,
+    )
     assert new.ghz > old.ghz
 
 
@@ -72,7 +88,9 @@ def test_prices_follow_the_stated_derivation() -> None:
     for t in instances.TYPES:
         assert t.ec2_paris == pytest.approx(t.us_east_1 * 7 / 6, abs=1e-4), t.name
         assert t.emr_paris == pytest.approx(t.ec2_paris * 0.25, abs=1e-4), t.name
-        assert instances.node_price_per_hour(t.name) == pytest.approx(t.ec2_paris + t.emr_paris, abs=1e-4)
+        assert instances.node_price_per_hour(t.name) == pytest.approx(
+            t.ec2_paris + t.emr_paris, abs=1e-4
+        )
     # the derivation reproduces the project's earlier m5.xlarge assumption ($0.224 + $0.056)
     m5 = instances.BY_NAME["m5.xlarge"]
     assert (m5.ec2_paris, m5.emr_paris) == (0.224, 0.056)
@@ -83,7 +101,9 @@ def test_nightly_cost_estimate_prices_every_tabled_type() -> None:
     env = {"BUCKET": "fruits-test-bucket"}
     assert nightly.settings(env)["COST_PER_HOUR"] == "0.84"
     for t in instances.TYPES:
-        cost = nightly.settings({**env, "INSTANCE_TYPE": t.name, "CORE_COUNT": "4"})["COST_PER_HOUR"]
+        cost = nightly.settings({**env, "INSTANCE_TYPE": t.name, "CORE_COUNT": "4"})[
+            "COST_PER_HOUR"
+        ]
         assert cost == f"{5 * t.node_per_hour:.2f}", t.name
     with pytest.raises(cluster.SettingError, match="COST_PER_HOUR"):
         nightly.settings({**env, "INSTANCE_TYPE": "m5.2xlarge"})
@@ -100,11 +120,16 @@ def test_projection_rule() -> None:
     # no SMT on m7a: 4 vCPUs are 4 cores, all busy with the executor's 4 tasks
     assert instances.projected_images_per_s(m7a) == pytest.approx(rate * 4 * 3.7)
     c6i2 = instances.BY_NAME["c6i.2xlarge"]
-    assert instances.projected_images_per_s(c6i2) == pytest.approx(2 * instances.projected_images_per_s(m6i))
+    assert instances.projected_images_per_s(c6i2) == pytest.approx(
+        2 * instances.projected_images_per_s(m6i)
+    )
     # what the page says about the rule against the measured Zen 5
     needed_ghz = instances.ZEN5.per_core / (rate * instances.WIDTH_512)
     prose = _prose()
-    assert f"it needs {needed_ghz:.1f} GHz to give Zen 5's measured {instances.ZEN5.per_core:.0f}" in prose
+    assert (
+        f"it needs {needed_ghz:.1f} GHz to give Zen 5's measured {instances.ZEN5.per_core:.0f}"
+        in prose
+    )
     assert f"= {rate:.1f} images/s (Zen 3's measured {instances.ZEN3.per_core} per core" in prose
 
 
@@ -122,9 +147,14 @@ def test_refused_types_are_the_ones_the_cluster_cannot_run() -> None:
         else:
             assert why is None, t.name
     # the memory bar is configurations.json's: executor heap + overhead + a Livy driver > 8 GiB
-    defaults = next(c for c in json.loads((EMR / "configurations.json").read_text())
-                    if c["Classification"] == "spark-defaults")["Properties"]
-    executor_gb = int(defaults["spark.executor.memory"].rstrip("g")) + int(defaults["spark.executor.memoryOverhead"].rstrip("g"))
+    defaults = next(
+        c
+        for c in json.loads((EMR / "configurations.json").read_text())
+        if c["Classification"] == "spark-defaults"
+    )["Properties"]
+    executor_gb = int(defaults["spark.executor.memory"].rstrip("g")) + int(
+        defaults["spark.executor.memoryOverhead"].rstrip("g")
+    )
     assert executor_gb > 8 and int(defaults["spark.executor.cores"]) == instances.EXECUTOR_CORES
 
 

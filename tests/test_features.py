@@ -5,6 +5,7 @@
 ``decode_image``, torchvision's normalisation, the checkpoint the chain reads), made by
 ``scripts/check_weights_against_torch.py --write-fixture`` (its ``command`` entry says how).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -55,34 +56,41 @@ def agreement(ours: np.ndarray, theirs: np.ndarray):
     """Max abs difference and min cosine similarity of two ``(n, d)`` arrays."""
     ours, theirs = ours.astype(np.float64), theirs.astype(np.float64)
     cosine = np.sum(ours * theirs, axis=1) / (
-        np.linalg.norm(ours, axis=1) * np.linalg.norm(theirs, axis=1))
+        np.linalg.norm(ours, axis=1) * np.linalg.norm(theirs, axis=1)
+    )
     return float(np.abs(ours - theirs).max()), float(cosine.min())
 
 
 def test_fixture_was_made_from_these_files_and_weights(reference, contents):
     assert reference["features"].shape == (len(reference["files"]), FEATURE_DIM)
     assert reference["features"].dtype == np.float32
-    changed = [str(name) for name, content, expected
-               in zip(reference["files"], contents, reference["file_sha256"])
-               if sha256(content) != str(expected)]
+    changed = [
+        str(name)
+        for name, content, expected in zip(reference["files"], contents, reference["file_sha256"])
+        if sha256(content) != str(expected)
+    ]
     assert not changed, f"inputs changed since the fixture was made: {changed}; {remake(reference)}"
     with open(torchvision_weights_path(), "rb") as handle:
         weights_sha256 = sha256(handle.read())
     assert weights_sha256 == str(reference["weights_sha256"]), (
         f"the chain's checkpoint is not the fixture's {reference['weights_file']}; "
-        + remake(reference))
+        + remake(reference)
+    )
 
 
 def test_decoding_gives_the_fixtures_pixels(reference, contents):
     """The fixture compares networks only: the chain decodes the inputs as when it was made."""
     size = int(reference["image_size"])
-    changed = [str(name) for name, content, expected
-               in zip(reference["files"], contents, reference["pixels_sha256"])
-               if sha256(decode_image(content, size).tobytes()) != str(expected)]
+    changed = [
+        str(name)
+        for name, content, expected in zip(reference["files"], contents, reference["pixels_sha256"])
+        if sha256(decode_image(content, size).tobytes()) != str(expected)
+    ]
     assert not changed, (
         f"decode_image gives other pixels than when the fixture was made (Pillow "
         f"{reference['pillow_version']} then) for {changed}: a decoding change, not a network "
-        f"one; {remake(reference)}")
+        f"one; {remake(reference)}"
+    )
 
 
 def test_extract_features_equal_torchvisions(reference, contents):
@@ -90,9 +98,11 @@ def test_extract_features_equal_torchvisions(reference, contents):
     assert features.shape == reference["features"].shape and features.dtype == np.float32
     max_diff, min_cosine = agreement(features, reference["features"])
     onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset")
-    print(f"extract_features vs torchvision {reference['torchvision_version']} "
-          f"(TF_ENABLE_ONEDNN_OPTS={onednn}): max abs diff {max_diff:.2e}, "
-          f"min cosine {min_cosine:.9f} (1 - cosine {1 - min_cosine:.1e})")
+    print(
+        f"extract_features vs torchvision {reference['torchvision_version']} "
+        f"(TF_ENABLE_ONEDNN_OPTS={onednn}): max abs diff {max_diff:.2e}, "
+        f"min cosine {min_cosine:.9f} (1 - cosine {1 - min_cosine:.1e})"
+    )
     assert max_diff <= TOLERANCE and min_cosine >= MIN_COSINE, (max_diff, min_cosine)
 
 
@@ -105,13 +115,24 @@ def test_spark_udf_features_equal_torchvisions(spark, reference, contents):
     size = int(reference["image_size"])
     rows = [(str(name), bytearray(content)) for name, content in zip(reference["files"], contents)]
     frame = spark.createDataFrame(rows, "path string, content binary").coalesce(1)
-    udf = featurize_udf(spark, load_weight_set(DEFAULT_WEIGHTS), size,
-                        PipelineConfig("unused", "unused").batch_size, task_cpus(spark))
-    result = (frame.select("path", udf("content").alias("result"))
-              .select("path", "result.features", "result.error").toPandas().set_index("path"))
+    udf = featurize_udf(
+        spark,
+        load_weight_set(DEFAULT_WEIGHTS),
+        size,
+        PipelineConfig("unused", "unused").batch_size,
+        task_cpus(spark),
+    )
+    result = (
+        frame.select("path", udf("content").alias("result"))
+        .select("path", "result.features", "result.error")
+        .toPandas()
+        .set_index("path")
+    )
     assert result.error.isna().all(), result.error.dropna().to_dict()
     features = np.stack(result.loc[[str(name) for name in reference["files"]], "features"])
     max_diff, min_cosine = agreement(features, reference["features"])
-    print(f"Spark UDF vs torchvision: max abs diff {max_diff:.2e}, "
-          f"min cosine {min_cosine:.9f} (1 - cosine {1 - min_cosine:.1e})")
+    print(
+        f"Spark UDF vs torchvision: max abs diff {max_diff:.2e}, "
+        f"min cosine {min_cosine:.9f} (1 - cosine {1 - min_cosine:.1e})"
+    )
     assert max_diff <= TOLERANCE and min_cosine >= MIN_COSINE, (max_diff, min_cosine)

@@ -2,6 +2,7 @@
 and foxyproxy-settings.json (FoxyProxy 8.x import) hold one SOCKS5 proxy on localhost:8157 with
 remote DNS, and their wildcard patterns send the cluster's addresses, and only those, through it.
 """
+
 from __future__ import annotations
 
 import json
@@ -59,9 +60,7 @@ def foxyproxy8_wildcard_to_regex(pattern: str) -> str:
 
 def legacy_wildcard_to_regex(pattern: str) -> str:
     """FoxyProxy Standard before 8 (the XML format): the wildcard must match the whole URL."""
-    escaped = "".join(
-        ".*" if ch == "*" else "." if ch == "?" else re.escape(ch) for ch in pattern
-    )
+    escaped = "".join(".*" if ch == "*" else "." if ch == "?" else re.escape(ch) for ch in pattern)
     return "^" + escaped + "$"
 
 
@@ -118,7 +117,9 @@ def test_json_proxy_is_socks5_on_localhost_8157_with_remote_dns(json_settings: d
     assert proxy["exclude"] == []
 
 
-def test_json_holds_the_same_patterns_as_the_xml(json_settings: dict, xml_proxy: ET.Element) -> None:
+def test_json_holds_the_same_patterns_as_the_xml(
+    json_settings: dict, xml_proxy: ET.Element
+) -> None:
     include = json_settings["data"][0]["include"]
     assert all(p["type"] == "wildcard" and p["active"] is True for p in include)
     assert [p["pattern"] for p in include] == EMR_PATTERNS

@@ -2,6 +2,7 @@
 
 The rows written by real scheduled runs are checked in ``tests/test_scheduled.py``.
 """
+
 import json
 import re
 
@@ -11,14 +12,34 @@ import pytest
 from helpers import history, plots, report_html, report_page
 
 ROWS = [
-    {"run_id": "night-1", "started_at": "2026-12-01T01:00:00+00:00", "minutes": 2.5,
-     "images_total": 240, "images_new": 240, "images_reused": 0, "images_failed": 1, "k": 53,
-     "explained_variance_kept": 0.951, "test_accuracy": 0.9, "estimated_cost_usd": 0.035,
-     "spark_master": "local[2]"},
-    {"run_id": "night-2", "started_at": "2026-12-02T01:00:00+00:00", "minutes": 1.0,
-     "images_total": 260, "images_new": 20, "images_reused": 240, "images_failed": 1, "k": None,
-     "explained_variance_kept": None, "test_accuracy": None, "estimated_cost_usd": None,
-     "spark_master": "yarn"},
+    {
+        "run_id": "night-1",
+        "started_at": "2026-12-01T01:00:00+00:00",
+        "minutes": 2.5,
+        "images_total": 240,
+        "images_new": 240,
+        "images_reused": 0,
+        "images_failed": 1,
+        "k": 53,
+        "explained_variance_kept": 0.951,
+        "test_accuracy": 0.9,
+        "estimated_cost_usd": 0.035,
+        "spark_master": "local[2]",
+    },
+    {
+        "run_id": "night-2",
+        "started_at": "2026-12-02T01:00:00+00:00",
+        "minutes": 1.0,
+        "images_total": 260,
+        "images_new": 20,
+        "images_reused": 240,
+        "images_failed": 1,
+        "k": None,
+        "explained_variance_kept": None,
+        "test_accuracy": None,
+        "estimated_cost_usd": None,
+        "spark_master": "yarn",
+    },
 ]
 
 
@@ -32,12 +53,18 @@ def test_rows_parse_and_a_broken_line_is_named():
 
 
 def test_locations_of_history_and_executed_notebooks():
-    assert history.location("s3://b/outputs/nightly", "runs.jsonl") == \
-        "s3://b/outputs/nightly/history/runs.jsonl"
-    assert history.executed_notebook_location("/out", "r1", "notebooks/local.ipynb") == \
-        "/out/history/r1/local.executed.ipynb"
-    assert history.executed_notebook_location("s3://b/o/", "r2", "s3://b/notebooks/cloud.ipynb") == \
-        "s3://b/o/history/r2/cloud.executed.ipynb"
+    assert (
+        history.location("s3://b/outputs/nightly", "runs.jsonl")
+        == "s3://b/outputs/nightly/history/runs.jsonl"
+    )
+    assert (
+        history.executed_notebook_location("/out", "r1", "notebooks/local.ipynb")
+        == "/out/history/r1/local.executed.ipynb"
+    )
+    assert (
+        history.executed_notebook_location("s3://b/o/", "r2", "s3://b/notebooks/cloud.ipynb")
+        == "s3://b/o/history/r2/cloud.executed.ipynb"
+    )
 
 
 def test_report_section_shows_the_table_and_the_plot():
@@ -47,14 +74,25 @@ def test_report_section_shows_the_table_and_the_plot():
     figure = plots.history_figure(ROWS)
     assert plots.figure_png(figure)[:8] == b"\x89PNG\r\n\x1a\n"
     assert "images and minutes per run" in figure.axes[0].get_title()
-    manifest = {"run_id": "night-2", "images_total": 260, "images_featurized": 259,
-                "images_failed": 1, "k": None, "explained_variance_kept": None,
-                "pca_skipped": "PCA skipped: needs at least 2 images, 1 featurized",
-                "parameters": {}, "seconds": {}}
+    manifest = {
+        "run_id": "night-2",
+        "images_total": 260,
+        "images_featurized": 259,
+        "images_failed": 1,
+        "k": None,
+        "explained_variance_kept": None,
+        "pca_skipped": "PCA skipped: needs at least 2 images, 1 featurized",
+        "parameters": {},
+        "seconds": {},
+    }
     counts = pd.DataFrame({"split": ["Training"], "label": ["Kiwi"], "images": [260]})
-    notebook = report_page.report_notebook(manifest, counts, pd.DataFrame(columns=["path", "reason"]),
-                                      {report_page.HISTORY_PLOT: plots.figure_png(figure)},
-                                      history=ROWS)
+    notebook = report_page.report_notebook(
+        manifest,
+        counts,
+        pd.DataFrame(columns=["path", "reason"]),
+        {report_page.HISTORY_PLOT: plots.figure_png(figure)},
+        history=ROWS,
+    )
     page = report_html.export_html(notebook)
     assert "8. Run history" in page and "The last 2 runs" in page
     assert "<td>night-1</td>" in page and "<td>yarn</td>" in page

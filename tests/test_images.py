@@ -1,5 +1,6 @@
 """Images: every decode edge case is pixels of the right shape or a readable error; every listed
 file gets the label and split the chain gives it (real Spark)."""
+
 import numpy as np
 import pytest
 from corpus import EXPECTED, edge_case_files, jpeg_bytes, photo, upright_image
@@ -88,5 +89,5 @@ def test_label_columns_name_class_and_split_from_the_spark_path(spark, tmp_path)
     listed = storage.qualified(spark, str(root)).rstrip("/")
     files = spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(listed)
     rows = files.select("path", *label_columns(listed)).collect()
-    found = {row.path[len(listed) + 1:]: (row.label, row.split) for row in rows}
+    found = {row.path[len(listed) + 1 :]: (row.label, row.split) for row in rows}
     assert found == LAYOUT

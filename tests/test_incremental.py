@@ -1,5 +1,6 @@
 """Incremental runs: reused features stay in their folders, and the published run is the one a
 full run would publish (same images, same vectors, PCA on all), with only new images in the CNN."""
+
 import os
 import shutil
 
@@ -47,7 +48,10 @@ def nights(spark, tmp_path_factory):
     snapshots = [vectors(spark, output)]
     added = [target(label, number) for label in labels for number in (20, 21)]
     for path in added:
-        shutil.copy(sample(os.path.basename(os.path.dirname(path)), os.path.basename(path).split("_")[0]), path)
+        shutil.copy(
+            sample(os.path.basename(os.path.dirname(path)), os.path.basename(path).split("_")[0]),
+            path,
+        )
     manifests.append(run(spark, images, output))
     snapshots.append(vectors(spark, output))
     changed = added[:3]
@@ -58,8 +62,13 @@ def nights(spark, tmp_path_factory):
     shutil.copy(sample(labels[0], 28), one_more)
     manifests.append(run(spark, images, output))
     snapshots.append(vectors(spark, output))
-    deleted = target(labels[1], sorted(
-        int(name.split("_")[0]) for name in os.listdir(os.path.join(images, "Training", labels[1])))[0])
+    deleted = target(
+        labels[1],
+        sorted(
+            int(name.split("_")[0])
+            for name in os.listdir(os.path.join(images, "Training", labels[1]))
+        )[0],
+    )
     os.remove(deleted)
     manifests.append(run(spark, images, output))
     snapshots.append(vectors(spark, output))
@@ -71,10 +80,21 @@ def nights(spark, tmp_path_factory):
     snapshots.append(vectors(spark, output))
     full_output = str(tmp_path_factory.mktemp("full"))
     full = run(spark, images, full_output, incremental=False)
-    return {"images": images, "output": output, "manifests": manifests, "snapshots": snapshots,
-            "full": full, "full_vectors": vectors(spark, full_output),
-            "changes": {"added": added, "changed": changed, "one_more": one_more,
-                        "deleted": deleted, "last": last}}
+    return {
+        "images": images,
+        "output": output,
+        "manifests": manifests,
+        "snapshots": snapshots,
+        "full": full,
+        "full_vectors": vectors(spark, full_output),
+        "changes": {
+            "added": added,
+            "changed": changed,
+            "one_more": one_more,
+            "deleted": deleted,
+            "last": last,
+        },
+    }
 
 
 def local(path):
@@ -92,8 +112,10 @@ def test_only_new_and_changed_images_go_through_the_cnn(nights):
 def test_the_manifest_names_the_parts_and_folds_stale_and_surplus_ones(nights):
     first, night1, night2, night3, night4 = nights["manifests"]
     folder = lambda manifest: f"{manifest['run_path']}/features"  # noqa: E731
-    shapes = [[(part["path"], part["rows"], part["images"]) for part in feature_parts(manifest)]
-              for manifest in nights["manifests"]]
+    shapes = [
+        [(part["path"], part["rows"], part["images"]) for part in feature_parts(manifest)]
+        for manifest in nights["manifests"]
+    ]
     assert shapes[0] == [(folder(first), 10, 10)]
     assert shapes[1] == [(folder(first), 10, 10), (folder(night1), 4, 4)]
     # Night 2: night 1's folder keeps 1 row in use of 4, so that row moves into night 2's.
@@ -103,8 +125,12 @@ def test_the_manifest_names_the_parts_and_folds_stale_and_surplus_ones(nights):
     # Night 4, at most 2 parts: all but the largest fold into night 4's folder.
     assert shapes[4] == [(folder(first), 10, 9), (folder(night4), 6, 6)]
     for manifest in nights["manifests"]:
-        assert manifest["outputs"]["features"] == [part["path"] for part in manifest["feature_parts"]]
-        assert manifest["images_featurized"] == sum(part["images"] for part in manifest["feature_parts"])
+        assert manifest["outputs"]["features"] == [
+            part["path"] for part in manifest["feature_parts"]
+        ]
+        assert manifest["images_featurized"] == sum(
+            part["images"] for part in manifest["feature_parts"]
+        )
 
 
 def test_each_night_publishes_the_images_on_disk_and_keeps_unchanged_vectors(nights):
@@ -115,7 +141,9 @@ def test_each_night_publishes_the_images_on_disk_and_keeps_unchanged_vectors(nig
         for path, vector in after.items():
             if path in before and local(path) not in changed:
                 assert np.array_equal(before[path], vector), f"{path} changed without reason"
-    assert {local(path) for path in snapshots[3]} == {local(path) for path in snapshots[2]} - {changes["deleted"]}
+    assert {local(path) for path in snapshots[3]} == {local(path) for path in snapshots[2]} - {
+        changes["deleted"]
+    }
     for path in changed:
         assert not np.array_equal(snapshots[1]["file:" + path], snapshots[2]["file:" + path])
 
@@ -128,7 +156,9 @@ def test_the_last_night_publishes_what_a_full_run_would(spark, nights):
     last, whole = nights["manifests"][-1], nights["full"]
     assert last["k"] == whole["k"]
     assert last["images_featurized"] == whole["images_featurized"]
-    np.testing.assert_allclose(last["explained_variance"], whole["explained_variance"], rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(
+        last["explained_variance"], whole["explained_variance"], rtol=1e-4, atol=1e-7
+    )
     pca = spark.read.parquet(last["outputs"]["pca"])
     assert pca.count() == whole["images_featurized"]
 
@@ -153,8 +183,10 @@ def test_cleanup_keeps_every_folder_a_published_run_names(nights):
 
 
 def test_plan_parts_keeps_live_parts_and_folds_stale_and_surplus_ones():
-    parts = [{"path": name, "rows": rows, "images": rows}
-             for name, rows in (("a", 100), ("b", 10), ("c", 10), ("d", 4))]
+    parts = [
+        {"path": name, "rows": rows, "images": rows}
+        for name, rows in (("a", 100), ("b", 10), ("c", 10), ("d", 4))
+    ]
     kept, folded = plan_parts(parts, {"a": 100, "b": 6, "c": 4, "d": 4})
     assert [part["path"] for part in kept] == ["a", "b", "d"]
     assert [(part["path"], part["images"]) for part in folded] == [("c", 4)]

@@ -6,6 +6,7 @@ Each layout runs the whole chain in the shared Spark session (``run_pipeline``, 
 images. The layout without a Test split runs through the real notebook in
 ``tests/test_scheduled.py`` (the nightly input is exactly that layout).
 """
+
 import json
 import os
 import shutil

@@ -3,6 +3,7 @@ server (SeaweedFS), stale locks taken over, heartbeats, release.
 
 Two real concurrent runs (the scheduled command, papermill) are in ``tests/test_scheduled.py``.
 """
+
 import json
 import logging
 import os
@@ -26,8 +27,9 @@ def race(spark, output_path, racers=4):
     winners, errors = [], []
 
     def take(number):
-        contender = lock.OutputLock(spark, output_path, f"racer-{number}",
-                                    reclaim_own_process=False)
+        contender = lock.OutputLock(
+            spark, output_path, f"racer-{number}", reclaim_own_process=False
+        )
         barrier.wait()
         try:
             winners.append(contender.acquire())
@@ -48,8 +50,10 @@ def check_race(spark, output_path):
     winner = winners[0]
     for error in errors:  # every loser names the winner
         assert error.holder["run_id"] == winner.run_id
-        assert f"in use by run {winner.run_id} (host {socket.gethostname()}, pid {os.getpid()}, " \
-               f"started {winner.started_at})" in str(error)
+        assert (
+            f"in use by run {winner.run_id} (host {socket.gethostname()}, pid {os.getpid()}, "
+            f"started {winner.started_at})" in str(error)
+        )
     winner.release()
     assert lock.read_holder(spark, output_path) is None
     again = lock.OutputLock(spark, output_path, "after-release").acquire()
@@ -66,10 +70,16 @@ def test_racers_on_s3_one_wins(spark, s3_server, s3_client):
 
 
 def write_lock(output_path, **fields):
-    record = {"run_id": "old-run", "host": socket.gethostname(), "pid": os.getpid(),
-              "started_at": "2026-01-01T02:00:00+00:00",
-              "heartbeat_at": datetime.now(timezone.utc).isoformat(), "ttl_seconds": 600,
-              "token": "old-token", **fields}
+    record = {
+        "run_id": "old-run",
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "started_at": "2026-01-01T02:00:00+00:00",
+        "heartbeat_at": datetime.now(timezone.utc).isoformat(),
+        "ttl_seconds": 600,
+        "token": "old-token",
+        **fields,
+    }
     path = lock.lock_location(output_path)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as handle:
@@ -89,7 +99,10 @@ def test_a_lock_of_a_dead_process_is_taken_over_with_a_log_line(tmp_path, caplog
     write_lock(output, pid=pid)
     with caplog.at_level(logging.WARNING, logger="helpers.pipeline.lock"):
         taken = lock.OutputLock(None, output, "new-run", settle_seconds=0.1).acquire()
-    assert f"taking over the lock of run old-run (host {socket.gethostname()}, pid {pid}" in caplog.text
+    assert (
+        f"taking over the lock of run old-run (host {socket.gethostname()}, pid {pid}"
+        in caplog.text
+    )
     assert f"its process {pid} is gone from this host" in caplog.text
     assert lock.read_holder(None, output)["run_id"] == "new-run"
     taken.release()
@@ -109,8 +122,10 @@ def test_a_lock_without_heartbeat_for_longer_than_its_ttl_is_taken_over(tmp_path
 def test_a_live_lock_of_another_host_is_respected(tmp_path):
     output = str(tmp_path / "out")
     write_lock(output, host="another-host", pid=1)  # fresh heartbeat: alive
-    with pytest.raises(lock.RunLockedError, match="in use by run old-run \\(host another-host, "
-                                                  "pid 1, started 2026-01-01T02:00:00"):
+    with pytest.raises(
+        lock.RunLockedError,
+        match="in use by run old-run \\(host another-host, pid 1, started 2026-01-01T02:00:00",
+    ):
         lock.OutputLock(None, output, "second").acquire()
     assert lock.read_holder(None, output)["token"] == "old-token"  # untouched
 
@@ -154,4 +169,6 @@ def test_run_id_and_cost_are_checked():
         PipelineConfig("in", "out", run_id="2026/12/01 nightly")
     with pytest.raises(ValueError, match="cost_per_hour must be"):
         PipelineConfig("in", "out", cost_per_hour=-1)
-    assert PipelineConfig("in", "out", run_id="nightly-2026.12.01_a").run_id == "nightly-2026.12.01_a"
+    assert (
+        PipelineConfig("in", "out", run_id="nightly-2026.12.01_a").run_id == "nightly-2026.12.01_a"
+    )

@@ -1,5 +1,6 @@
 """Log output: the library installs no handler; an entry point's configure() shows the chain's
 lines as ``HH:MM:SS message``, once each."""
+
 from __future__ import annotations
 
 import io
@@ -17,8 +18,14 @@ from helpers.pipeline import Run
 def clean_loggers():
     """The chain's and the root logger's handlers, level and propagation, put back after."""
     names = ("helpers", "helpers.pipeline", "")
-    saved = {name: (logging.getLogger(name or None).handlers[:], logging.getLogger(name or None).level,
-                    logging.getLogger(name or None).propagate) for name in names}
+    saved = {
+        name: (
+            logging.getLogger(name or None).handlers[:],
+            logging.getLogger(name or None).level,
+            logging.getLogger(name or None).propagate,
+        )
+        for name in names
+    }
     yield
     for name, (handlers, level, propagate) in saved.items():
         logger = logging.getLogger(name or None)
@@ -28,9 +35,12 @@ def clean_loggers():
 
 
 def _chain_handlers():
-    return [(name, handler) for name, logger in logging.root.manager.loggerDict.items()
-            if name.split(".")[0] == "helpers" and isinstance(logger, logging.Logger)
-            for handler in logger.handlers]
+    return [
+        (name, handler)
+        for name, logger in logging.root.manager.loggerDict.items()
+        if name.split(".")[0] == "helpers" and isinstance(logger, logging.Logger)
+        for handler in logger.handlers
+    ]
 
 
 def test_a_run_installs_no_handler(spark, tmp_path, clean_loggers, caplog):
@@ -69,4 +79,6 @@ def test_configure_of_the_root_logger_shows_other_libraries_lines(clean_loggers)
     logging.getLogger("papermill").info("Executing notebook with kernel: fruits")
     logging.getLogger("helpers.history").info("history row written")
     assert [line[9:] for line in stream.getvalue().splitlines()] == [
-        "Executing notebook with kernel: fruits", "history row written"]
+        "Executing notebook with kernel: fruits",
+        "history row written",
+    ]

@@ -1,4 +1,5 @@
 """The real notebooks, executed by papermill: locally, and against a real S3 server."""
+
 import ast
 import base64
 import dataclasses
@@ -32,7 +33,9 @@ def test_committed_notebook_is_clean_and_parameterized(name):
     notebook = nbformat.read(NOTEBOOKS[name], as_version=4)
     for cell in notebook.cells:
         if cell.cell_type == "code":
-            assert cell.outputs == [] and cell.execution_count is None, "commit notebooks without outputs"
+            assert cell.outputs == [] and cell.execution_count is None, (
+                "commit notebooks without outputs"
+            )
     names = {
         target.id
         for node in ast.parse(parameters_cell(notebook).source).body
@@ -40,8 +43,16 @@ def test_committed_notebook_is_clean_and_parameterized(name):
         for target in node.targets
     }
     assert names <= CONFIG_FIELDS, f"parameters unknown to PipelineConfig: {names - CONFIG_FIELDS}"
-    assert {"input_path", "output_path", "variance_target", "k", "image_size", "weights",
-            "sample_limit", "spark_master"} <= names
+    assert {
+        "input_path",
+        "output_path",
+        "variance_target",
+        "k",
+        "image_size",
+        "weights",
+        "sample_limit",
+        "spark_master",
+    } <= names
     if name == "cloud":
         assert "s3_endpoint" in names
 
@@ -53,7 +64,10 @@ def test_cloud_notebook_opens_with_pyspark_and_its_figures_suit_livy():
     the last part's."""
     notebook = nbformat.read(NOTEBOOKS["cloud"], as_version=4)
     assert notebook.metadata.kernelspec == {
-        "name": "pysparkkernel", "display_name": "PySpark", "language": "python"}
+        "name": "pysparkkernel",
+        "display_name": "PySpark",
+        "language": "python",
+    }
     # papermill picks its parameter translator from language_info.name ('pyspark' has none).
     assert notebook.metadata.language_info.name == "python"
     sources = [cell.source for cell in notebook.cells if cell.cell_type == "code"]
@@ -72,8 +86,11 @@ def test_cloud_notebook_opens_with_pyspark_and_its_figures_suit_livy():
 
 def executed_errors(notebook):
     return [
-        output for cell in notebook.cells if cell.cell_type == "code"
-        for output in cell.outputs if output.output_type == "error"
+        output
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.outputs
+        if output.output_type == "error"
     ]
 
 
@@ -85,8 +102,11 @@ def assert_cluster_checked(notebook):
     set_up = next(index for index, cell in enumerate(code) if "run = Run(" in cell.source)
     cell = code[set_up + 1]
     assert cell.source.strip() == "run.check_cluster()"
-    (table,) = [output["data"]["text/html"] for output in cell.outputs
-                if "text/html" in output.get("data", {})]
+    (table,) = [
+        output["data"]["text/html"]
+        for output in cell.outputs
+        if "text/html" in output.get("data", {})
+    ]
     for column in ("host", "workers", "python", "helpers", "tensorflow", "onednn", "isa"):
         assert f"<th>{column}</th>" in table, column
     assert f"<td>{socket.gethostname()}</td>" in table
@@ -99,10 +119,16 @@ def test_local_notebook_runs_headless_with_papermill(local_notebook_run, caplog)
     images_on_disk = local_notebook_run["images"]
     manifest = json.loads((local_notebook_run["output"] / "manifest.json").read_text())
     assert manifest["images_total"] == manifest["images_featurized"] == images_on_disk
-    assert sum(pq.read_table(part).num_rows for part in manifest["outputs"]["features"]) == images_on_disk
+    assert (
+        sum(pq.read_table(part).num_rows for part in manifest["outputs"]["features"])
+        == images_on_disk
+    )
     pngs = [
-        output for cell in notebook.cells if cell.cell_type == "code"
-        for output in cell.outputs if "image/png" in output.get("data", {})
+        output
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.outputs
+        if "image/png" in output.get("data", {})
     ]
     assert len(pngs) >= 3, "sample grid, variance plot and scatter are shown as images"
     # every figure carries what it shows: as text, as alt metadata, as <img alt> once exported
@@ -132,8 +158,12 @@ def assert_progress_lines(text, images):
     lines = [line for line in text.splitlines() if line.startswith("featurize: ")]
     assert lines and lines[0].startswith("featurize: started"), text
     assert lines[-1].startswith(f"featurize: done, 100%, {images}/{images} images"), text
-    percents = [int(match.group(1)) for line in lines[1:-1]
-                for match in [re.search(r"(\d+)%, (\d+)/\d+ images", line)] if match]
+    percents = [
+        int(match.group(1))
+        for line in lines[1:-1]
+        for match in [re.search(r"(\d+)%, (\d+)/\d+ images", line)]
+        if match
+    ]
     assert any(0 < percent < 100 for percent in percents), f"no step between start and end: {lines}"
 
 
@@ -145,7 +175,9 @@ def s3_keys(client, bucket, prefix):
 def s3_parquet(client, bucket, prefix):
     keys = [key for key in s3_keys(client, bucket, prefix) if key.endswith(".parquet")]
     frames = [
-        pq.read_table(io.BytesIO(client.get_object(Bucket=bucket, Key=key)["Body"].read())).to_pandas()
+        pq.read_table(
+            io.BytesIO(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+        ).to_pandas()
         for key in keys
     ]
     return pd.concat(frames, ignore_index=True)
@@ -170,28 +202,41 @@ def test_cloud_notebook_on_s3_with_papermill(cloud_s3_run, s3_client):
     assert_cluster_checked(notebook)
     # Every figure cell ends with sparkmagic's `%matplot plt`; under python3 the magic helpers
     # register shows the figure once, as a PNG.
-    figure_cells = [cell for cell in notebook.cells
-                    if cell.cell_type == "code" and "\n%matplot plt" in cell.source]
+    figure_cells = [
+        cell
+        for cell in notebook.cells
+        if cell.cell_type == "code" and "\n%matplot plt" in cell.source
+    ]
     assert len(figure_cells) == 5  # sample grid, variance, scatter, confusion matrix, timings
     for cell in figure_cells:
         pngs = [out for out in cell.outputs if "image/png" in out.get("data", {})]
         assert len(pngs) == 1, f"one image for: {cell.source!r}"
         assert base64.b64decode(pngs[0]["data"]["image/png"])[:8] == b"\x89PNG\r\n\x1a\n"
     # A cell that shows a figure any other way would show text in the PySpark kernel.
-    assert not [cell.source for cell in notebook.cells if cell.cell_type == "code"
-                and cell not in figure_cells
-                and any("image/png" in out.get("data", {}) for out in cell.outputs)]
-    manifest = json.loads(s3_client.get_object(Bucket=bucket, Key=f"{prefix}manifest.json")["Body"].read())
+    assert not [
+        cell.source
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        and cell not in figure_cells
+        and any("image/png" in out.get("data", {}) for out in cell.outputs)
+    ]
+    manifest = json.loads(
+        s3_client.get_object(Bucket=bucket, Key=f"{prefix}manifest.json")["Body"].read()
+    )
     assert manifest["images_total"] == manifest["images_featurized"] == uploaded
     # Progress of the featurization, from Spark's status tracker and accumulator: plain lines
     # (start, a step between, end) in the cell's output, in papermill's --stdout-file and in its
     # --log-output (the step's log), and one HTML bar in the cell, updated in place.
     (featurize,) = [cell for cell in notebook.cells if cell.source.strip() == "run.featurize()"]
-    streamed = "".join(out.get("text", "") for out in featurize.outputs if out.output_type == "stream")
+    streamed = "".join(
+        out.get("text", "") for out in featurize.outputs if out.output_type == "stream"
+    )
     assert_progress_lines(streamed, uploaded)
     assert_progress_lines(cloud_s3_run["stdout_file"], uploaded)
     assert_progress_lines(cloud_s3_run["log"], uploaded)
-    bars = [out for out in featurize.outputs if "<progress" in out.get("data", {}).get("text/html", "")]
+    bars = [
+        out for out in featurize.outputs if "<progress" in out.get("data", {}).get("text/html", "")
+    ]
     assert len(bars) == 1 and 'value="1.0000"' in bars[0]["data"]["text/html"]
 
     def key(name):  # outputs live in the published run's folder, named by the manifest
@@ -208,7 +253,9 @@ def test_cloud_notebook_on_s3_with_papermill(cloud_s3_run, s3_client):
     assert all(path.startswith(f"s3://{bucket}/fruits-360/") for path in features.path)
     scores = s3_parquet(s3_client, bucket, key("pca") + "/")
     assert len(scores) == uploaded and len(scores.pca.iloc[0]) == manifest["k"]
-    csv_keys = [name for name in keys if name.startswith(key("pca_csv") + "/") and name.endswith(".csv")]
+    csv_keys = [
+        name for name in keys if name.startswith(key("pca_csv") + "/") and name.endswith(".csv")
+    ]
     table = pd.concat(
         pd.read_csv(io.BytesIO(s3_client.get_object(Bucket=bucket, Key=name)["Body"].read()))
         for name in csv_keys

@@ -7,6 +7,7 @@ environment: no ``TF_ENABLE_ONEDNN_OPTS`` unless the test sets one. The state ch
 TensorFlow's own runtime switch (``IsMklEnabled``), which follows the variable on this CPU
 (on AVX2-only x86, TensorFlow 2.20 leaves oneDNN off by itself).
 """
+
 from __future__ import annotations
 
 import json
@@ -31,16 +32,21 @@ def clean_environment(**extra: str) -> dict:
     """What a new user's shell holds: no TF_ENABLE_ONEDNN_OPTS, helpers from this checkout."""
     keep = ("PATH", "HOME", "JAVA_HOME", "LANG", "TMPDIR")
     environment = {name: os.environ[name] for name in keep if name in os.environ}
-    environment.update(PYTHONPATH=REPO, SPARK_LOCAL_IP="127.0.0.1", TF_CPP_MIN_LOG_LEVEL="2",
-                       **extra)
+    environment.update(
+        PYTHONPATH=REPO, SPARK_LOCAL_IP="127.0.0.1", TF_CPP_MIN_LOG_LEVEL="2", **extra
+    )
     return environment
 
 
 def run_driver(tmp_path, mode: str, *args: str, **environment: str) -> dict:
     result = tmp_path / f"{mode}.json"
     completed = subprocess.run(
-        [sys.executable, DRIVER, mode, str(result), *args], cwd=REPO, capture_output=True,
-        text=True, timeout=600, env=clean_environment(**environment),
+        [sys.executable, DRIVER, mode, str(result), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=clean_environment(**environment),
     )
     assert completed.returncode == 0, completed.stderr[-4000:]
     return json.loads(result.read_text())
@@ -48,9 +54,12 @@ def run_driver(tmp_path, mode: str, *args: str, **environment: str) -> dict:
 
 # -- the rule, the ISA, the report line -------------------------------------------------------
 
+
 def test_rule_sets_onednn_on_x86_only_and_keeps_an_explicit_value() -> None:
     unset: dict = {}
-    assert onednn.enable_onednn(unset, machine="x86_64") == "1" and unset == {onednn.ONEDNN_ENV: "1"}
+    assert onednn.enable_onednn(unset, machine="x86_64") == "1" and unset == {
+        onednn.ONEDNN_ENV: "1"
+    }
     for explicit in ("0", "1", "false"):
         chosen = {onednn.ONEDNN_ENV: explicit}
         assert onednn.enable_onednn(chosen, machine="x86_64") == explicit
@@ -71,13 +80,18 @@ def test_isa_from_cpu_flags() -> None:
     flags = set(onednn.cpu_flags())
     if X86:
         assert onednn.cpu_isa() == onednn.cpu_isa(flags) and ("avx2" in flags) == (
-            onednn.cpu_isa() != "x86-64")
+            onednn.cpu_isa() != "x86-64"
+        )
 
 
 def test_report_line_names_both_sides() -> None:
-    record = {"driver": {"onednn": True, "isa": "avx2"},
-              "executors": [{"host": "a", "onednn": True, "isa": "avx2", "workers": 2},
-                            {"host": "b", "onednn": True, "isa": "avx512_vnni", "workers": 4}]}
+    record = {
+        "driver": {"onednn": True, "isa": "avx2"},
+        "executors": [
+            {"host": "a", "onednn": True, "isa": "avx2", "workers": 2},
+            {"host": "b", "onednn": True, "isa": "avx512_vnni", "workers": 4},
+        ],
+    }
     assert onednn.describe(record) == "on (driver AVX2; executors AVX2 x2, AVX-512 VNNI x4)"
     record["executors"][0]["onednn"] = False
     assert onednn.describe(record) == "mixed (driver AVX2; executors AVX2 off x2, AVX-512 VNNI x4)"
@@ -86,27 +100,44 @@ def test_report_line_names_both_sides() -> None:
 
 def test_failures_name_the_host_and_the_import() -> None:
     records = [
-        {"host": "ip-10-0-0-11", "pid": 1, "python": "/p", "error": None, "helpers": "0.1.0",
-         "tensorflow": "2.20.0", "onednn": True, "isa": "avx2"},
-        {"host": "ip-10-0-0-12", "pid": 2, "python": "/p", "error":
-         "cannot import tensorflow (ModuleNotFoundError: No module named 'tensorflow')"},
+        {
+            "host": "ip-10-0-0-11",
+            "pid": 1,
+            "python": "/p",
+            "error": None,
+            "helpers": "0.1.0",
+            "tensorflow": "2.20.0",
+            "onednn": True,
+            "isa": "avx2",
+        },
+        {
+            "host": "ip-10-0-0-12",
+            "pid": 2,
+            "python": "/p",
+            "error": "cannot import tensorflow (ModuleNotFoundError: No module named 'tensorflow')",
+        },
     ]
     assert failure_sentence(records) == (
         "node ip-10-0-0-12: cannot import tensorflow (ModuleNotFoundError: No module named "
-        "'tensorflow'): did the bootstrap action run there?")
+        "'tensorflow'): did the bootstrap action run there?"
+    )
     assert failure_sentence(records[:1]) is None
     table = executor_table(records)
     assert list(table.host) == ["ip-10-0-0-11", "ip-10-0-0-12"] and "error" in table.columns
-    message = ("Job aborted due to stage failure: Task 0 in stage 0.0 failed 4 times, most recent "
-               "failure: Lost task 0.3 in stage 0.0 (TID 3) (ip-10-0-0-13 executor 2): "
-               "org.apache.spark.SparkException: Python worker exited unexpectedly (crashed)\n"
-               "Caused by: java.io.EOFException\n")
+    message = (
+        "Job aborted due to stage failure: Task 0 in stage 0.0 failed 4 times, most recent "
+        "failure: Lost task 0.3 in stage 0.0 (TID 3) (ip-10-0-0-13 executor 2): "
+        "org.apache.spark.SparkException: Python worker exited unexpectedly (crashed)\n"
+        "Caused by: java.io.EOFException\n"
+    )
     assert job_failure_sentence(message) == (
         "node ip-10-0-0-13: the Python worker failed to start (Python worker exited unexpectedly "
-        "(crashed)): did the bootstrap action run there?")
+        "(crashed)): did the bootstrap action run there?"
+    )
 
 
 # -- real processes ---------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def chain_default(tmp_path_factory):
@@ -158,12 +189,16 @@ def test_workers_of_an_existing_session_run_onednn(tmp_path) -> None:
     assert all(record["onednn"] is True for record in result["records"]), result["records"]
 
 
-def test_features_with_onednn_match_torchvision_and_default_kernels(chain_default,
-                                                                    chain_user_off) -> None:
+def test_features_with_onednn_match_torchvision_and_default_kernels(
+    chain_default, chain_user_off
+) -> None:
     from test_features import FIXTURE, MIN_COSINE, TOLERANCE, agreement
 
     on, off = chain_default[1], chain_user_off[1]
-    assert chain_default[0]["driver"]["onednn"] is X86 and chain_user_off[0]["driver"]["onednn"] is False
+    assert (
+        chain_default[0]["driver"]["onednn"] is X86
+        and chain_user_off[0]["driver"]["onednn"] is False
+    )
     with np.load(FIXTURE, allow_pickle=False) as reference:
         torchvision = reference["features"]
     assert on.shape == off.shape == torchvision.shape
@@ -183,17 +218,20 @@ def test_cluster_check_names_the_node_and_the_import(tmp_path) -> None:
 
     host = socket.gethostname()
     assert result["without_tensorflow"].startswith(
-        f"node {host}: cannot import tensorflow (ModuleNotFoundError: No module named "
-        "'tensorflow')"), result["without_tensorflow"]
+        f"node {host}: cannot import tensorflow (ModuleNotFoundError: No module named 'tensorflow')"
+    ), result["without_tensorflow"]
     assert result["without_tensorflow"].endswith("did the bootstrap action run there?")
     # Spark's own words for a worker Python that exits at once, with the host it names
-    assert result["cannot_start"].startswith("node localhost: the Python worker failed to start ("
-                                             "EOFException occurred while reading the port number "
-                                             "from pyspark.daemon's stdout"), result["cannot_start"]
+    assert result["cannot_start"].startswith(
+        "node localhost: the Python worker failed to start ("
+        "EOFException occurred while reading the port number "
+        "from pyspark.daemon's stdout"
+    ), result["cannot_start"]
     assert result["cannot_start"].endswith("did the bootstrap action run there?")
 
 
 # -- the run's manifest and report ------------------------------------------------------------
+
 
 def test_manifest_records_the_kernels_of_driver_and_executors(pipeline_run) -> None:
     tensorflow = pipeline_run.manifest["tensorflow"]
@@ -201,8 +239,10 @@ def test_manifest_records_the_kernels_of_driver_and_executors(pipeline_run) -> N
     assert tensorflow["driver"]["onednn"] is expected
     assert tensorflow["driver"]["isa"] == onednn.cpu_isa()
     assert tensorflow["executors"], tensorflow
-    assert all(entry["onednn"] is expected and entry["isa"] == onednn.cpu_isa()
-               for entry in tensorflow["executors"])
+    assert all(
+        entry["onednn"] is expected and entry["isa"] == onednn.cpu_isa()
+        for entry in tensorflow["executors"]
+    )
     assert sum(entry["workers"] for entry in tensorflow["executors"]) >= 1
     assert tensorflow["summary"].startswith("on (driver " if expected else "off (driver ")
     assert 0 <= tensorflow["probe_seconds"] < 60

@@ -1,4 +1,5 @@
 """The whole chain on real images in a real local Spark session, checked from the outside."""
+
 import glob
 import json
 import os
@@ -41,7 +42,8 @@ def numpy_pca_ratios(matrix):
 def test_every_image_is_accounted_for(pipeline_run, small_dataset):
     folder, expected = small_dataset
     images_on_disk = [
-        path for path in glob.glob(os.path.join(folder, "**", "*"), recursive=True)
+        path
+        for path in glob.glob(os.path.join(folder, "**", "*"), recursive=True)
         if path.lower().endswith((".jpg", ".jpeg", ".png"))
     ]
     manifest = pipeline_run.manifest
@@ -108,7 +110,9 @@ def test_pca_matches_numpy(pipeline_run):
     _, _, vt = np.linalg.svd(centred, full_matrices=False)
     reference = centred @ vt[:k].T
     signs = np.sign(np.sum(ours * reference, axis=0))  # axes are defined up to their sign
-    np.testing.assert_allclose(ours * signs, reference, rtol=1e-3, atol=2e-3 * np.abs(reference).max())
+    np.testing.assert_allclose(
+        ours * signs, reference, rtol=1e-3, atol=2e-3 * np.abs(reference).max()
+    )
 
 
 def test_gram_method_agrees_with_spark_ml(pipeline_run):
@@ -120,8 +124,12 @@ def test_gram_method_agrees_with_spark_ml(pipeline_run):
     # The fit reads larger Arrow batches, then leaves the session's setting as it was.
     assert features.sparkSession.conf.get(batch_rows) == session_batch_rows
     assert gram.k == spark_ml.k
-    np.testing.assert_allclose(gram.explained_variance[: gram.k],
-                               spark_ml.explained_variance[: gram.k], rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(
+        gram.explained_variance[: gram.k],
+        spark_ml.explained_variance[: gram.k],
+        rtol=1e-4,
+        atol=1e-7,
+    )
     np.testing.assert_allclose(gram.mean, spark_ml.mean, rtol=1e-5, atol=1e-6)
     cosines = np.abs(np.sum(gram.components * spark_ml.components, axis=0))
     assert cosines[:5].min() > 0.999
@@ -139,8 +147,16 @@ def test_pca_csv_and_small_outputs(pipeline_run):
         assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
     with open(os.path.join(output, "manifest.json")) as handle:
         manifest = json.load(handle)
-    for key in ("parameters", "images_total", "images_featurized", "images_failed", "k",
-                "explained_variance", "seconds", "versions"):
+    for key in (
+        "parameters",
+        "images_total",
+        "images_featurized",
+        "images_failed",
+        "k",
+        "explained_variance",
+        "seconds",
+        "versions",
+    ):
         assert key in manifest
     assert manifest["parameters"]["input_path"] == pipeline_run.config.input_path
     assert set(manifest["seconds"]) >= {"list", "featurize", "pca_fit", "pca_write"}
@@ -167,7 +183,9 @@ def test_folder_without_images_is_named(spark, tmp_path):
     (empty / "Training" / "Apple").mkdir(parents=True)
     (empty / "Training" / "Apple" / "readme.txt").write_text("no images here")
     run = Run(PipelineConfig(str(empty), str(tmp_path / "out"), spark_master="local[2]"), spark)
-    with pytest.raises(ValueError, match="no .jpg/.jpeg/.png images found under input_path: .*only_text"):
+    with pytest.raises(
+        ValueError, match="no .jpg/.jpeg/.png images found under input_path: .*only_text"
+    ):
         run.list_images()
 
 
@@ -213,7 +231,9 @@ print("stopped")
 def test_close_stops_the_session_the_run_built(tmp_path):
     result = subprocess.run(
         [sys.executable, "-c", CLOSE_SCRIPT, str(tmp_path), str(tmp_path / "out")],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()

@@ -6,6 +6,7 @@ handles a line ``%matplot plt`` with ``global_dict["plt"].gcf()`` then
 ``fig.savefig(buffer, format="png")``, and returns the bytes as ``image/png``. The test below
 runs those lines on a namespace where the notebook's cell ran, as Livy does.
 """
+
 import io
 import os
 import subprocess
@@ -50,8 +51,10 @@ def test_make_current_gives_livy_matplot_the_whole_figure():
     pixels = np.asarray(image.convert("RGB"))
     assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 50, "a drawn figure, not a blank one"
     # One figure at a time: the next make_current closes the previous one in pyplot.
-    exec("second = variance_figure(ratios / ratios.sum(), 10, None)\nmake_current(second)\n",
-         global_dict)
+    exec(
+        "second = variance_figure(ratios / ratios.sum(), 10, None)\nmake_current(second)\n",
+        global_dict,
+    )
     assert plt.get_fignums() == [plt.gcf().number] and plt.gcf() is global_dict["second"]
     plt.close("all")
 
@@ -73,8 +76,15 @@ def run_in_ipython(cell: str) -> str:
         print("figures left in pyplot:", len(plt.get_fignums()))
         """)
     environment = dict(os.environ, PYTHONPATH=ROOT, MPLBACKEND="agg")
-    result = subprocess.run([sys.executable, "-c", program], input=cell, text=True,
-                            capture_output=True, env=environment, timeout=120, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, "-c", program],
+        input=cell,
+        text=True,
+        capture_output=True,
+        env=environment,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout
 

@@ -1,5 +1,6 @@
 """PCA on real Spark against numpy on a small real matrix: mean, explained variance ratios,
 components, the choice of k, the per-partition X^T X and its merge, and the projection."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -37,8 +38,14 @@ def features(spark, matrix):
     rows = [(f"img{i:03d}.jpg", vector.tolist()) for i, vector in enumerate(matrix)]
     frame = spark.createDataFrame(rows, f"path string, {FEATURES_COLUMN} array<float>")
     split = ROWS // 3
-    return frame.rdd.zipWithIndex().map(lambda pair: (0 if pair[1] < split else 1, pair[0])) \
-        .partitionBy(2).values().toDF(frame.schema).cache()
+    return (
+        frame.rdd.zipWithIndex()
+        .map(lambda pair: (0 if pair[1] < split else 1, pair[0]))
+        .partitionBy(2)
+        .values()
+        .toDF(frame.schema)
+        .cache()
+    )
 
 
 def numpy_pca(matrix: np.ndarray):
@@ -66,10 +73,14 @@ def test_fit_matches_numpy(features, matrix, method):
     assert_same_axes(fit.components, axes)
 
 
-@pytest.mark.parametrize("batch_rows, direct_max", [(16, 32), (4096, 0)],
-                         ids=["many-arrow-batches", "merged-on-executors"])
+@pytest.mark.parametrize(
+    "batch_rows, direct_max",
+    [(16, 32), (4096, 0)],
+    ids=["many-arrow-batches", "merged-on-executors"],
+)
 def test_gram_fit_matches_numpy_however_the_moments_are_merged(
-        features, matrix, monkeypatch, batch_rows, direct_max):
+    features, matrix, monkeypatch, batch_rows, direct_max
+):
     """Batches accumulated within a partition, and partitions merged by treeReduce."""
     monkeypatch.setattr(reduction, "GRAM_BATCH_ROWS", batch_rows)
     monkeypatch.setattr(reduction, "DIRECT_MERGE_MAX", direct_max)
@@ -82,6 +93,7 @@ def test_gram_fit_matches_numpy_however_the_moments_are_merged(
 
 def test_merged_moments_are_those_of_the_whole(matrix):
     """Chan et al.'s update: count, mean and centred scatter of two parts give the whole's."""
+
     def moments(part):
         data = part.astype(np.float64)
         centred = data - data.mean(axis=0)
@@ -101,7 +113,9 @@ def test_k_is_the_smallest_reaching_the_variance_target(features, matrix, target
     fit = fit_pca(features, variance_target=target)
     assert fit.k == expected == choose_k(ratios.tolist(), target)
     assert fit.components.shape == (DIM, expected)
-    assert fit.explained_variance_kept >= target > fit.explained_variance_kept - ratios[expected - 1]
+    assert (
+        fit.explained_variance_kept >= target > fit.explained_variance_kept - ratios[expected - 1]
+    )
     assert len(fit.explained_variance) == DIM  # every component's ratio, for the scree plot
 
 

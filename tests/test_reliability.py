@@ -1,4 +1,5 @@
 """Runs that lose nothing and redo nothing, and storage faults that say what is wrong."""
+
 import json
 import os
 import shutil
@@ -32,20 +33,25 @@ def first_run(spark, tmp_path_factory):
     """A published incremental run on 2 classes x (4 + 1) images."""
     images = copy_subset(str(tmp_path_factory.mktemp("images")), classes=2, train=4, test=1)
     output = str(tmp_path_factory.mktemp("incremental_output"))
-    run = run_pipeline(PipelineConfig(images, output, spark_master="local[2]", incremental=True), spark)
+    run = run_pipeline(
+        PipelineConfig(images, output, spark_master="local[2]", incremental=True), spark
+    )
     return images, output, run.manifest
 
 
 def test_rerun_gives_bit_identical_features_and_the_same_pca(spark, first_run, tmp_path):
     images, _, first = first_run
-    again = run_pipeline(PipelineConfig(images, str(tmp_path / "again"), spark_master="local[2]"), spark)
+    again = run_pipeline(
+        PipelineConfig(images, str(tmp_path / "again"), spark_master="local[2]"), spark
+    )
     old, new = features_by_path(spark, first), features_by_path(spark, again.manifest)
     assert old.keys() == new.keys()
     for path in old:
         assert np.array_equal(old[path], new[path]), f"features of {path} changed between runs"
     assert again.manifest["k"] == first["k"]
-    np.testing.assert_allclose(again.manifest["explained_variance"], first["explained_variance"],
-                               rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(
+        again.manifest["explained_variance"], first["explained_variance"], rtol=1e-6, atol=1e-9
+    )
 
 
 def test_incremental_run_sends_only_new_images_through_the_cnn(spark, first_run):
@@ -58,7 +64,9 @@ def test_incremental_run_sends_only_new_images_through_the_cnn(spark, first_run)
             shutil.copy(source, target)
             added.append(target)
 
-    run = run_pipeline(PipelineConfig(images, output, spark_master="local[2]", incremental=True), spark)
+    run = run_pipeline(
+        PipelineConfig(images, output, spark_master="local[2]", incremental=True), spark
+    )
     manifest = run.manifest
     assert manifest["images_through_model"] == len(added)  # counted inside the UDF
     assert manifest["images_reused"] == first["images_featurized"]
@@ -69,7 +77,9 @@ def test_incremental_run_sends_only_new_images_through_the_cnn(spark, first_run)
     assert {path.split(":", 1)[-1] for path in set(new) - set(old)} == set(added)
     # PCA is refit on everything; the run folders kept are this run and the one it replaced.
     assert manifest["explained_variance"] != first["explained_variance"]
-    assert sorted(os.listdir(os.path.join(output, "runs"))) == sorted([first["run_id"], manifest["run_id"]])
+    assert sorted(os.listdir(os.path.join(output, "runs"))) == sorted(
+        [first["run_id"], manifest["run_id"]]
+    )
 
 
 def test_a_run_killed_mid_write_leaves_the_previous_run_published(spark, tmp_path):
@@ -85,8 +95,13 @@ def test_a_run_killed_mid_write_leaves_the_previous_run_published(spark, tmp_pat
         "from helpers.config import PipelineConfig; from helpers.pipeline import run_pipeline; "
         f"run_pipeline(PipelineConfig({more!r}, {output!r}, spark_master='local[1]'))"
     )
-    process = subprocess.Popen([sys.executable, "-c", driver], cwd=REPO, start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-c", driver],
+        cwd=REPO,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     runs = os.path.join(output, "runs")
     deadline = time.time() + 240
     killed_while_writing = False
@@ -117,16 +132,24 @@ def test_a_run_killed_mid_write_leaves_the_previous_run_published(spark, tmp_pat
 
 # -- storage faults against the real S3 server -------------------------------------------------
 
+
 def s3_config(bucket, endpoint):
-    return PipelineConfig(f"s3://{bucket}/images", f"s3://{bucket}/outputs", spark_master="local[2]",
-                          s3_endpoint=endpoint)
+    return PipelineConfig(
+        f"s3://{bucket}/images",
+        f"s3://{bucket}/outputs",
+        spark_master="local[2]",
+        s3_endpoint=endpoint,
+    )
 
 
 def upload_images(s3_client, bucket, count=4):
     s3_client.create_bucket(Bucket=bucket)
     for number in range(count):
-        s3_client.upload_file(os.path.join(SAMPLE, "Training", "Kiwi", f"{number}_100.jpg"), bucket,
-                              f"images/Training/Kiwi/{number}_100.jpg")
+        s3_client.upload_file(
+            os.path.join(SAMPLE, "Training", "Kiwi", f"{number}_100.jpg"),
+            bucket,
+            f"images/Training/Kiwi/{number}_100.jpg",
+        )
 
 
 def hadoop_conf(spark):
@@ -144,11 +167,15 @@ def test_wrong_credentials_are_refused_and_nothing_is_published(spark, s3_server
     bucket = "fruits-wrong-credentials"
     upload_images(s3_client, bucket)
     conf = hadoop_conf(spark)  # per-bucket credentials: only this bucket sees the wrong keys
-    conf.set(f"fs.s3a.bucket.{bucket}.aws.credentials.provider",
-             "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider")
+    conf.set(
+        f"fs.s3a.bucket.{bucket}.aws.credentials.provider",
+        "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider",
+    )
     conf.set(f"fs.s3a.bucket.{bucket}.access.key", "not-a-valid-key")
     conf.set(f"fs.s3a.bucket.{bucket}.secret.key", "not-a-valid-secret")
-    with pytest.raises(PermissionError, match=f"access to s3://{bucket}/outputs refused at endpoint"):
+    with pytest.raises(
+        PermissionError, match=f"access to s3://{bucket}/outputs refused at endpoint"
+    ):
         run_pipeline(s3_config(bucket, endpoint), spark)
     keys = [item["Key"] for item in s3_client.list_objects_v2(Bucket=bucket).get("Contents", [])]
     assert keys and all(key.startswith("images/") for key in keys)

@@ -5,6 +5,7 @@ image, a non-ASCII class only in Training), so the failures table has real reaso
 The browser test loads the page in headless Chromium (Debian package ``chromium``) and checks,
 in the browser, that every image decoded; it is skipped only where Chromium is not installed.
 """
+
 import html
 import json
 import os
@@ -20,9 +21,14 @@ from browser import CHROMIUM, measure_page
 from helpers import class_summary, classify, plots, report, report_html, report_page
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-REPORT_FIGURES = (report_page.CLASS_COUNTS_PLOT, report_page.SAMPLE_GRID_PLOT,
-                  report_page.SCATTER_PLOT, report_page.TIMINGS_PLOT, classify.CONFUSION_PLOT,
-                  report_page.HISTORY_PLOT)
+REPORT_FIGURES = (
+    report_page.CLASS_COUNTS_PLOT,
+    report_page.SAMPLE_GRID_PLOT,
+    report_page.SCATTER_PLOT,
+    report_page.TIMINGS_PLOT,
+    classify.CONFUSION_PLOT,
+    report_page.HISTORY_PLOT,
+)
 
 
 @pytest.fixture(scope="module")
@@ -45,12 +51,21 @@ def test_report_is_written_next_to_the_outputs(report_run):
     assert run.seconds["report"] > 0
 
 
-def test_report_shows_data_failures_figures_classifier_timings_parameters(report_run, small_dataset):
+def test_report_shows_data_failures_figures_classifier_timings_parameters(
+    report_run, small_dataset
+):
     run, result, _, page = report_run
     manifest = run.manifest
-    headings = ("1. PCA of the MobileNetV2 features", "2. Are the features useful?",
-                "3. The data", "4. Sample images", "5. Time per stage",
-                "6. Parameters and versions", "7. Outputs", "8. Run history")
+    headings = (
+        "1. PCA of the MobileNetV2 features",
+        "2. Are the features useful?",
+        "3. The data",
+        "4. Sample images",
+        "5. Time per stage",
+        "6. Parameters and versions",
+        "7. Outputs",
+        "8. Run history",
+    )
     positions = [page.index(heading) for heading in headings]
     assert positions == sorted(positions)  # in this order: results first, then the details
     # data summary: images per class and split, with the non-ASCII class and the totals
@@ -80,7 +95,10 @@ def test_report_shows_data_failures_figures_classifier_timings_parameters(report
     # timings per stage, parameters and versions from the manifest
     for stage in ("list", "featurize", "pca_fit", "classify"):
         assert f"<td>{stage}</td>" in page, stage
-    assert "<td>variance_target</td>" in page and f"<td>{manifest['parameters']['variance_target']}</td>" in page
+    assert (
+        "<td>variance_target</td>" in page
+        and f"<td>{manifest['parameters']['variance_target']}</td>" in page
+    )
     assert f"<td>{manifest['versions']['pyspark']}</td>" in page
     assert manifest["run_id"] in page
     # which kernels TensorFlow used, driver and executors, in one line
@@ -108,30 +126,54 @@ def test_report_needs_the_manifest():
 
 
 def test_report_notebook_caps_failures_and_says_why_a_classifier_was_skipped():
-    failures = pd.DataFrame({"path": [f"/data/x/{i}.jpg" for i in range(60)],
-                             "reason": ["cannot identify image file"] * 60})
+    failures = pd.DataFrame(
+        {
+            "path": [f"/data/x/{i}.jpg" for i in range(60)],
+            "reason": ["cannot identify image file"] * 60,
+        }
+    )
     counts = pd.DataFrame({"split": ["Training"], "label": ["Kiwi"], "images": [3]})
-    manifest = {"run_id": "r1", "images_total": 63, "images_featurized": 3, "images_failed": 60,
-                "k": 2, "explained_variance_kept": 0.97, "seconds": {"featurize": 2.0, "list": 1.0},
-                "parameters": {"k": None, "output_path": "/out"}, "versions": {"numpy": "2"}}
+    manifest = {
+        "run_id": "r1",
+        "images_total": 63,
+        "images_featurized": 3,
+        "images_failed": 60,
+        "k": 2,
+        "explained_variance_kept": 0.97,
+        "seconds": {"featurize": 2.0, "list": 1.0},
+        "parameters": {"k": None, "output_path": "/out"},
+        "versions": {"numpy": "2"},
+    }
     skipped = classify.Classification(labels=["Kiwi"], skipped="no images in a Test split")
     notebook = report_page.report_notebook(manifest, counts, failures, {}, skipped)
     page = report_html.export_html(notebook)
-    assert page.count("cannot identify image file") == report_page.MAX_FAILURES_LISTED + 1  # + summary
+    assert (
+        page.count("cannot identify image file") == report_page.MAX_FAILURES_LISTED + 1
+    )  # + summary
     assert "10 more in" in page
     assert "Classifier skipped: no images in a Test split" in page
     assert "<td>None</td>" in page  # k = None shown as such, not as an empty cell
     assert list(report_page.ordered_seconds(manifest["seconds"])) == ["list", "featurize"]
 
 
-def test_command_line_prints_summary_and_report_and_exports_a_notebook(report_run, tmp_path, capsys):
+def test_command_line_prints_summary_and_report_and_exports_a_notebook(
+    report_run, tmp_path, capsys
+):
     run, _, location, _ = report_run
-    executed = nbformat.v4.new_notebook(cells=[
-        nbformat.v4.new_markdown_cell("# A headless run"),
-        nbformat.v4.new_code_cell("secret_code_marker = 42\nprint('visible output')", outputs=[
-            nbformat.v4.new_output("stream", name="stdout", text="visible output\n"),
-            nbformat.v4.new_output("stream", name="stderr", text="WARN noisy_spark_warning\n")]),
-    ])
+    executed = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_markdown_cell("# A headless run"),
+            nbformat.v4.new_code_cell(
+                "secret_code_marker = 42\nprint('visible output')",
+                outputs=[
+                    nbformat.v4.new_output("stream", name="stdout", text="visible output\n"),
+                    nbformat.v4.new_output(
+                        "stream", name="stderr", text="WARN noisy_spark_warning\n"
+                    ),
+                ],
+            ),
+        ]
+    )
     path = tmp_path / "executed.ipynb"
     nbformat.write(executed, str(path))
     assert report.main([run.config.output_path, "--notebook", str(path)]) == 0
@@ -144,9 +186,18 @@ def test_command_line_prints_summary_and_report_and_exports_a_notebook(report_ru
 
 
 def test_command_line_fails_without_a_report(tmp_path, capsys):
-    (tmp_path / "manifest.json").write_text(json.dumps({
-        "images_total": 1, "images_featurized": 1, "images_failed": 0, "k": 1,
-        "explained_variance_kept": 1.0, "parameters": {"output_path": str(tmp_path)}}))
+    (tmp_path / "manifest.json").write_text(
+        json.dumps(
+            {
+                "images_total": 1,
+                "images_featurized": 1,
+                "images_failed": 0,
+                "k": 1,
+                "explained_variance_kept": 1.0,
+                "parameters": {"output_path": str(tmp_path)},
+            }
+        )
+    )
     assert report.main([str(tmp_path)]) == 1
     assert "no report.html" in capsys.readouterr().err
 
@@ -159,8 +210,14 @@ def test_figures_for_many_classes_stay_drawable():
     assert plots.figure_png(timings)[:8] == PNG_MAGIC
     # 40 classes in a scatter: tab20 would repeat colours, so no legend, and the title says so.
     rng = np.random.default_rng(0)
-    points = pd.DataFrame({"label": np.repeat(labels, 3), "split": "Training",
-                           "pc_1": rng.normal(size=120), "pc_2": rng.normal(size=120)})
+    points = pd.DataFrame(
+        {
+            "label": np.repeat(labels, 3),
+            "split": "Training",
+            "pc_1": rng.normal(size=120),
+            "pc_2": rng.normal(size=120),
+        }
+    )
     scatter = plots.scatter_figure(points)
     assert scatter.axes[0].get_legend() is None
     assert "40 classes: colours repeat" in scatter.axes[0].get_title()
@@ -176,8 +233,9 @@ def test_sample_grid_shows_at_most_max_classes_and_says_how_many_there_are(pipel
     assert len(rows) == 3
     assert f"(3 of {classes} classes)" in figure._suptitle.get_text()  # noqa: SLF001
     again = pipeline_run.sample_images(per_class=2, max_classes=3)  # seeded: the same classes
-    assert ([t.get_text() for a in figure.axes for t in a.texts]
-            == [t.get_text() for a in again.axes for t in a.texts])
+    assert [t.get_text() for a in figure.axes for t in a.texts] == [
+        t.get_text() for a in again.axes for t in a.texts
+    ]
     everything = pipeline_run.sample_images(per_class=1)
     assert "classes)" not in everything._suptitle.get_text()  # noqa: SLF001
 
@@ -224,22 +282,28 @@ def test_report_renders_in_headless_chromium(report_run, tmp_path):
         assert image["width"] > 100 and image["height"] > 100, image
 
 
-
-
 def test_class_summary_lists_few_classes_and_summarises_many():
     def counts(classes):
         rows = [("Training", f"class {i:03d}", 10 + i) for i in range(classes)]
-        return pd.DataFrame(rows + [("Test", f"class {i:03d}", 2) for i in range(classes)],
-                            columns=["split", "label", "images"])
+        return pd.DataFrame(
+            rows + [("Test", f"class {i:03d}", 2) for i in range(classes)],
+            columns=["split", "label", "images"],
+        )
 
     few = class_summary.class_summary(counts(plots.MANY_CLASSES))
-    assert not few.many and "class 019" in few._repr_html_() and "<details>" not in few._repr_html_()
-    many = class_summary.class_summary(counts(plots.MANY_CLASSES + 2))  # 22 classes: 12 .. 33 images
+    assert (
+        not few.many and "class 019" in few._repr_html_() and "<details>" not in few._repr_html_()
+    )
+    many = class_summary.class_summary(
+        counts(plots.MANY_CLASSES + 2)
+    )  # 22 classes: 12 .. 33 images
     assert many.many and many.classes == 22
     assert many.statistics["all splits"].tolist() == [22, sum(range(12, 34)), 12, 22.5, 33]
     assert list(many.smallest.index) == [f"class {i:03d}" for i in range(5)]
     assert list(many.largest.index) == [f"class {i:03d}" for i in range(21, 16, -1)]
     shown = many._repr_html_()
     assert "min 12, median 22.5, max 33" in shown and shown.count("<details>") == 1
-    assert many.text().startswith("22 classes, 495 images; images per class (all splits): "
-                                  "min 12, median 22.5, max 33; smallest: class 000 (12)")
+    assert many.text().startswith(
+        "22 classes, 495 images; images per class (all splits): "
+        "min 12, median 22.5, max 33; smallest: class 000 (12)"
+    )

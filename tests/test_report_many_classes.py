@@ -9,6 +9,7 @@ page height, where each section and figure is, the alt text of every image, the 
 The IPython display path of the notebooks (the same helpers' objects in a real IPython shell)
 is checked on the same run.
 """
+
 import html
 import logging
 import re
@@ -33,11 +34,19 @@ MAX_PAGE_HEIGHT = 12_000
 #: Width of the frame the page is laid out in (a laptop browser window).
 FRAME_WIDTH = 1280
 
-SECTIONS = ("Fruits! run report", "1. PCA of the MobileNetV2 features",
-            "2. Are the features useful?", "The most confused pairs", "The worst classes",
-            "3. The data", "Failed images: none", "4. Sample images", "5. Time per stage",
-            "6. Parameters and versions", "7. Outputs")
-
+SECTIONS = (
+    "Fruits! run report",
+    "1. PCA of the MobileNetV2 features",
+    "2. Are the features useful?",
+    "The most confused pairs",
+    "The worst classes",
+    "3. The data",
+    "Failed images: none",
+    "4. Sample images",
+    "5. Time per stage",
+    "6. Parameters and versions",
+    "7. Outputs",
+)
 
 
 class _Records(logging.Handler):
@@ -55,8 +64,9 @@ def many_class_report(spark, tmp_path_factory):
     images = str(tmp_path_factory.mktemp("many_classes"))
     written = write_many_classes(images, CLASSES, TRAIN, TEST)
     output = str(tmp_path_factory.mktemp("many_classes_output"))
-    run = run_pipeline(PipelineConfig(images, output, spark_master="local[2]", image_size=32),
-                       spark)
+    run = run_pipeline(
+        PipelineConfig(images, output, spark_master="local[2]", image_size=32), spark
+    )
     result = classify.evaluate_run(run)
     records = _Records()
     logging.getLogger().addHandler(records)
@@ -71,8 +81,9 @@ def many_class_report(spark, tmp_path_factory):
 
 def per_class_totals(written):
     labels = sorted(written["Training"])
-    return np.array([written["Training"][label] + written["Test"].get(label, 0)
-                     for label in labels])
+    return np.array(
+        [written["Training"][label] + written["Test"].get(label, 0) for label in labels]
+    )
 
 
 def test_the_page_summarises_the_classes_and_keeps_the_whole_table_folded(many_class_report):
@@ -81,8 +92,10 @@ def test_the_page_summarises_the_classes_and_keeps_the_whole_table_folded(many_c
     assert run.manifest["images_failed"] == 0 and len(totals) == CLASSES
     low, middle, high = totals.min(), np.median(totals), totals.max()
     assert (low, middle, high) == (3, 3, 4)  # the generator's every fourth class has one more
-    assert (f"<strong>{CLASSES} classes</strong>; images per class (all splits): "
-            f"<strong>min {low}, median {middle:.0f}, max {high}</strong>") in page
+    assert (
+        f"<strong>{CLASSES} classes</strong>; images per class (all splits): "
+        f"<strong>min {low}, median {middle:.0f}, max {high}</strong>"
+    ) in page
     assert "The 5 smallest and the 5 largest classes" in page
     folded = re.search(r"<details>(.*?)</details>", page, re.S)
     assert folded and "<details open" not in page
@@ -103,11 +116,14 @@ def test_mistakes_are_shown_as_pairs_and_worst_classes_not_as_a_matrix(many_clas
     assert len(pairs) == min(classify.TOP_ROWS, mistaken_cells)
     assert list(pairs["images"]) == sorted(pairs["images"], reverse=True)
     assert pairs["images"].iloc[0] == (matrix - np.diag(np.diag(matrix))).max()
-    section = page[page.index("The most confused pairs"):page.index("The worst classes")]
+    section = page[page.index("The most confused pairs") : page.index("The worst classes")]
     assert "<th>true class</th>" in section and "<th>predicted class</th>" in section
     for true, predicted in zip(pairs["true class"], pairs["predicted class"]):
-        assert re.search(rf"<td>{re.escape(html.escape(true))}</td>\s*"
-                         rf"<td>{re.escape(html.escape(predicted))}</td>", section), (true, predicted)
+        assert re.search(
+            rf"<td>{re.escape(html.escape(true))}</td>\s*"
+            rf"<td>{re.escape(html.escape(predicted))}</td>",
+            section,
+        ), (true, predicted)
     assert "Rows of the matrix" not in page  # no matrix to explain
     # the whole matrix stays in files
     with open(run.location(classify.CONFUSION_CSV), encoding="utf-8") as handle:
@@ -120,13 +136,22 @@ def test_every_image_has_alt_text_and_nbconvert_warns_of_none(many_class_report)
     run, result, _, page, warnings, _ = many_class_report
     assert not [message for message in warnings if "Alternative text" in message], warnings
     alts = re.findall(r"<img\b[^>]*?\balt=\"([^\"]*)\"", page)
-    assert len(alts) == page.count("<img ") == 6  # variance, scatter, histogram, grid, timings, history
-    assert alts[0] == (f"Explained variance of the PCA: k = {run.pca.k} components keep "
-                       f"{100 * run.pca.explained_variance_kept:.1f}% of the variance (target 95%); "
-                       f"bars per component and the cumulative line, for the first "
-                       f"{min(len(run.pca.explained_variance), max(2 * run.pca.k, 30))} components")
-    assert any(alt.startswith(f"Histogram of the number of images per class over {CLASSES} "
-                              f"classes: min 3, median 3, max 4") for alt in alts)
+    assert (
+        len(alts) == page.count("<img ") == 6
+    )  # variance, scatter, histogram, grid, timings, history
+    assert alts[0] == (
+        f"Explained variance of the PCA: k = {run.pca.k} components keep "
+        f"{100 * run.pca.explained_variance_kept:.1f}% of the variance (target 95%); "
+        f"bars per component and the cumulative line, for the first "
+        f"{min(len(run.pca.explained_variance), max(2 * run.pca.k, 30))} components"
+    )
+    assert any(
+        alt.startswith(
+            f"Histogram of the number of images per class over {CLASSES} "
+            f"classes: min 3, median 3, max 4"
+        )
+        for alt in alts
+    )
     assert any(alt.startswith("Sample images of 12 of 150 classes") for alt in alts)
 
 
@@ -140,12 +165,15 @@ def test_notebook_cells_show_the_summary_and_the_pairs_through_ipython(many_clas
     assert plots.show_figures_in_ipython()
     data, _ = shell.display_formatter.format(run.class_summary())
     assert "<details>" in data["text/html"] and "min 3, median 3, max 4" in data["text/html"]
-    assert data["text/plain"].startswith(f"{CLASSES} classes, {run.manifest['images_total']} images")
+    assert data["text/plain"].startswith(
+        f"{CLASSES} classes, {run.manifest['images_total']} images"
+    )
     figure = result.confusion_figure()
     data, metadata = shell.display_formatter.format(figure)
     assert data["image/png"] and metadata["image/png"]["alt"] == data["text/plain"]
     assert data["text/plain"].startswith(
-        f"Bar charts of the {len(result.confused_pairs())} most confused class pairs")
+        f"Bar charts of the {len(result.confused_pairs())} most confused class pairs"
+    )
 
 
 # -- in a real browser ---------------------------------------------------------------------
@@ -176,8 +204,9 @@ frame.onload = function () {  // after every image of the page (data: URIs) has 
 
 def measure_in_chromium(page_path, tmp_path):
     """What headless Chromium made of the page at ``page_path`` (see :data:`WRAPPER`)."""
-    return measure_page(page_path, WRAPPER, tmp_path, f"--window-size={FRAME_WIDTH + 40},900",
-                        budget_ms=20000)
+    return measure_page(
+        page_path, WRAPPER, tmp_path, f"--window-size={FRAME_WIDTH + 40},900", budget_ms=20000
+    )
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")
@@ -197,5 +226,3 @@ def test_page_height_sections_and_order_in_headless_chromium(many_class_report, 
     # the whole table is folded: closed, one line high
     assert len(seen["details"]) == 1 and not seen["details"][0]["open"]
     assert seen["details"][0]["height"] < 60, seen["details"]
-
-

@@ -6,6 +6,7 @@ name, or a bare random-looking 40-character string near "aws") and private keys.
 credentials of the tests' throwaway S3 server (``tests/conftest.py``) match none of these
 patterns; there is deliberately no allow-list, which could hide a real key.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,13 +23,45 @@ from conftest import REPO
 
 #: Files never scanned as text (also anything with a NUL byte in its first 8 KiB).
 BINARY_SUFFIXES = (
-    ".jpg", ".jpeg", ".png", ".gif", ".bmp", ".ico", ".webp", ".pdf", ".parquet", ".pth", ".pt",
-    ".h5", ".keras", ".npy", ".npz", ".pkl", ".whl", ".zip", ".gz", ".tgz", ".bz2", ".xz",
-    ".jar", ".class", ".so", ".pyc",
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".gif",
+    ".bmp",
+    ".ico",
+    ".webp",
+    ".pdf",
+    ".parquet",
+    ".pth",
+    ".pt",
+    ".h5",
+    ".keras",
+    ".npy",
+    ".npz",
+    ".pkl",
+    ".whl",
+    ".zip",
+    ".gz",
+    ".tgz",
+    ".bz2",
+    ".xz",
+    ".jar",
+    ".class",
+    ".so",
+    ".pyc",
 )
 #: Folders skipped when the repository is not a git checkout (git would ignore them).
-UNTRACKED_DIRS = {".git", ".venv", "outputs", "dist", "build", "__pycache__", ".pytest_cache",
-                  ".ipynb_checkpoints", ".bench"}
+UNTRACKED_DIRS = {
+    ".git",
+    ".venv",
+    "outputs",
+    "dist",
+    "build",
+    "__pycache__",
+    ".pytest_cache",
+    ".ipynb_checkpoints",
+    ".bench",
+}
 
 AWS_KEY_ID = re.compile(r"(?<![A-Z0-9])(?:AKIA|ASIA)[0-9A-Z]{16}(?![0-9A-Z])")
 PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY[A-Z ]*-----")
@@ -56,8 +89,10 @@ def looks_random(token: str) -> bool:
     Git SHAs (lower-case hex) and words or paths (low entropy) do not qualify.
     """
     return (
-        any(c.isupper() for c in token) and any(c.islower() for c in token)
-        and any(c.isdigit() for c in token) and shannon_bits(token) >= 4.2
+        any(c.isupper() for c in token)
+        and any(c.islower() for c in token)
+        and any(c.isdigit() for c in token)
+        and shannon_bits(token) >= 4.2
     )
 
 
@@ -77,7 +112,7 @@ def find_secrets(text: str) -> List[Tuple[int, str]]:
             token = match.group(0)
             if token in assigned or not looks_random(token):
                 continue
-            window = lines[max(0, number - 1 - AWS_NEARBY_LINES): number + AWS_NEARBY_LINES]
+            window = lines[max(0, number - 1 - AWS_NEARBY_LINES) : number + AWS_NEARBY_LINES]
             if any(AWS_WORD.search(near) for near in window):
                 hits.append((number, f"random 40-character string near 'aws': {token[:4]}..."))
     return hits
@@ -97,8 +132,13 @@ def read_text(path: str) -> Optional[str]:
 def git(*args: str) -> Optional[str]:
     """Output of a git command in the repository, or None when this is no git checkout."""
     try:
-        result = subprocess.run(["git", "-C", REPO, *args], capture_output=True, text=True,
-                                errors="replace", timeout=120)
+        result = subprocess.run(
+            ["git", "-C", REPO, *args],
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=120,
+        )
     except (FileNotFoundError, subprocess.TimeoutExpired):
         return None
     return result.stdout if result.returncode == 0 else None
@@ -115,7 +155,9 @@ def repository_files() -> List[str]:
         return [name for name in names if os.path.isfile(os.path.join(REPO, name))]
     names = []
     for folder, subfolders, files in os.walk(REPO):
-        subfolders[:] = [d for d in subfolders if d not in UNTRACKED_DIRS and not d.endswith(".egg-info")]
+        subfolders[:] = [
+            d for d in subfolders if d not in UNTRACKED_DIRS and not d.endswith(".egg-info")
+        ]
         names += [os.path.relpath(os.path.join(folder, f), REPO) for f in files]
     return sorted(names)
 
@@ -135,7 +177,9 @@ def test_no_secrets_in_repository_files():
     assert any(name.endswith(".ipynb") for name in names), "the notebooks were not scanned"
     assert any(name.endswith("conftest.py") for name in names), "the tests were not scanned"
     found = scan_files(REPO, names)
-    assert not found, "credentials in the repository (remove them, then rotate them):\n" + "\n".join(found)
+    assert not found, (
+        "credentials in the repository (remove them, then rotate them):\n" + "\n".join(found)
+    )
 
 
 def test_no_secrets_in_git_history():
@@ -163,9 +207,13 @@ def test_no_secrets_in_git_history():
         elif line.startswith("+") and not line.startswith("+++"):
             added.append(line[1:])
     flush()
-    assert scanned["commits"] >= 1 and scanned["lines"] >= 1, f"nothing parsed from git log: {scanned}"
-    assert not found, ("credentials in the git history (rotate them; rewriting history is not "
-                       "enough once pushed):\n" + "\n".join(found))
+    assert scanned["commits"] >= 1 and scanned["lines"] >= 1, (
+        f"nothing parsed from git log: {scanned}"
+    )
+    assert not found, (
+        "credentials in the git history (rotate them; rewriting history is not "
+        "enough once pushed):\n" + "\n".join(found)
+    )
 
 
 def test_scanner_flags_planted_credentials(tmp_path):
@@ -195,7 +243,7 @@ def test_scanner_flags_planted_credentials(tmp_path):
     # What must not be flagged: the tests' made-up S3 credentials, git SHAs, paths, words.
     benign = {
         "conftest.py": 'S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "fruitstestkey", '
-                       '"AWS_SECRET_ACCESS_KEY": "fruitstestsecret"}\n',
+        '"AWS_SECRET_ACCESS_KEY": "fruitstestsecret"}\n',
         "sha.txt": "aws deploy at 4b825dc642cb6eb9a060e54bf8d69288fbee4904\n",
         "path.txt": "aws s3 cp outputs/local/features/part0000 s3://bucket/prefix/\n",
         "photo.jpg": "AKIA" + "ABCDEFGHIJKLMNOP",  # binary by suffix: not read

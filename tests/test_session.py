@@ -1,5 +1,6 @@
 """Session settings: file scans split into whole waves of the task slots, Python workers forked
 with TensorFlow loaded (real Spark, real files, the real daemon)."""
+
 from __future__ import annotations
 
 import os
@@ -51,8 +52,12 @@ def test_partition_bound_gives_at_least_min_waves() -> None:
 
 def _partition_sizes(spark, folder: str) -> List[int]:
     scan = spark.read.format("binaryFile").load(folder)
-    return [row["n"] for row in scan.groupBy(F.spark_partition_id().alias("p"))
-            .agg(F.count(F.lit(1)).alias("n")).collect()]
+    return [
+        row["n"]
+        for row in scan.groupBy(F.spark_partition_id().alias("p"))
+        .agg(F.count(F.lit(1)).alias("n"))
+        .collect()
+    ]
 
 
 def test_scan_of_many_small_files_splits_into_equal_waves(spark, tmp_path) -> None:
@@ -101,9 +106,12 @@ def _maps_tensorflow(pid: int) -> bool:
 def test_worker_daemon_forks_workers_with_tensorflow_loaded() -> None:
     # Spark's protocol: the daemon's first stdout bytes are its port; each connection forks a
     # worker, which writes its pid back. Anything TensorFlow prints must not come before.
-    daemon = subprocess.Popen([sys.executable, "-m", "helpers.worker_daemon"],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              stderr=subprocess.DEVNULL)
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "helpers.worker_daemon"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         port = struct.unpack(">i", daemon.stdout.read(4))[0]
         assert 0 < port < 65536

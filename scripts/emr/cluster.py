@@ -16,6 +16,7 @@ BUCKET (required), KEY_NAME, RELEASE_LABEL, INSTANCE_TYPE, CORE_COUNT, INSTANCE_
 SERVICE_ROLE, CLUSTER_NAME, IDLE_TIMEOUT, EBS_ROOT_GB, OWNER, DATA_CLASSIFICATION, SUBNET_ID,
 ADDITIONAL_MASTER_SG, EXTRA_TAGS (space-separated key=value). Stdlib only.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -111,15 +112,22 @@ def helpers_wheel() -> str:
 
 def cli_files(values: Mapping[str, str]) -> Dict[str, object]:
     """The three JSON files of ``aws emr create-cluster`` (CLI shapes), filled in."""
-    fill = {"BUCKET": values["BUCKET"], "INSTANCE_TYPE": values["INSTANCE_TYPE"],
-            "CORE_COUNT": values["CORE_COUNT"], "HELPERS_WHEEL": helpers_wheel()}
+    fill = {
+        "BUCKET": values["BUCKET"],
+        "INSTANCE_TYPE": values["INSTANCE_TYPE"],
+        "CORE_COUNT": values["CORE_COUNT"],
+        "HELPERS_WHEEL": helpers_wheel(),
+    }
     return {name: _fill((EMR_DIR / name).read_text(), fill) for name in TEMPLATES}
 
 
 def tags(values: Mapping[str, str]) -> List[Dict[str, str]]:
-    pairs = [("project", "fruits"), ("owner", values["OWNER"]),
-             ("data-classification", values["DATA_CLASSIFICATION"]),
-             ("for-use-with-amazon-emr-managed-policies", "true")]
+    pairs = [
+        ("project", "fruits"),
+        ("owner", values["OWNER"]),
+        ("data-classification", values["DATA_CLASSIFICATION"]),
+        ("for-use-with-amazon-emr-managed-policies", "true"),
+    ]
     pairs += [tuple(tag.split("=", 1)) for tag in values["EXTRA_TAGS"].split()]
     return [{"Key": key, "Value": value} for key, value in pairs]
 
@@ -129,15 +137,24 @@ def run_job_flow(values: Mapping[str, str]) -> Dict[str, object]:
     files = cli_files(values)
     groups = []
     for group in files["instance-groups.json"]:
-        api = {"Name": group["Name"], "InstanceType": group["InstanceType"],
-               "InstanceCount": group["InstanceCount"],
-               "InstanceRole": group["InstanceGroupType"].upper(), "Market": "ON_DEMAND"}
+        api = {
+            "Name": group["Name"],
+            "InstanceType": group["InstanceType"],
+            "InstanceCount": group["InstanceCount"],
+            "InstanceRole": group["InstanceGroupType"].upper(),
+            "Market": "ON_DEMAND",
+        }
         unknown = set(group) - {"Name", "InstanceGroupType", "InstanceType", "InstanceCount"}
         if unknown:
-            raise SettingError(f"instance-groups.json: fields {sorted(unknown)} are not mapped here")
+            raise SettingError(
+                f"instance-groups.json: fields {sorted(unknown)} are not mapped here"
+            )
         groups.append(api)
-    instances: Dict[str, object] = {"InstanceGroups": groups, "KeepJobFlowAliveWhenNoSteps": True,
-                                    "TerminationProtected": False}
+    instances: Dict[str, object] = {
+        "InstanceGroups": groups,
+        "KeepJobFlowAliveWhenNoSteps": True,
+        "TerminationProtected": False,
+    }
     if values["KEY_NAME"]:
         instances["Ec2KeyName"] = values["KEY_NAME"]
     if values["SUBNET_ID"]:
@@ -155,9 +172,13 @@ def run_job_flow(values: Mapping[str, str]) -> Dict[str, object]:
         "JobFlowRole": values["INSTANCE_PROFILE"],
         "Applications": [{"Name": name} for name in APPLICATIONS],
         "Configurations": files["configurations.json"],
-        "BootstrapActions": [{"Name": action["Name"],
-                              "ScriptBootstrapAction": {"Path": action["Path"], "Args": action["Args"]}}
-                             for action in files["bootstrap-actions.json"]],
+        "BootstrapActions": [
+            {
+                "Name": action["Name"],
+                "ScriptBootstrapAction": {"Path": action["Path"], "Args": action["Args"]},
+            }
+            for action in files["bootstrap-actions.json"]
+        ],
         "EbsRootVolumeSize": int(values["EBS_ROOT_GB"]),
         "AutoTerminationPolicy": {"IdleTimeout": int(values["IDLE_TIMEOUT"])},
     }
@@ -175,25 +196,39 @@ def create_cluster_args(values: Mapping[str, str], render_dir: Path) -> List[str
     if values["ADDITIONAL_MASTER_SG"]:
         ec2 += f",AdditionalMasterSecurityGroups=[{values['ADDITIONAL_MASTER_SG']}]"
     return [
-        "--name", values["CLUSTER_NAME"],
-        "--release-label", values["RELEASE_LABEL"],
-        "--applications", *(f"Name={name}" for name in APPLICATIONS),
-        "--instance-groups", f"file://{render_dir / 'instance-groups.json'}",
-        "--configurations", f"file://{render_dir / 'configurations.json'}",
-        "--bootstrap-actions", f"file://{render_dir / 'bootstrap-actions.json'}",
-        "--ec2-attributes", ec2,
-        "--service-role", values["SERVICE_ROLE"],
-        "--log-uri", f"s3://{values['BUCKET']}/logs/",
-        "--auto-termination-policy", f"IdleTimeout={values['IDLE_TIMEOUT']}",
-        "--ebs-root-volume-size", values["EBS_ROOT_GB"],
-        "--tags", *(f"{tag['Key']}={tag['Value']}" for tag in tags(values)),
+        "--name",
+        values["CLUSTER_NAME"],
+        "--release-label",
+        values["RELEASE_LABEL"],
+        "--applications",
+        *(f"Name={name}" for name in APPLICATIONS),
+        "--instance-groups",
+        f"file://{render_dir / 'instance-groups.json'}",
+        "--configurations",
+        f"file://{render_dir / 'configurations.json'}",
+        "--bootstrap-actions",
+        f"file://{render_dir / 'bootstrap-actions.json'}",
+        "--ec2-attributes",
+        ec2,
+        "--service-role",
+        values["SERVICE_ROLE"],
+        "--log-uri",
+        f"s3://{values['BUCKET']}/logs/",
+        "--auto-termination-policy",
+        f"IdleTimeout={values['IDLE_TIMEOUT']}",
+        "--ebs-root-volume-size",
+        values["EBS_ROOT_GB"],
+        "--tags",
+        *(f"{tag['Key']}={tag['Value']}" for tag in tags(values)),
     ]
 
 
 def main(argv: List[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("form", choices=("run-job-flow", "create-cluster-args", "helpers-wheel"))
-    parser.add_argument("--render-dir", type=Path, help="where create-cluster-args writes its JSON files")
+    parser.add_argument(
+        "--render-dir", type=Path, help="where create-cluster-args writes its JSON files"
+    )
     args = parser.parse_args(argv)
     try:
         if args.form == "helpers-wheel":

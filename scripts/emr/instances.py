@@ -16,6 +16,7 @@ has always used ($0.224 in Paris against $0.192 in us-east-1, 7/6); the EMR surc
 to be 25 % of the EC2 price (the same assumption's $0.056 / $0.224). None was read from the AWS
 pricing pages for Paris: check them there before relying on a cent. Stdlib only.
 """
+
 from __future__ import annotations
 
 import sys
@@ -49,7 +50,9 @@ class Reference:
 
 #: Zen 3 (AVX2 + FMA, two 256-bit FMA units per core): this machine, idle (issue 15) -- 75 images/s
 #: on 2 cores; effective clock 2.75 GHz measured with a dependent-add loop on thread CPU time.
-ZEN3 = Reference("AMD EPYC Zen 3 (AVX2)", 75.0, 2, 2.75, "issue 15 (idle); docs/benchmarks.md, Instance choice")
+ZEN3 = Reference(
+    "AMD EPYC Zen 3 (AVX2)", 75.0, 2, 2.75, "issue 15 (idle); docs/benchmarks.md, Instance choice"
+)
 #: Zen 5 (full-width AVX-512: two 512-bit FMA units per core): docs/benchmarks.md, 5,000 images.
 ZEN5 = Reference("AMD EPYC Zen 5 (AVX-512)", 278.4, 2, None, "docs/benchmarks.md, Results")
 
@@ -89,7 +92,9 @@ class InstanceType:
         if self.arch != "x86_64":
             return "arm64: the bootstrap installs x86_64 wheels only"
         if self.memory_gib < NEEDED_MEMORY_GIB:
-            return f"{self.memory_gib} GiB: the executor (9 GB) and a Livy driver need a 16 GiB node"
+            return (
+                f"{self.memory_gib} GiB: the executor (9 GB) and a Livy driver need a 16 GiB node"
+            )
         return None
 
 
@@ -154,41 +159,61 @@ def node_price_per_hour(name: str) -> Optional[float]:
     return instance.node_per_hour if instance else None
 
 
-def run_minutes(instance: InstanceType, images: int, core_nodes: int = 2, fixed_minutes: float = 20) -> float:
+def run_minutes(
+    instance: InstanceType, images: int, core_nodes: int = 2, fixed_minutes: float = 20
+) -> float:
     """Projected minutes of a run: fixed part (start, bootstrap, PCA, writes) + featurization."""
     return fixed_minutes + images / (core_nodes * projected_images_per_s(instance)) / 60
 
 
-def run_cost(instance: InstanceType, images: int, core_nodes: int = 2, fixed_minutes: float = 20) -> float:
+def run_cost(
+    instance: InstanceType, images: int, core_nodes: int = 2, fixed_minutes: float = 20
+) -> float:
     """Projected USD of such a run on 1 primary + ``core_nodes`` nodes of ``instance``."""
-    return run_minutes(instance, images, core_nodes, fixed_minutes) / 60 * instance.node_per_hour * (1 + core_nodes)
+    return (
+        run_minutes(instance, images, core_nodes, fixed_minutes)
+        / 60
+        * instance.node_per_hour
+        * (1 + core_nodes)
+    )
 
 
 def markdown_table() -> str:
     """The table of docs/benchmarks.md's "Instance choice" section."""
-    lines = ["| type | CPU | what TensorFlow gets (fp32) | vCPUs / physical cores | GiB | EC2 + EMR, eu-west-3 (derived) | "
-             "images/s per node (projected) | M images per $ (projected) | runs the executor settings? |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| type | CPU | what TensorFlow gets (fp32) | vCPUs / physical cores | GiB | EC2 + EMR, eu-west-3 (derived) | "
+        "images/s per node (projected) | M images per $ (projected) | runs the executor settings? |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for t in TYPES:
         why = t.fits_executors()
         fits = "yes" if why is None else f"no: {why}"
-        lines.append(f"| {t.name} | {t.cpu}, {t.ghz} GHz | {t.isa} | {t.vcpus} / {t.cores} | {t.memory_gib} | "
-                     f"${t.ec2_paris:.4f} + ${t.emr_paris:.4f} = ${t.node_per_hour:.3f}/h | "
-                     f"{projected_images_per_s(t):.0f} | {images_per_dollar(t) / 1e6:.2f} | {fits} |")
+        lines.append(
+            f"| {t.name} | {t.cpu}, {t.ghz} GHz | {t.isa} | {t.vcpus} / {t.cores} | {t.memory_gib} | "
+            f"${t.ec2_paris:.4f} + ${t.emr_paris:.4f} = ${t.node_per_hour:.3f}/h | "
+            f"{projected_images_per_s(t):.0f} | {images_per_dollar(t) / 1e6:.2f} | {fits} |"
+        )
     return "\n".join(lines)
 
 
 def runs_table() -> str:
     """The projected full runs of docs/benchmarks.md's "Instance choice", for the types the
     executor settings run on."""
-    lines = ["| type | images/s per core node (projected) | cluster, 1 + 2 nodes | "
-             "90,000 images: minutes, cost | 1 million images: minutes, cost |",
-             "| --- | --- | --- | --- | --- |"]
+    lines = [
+        "| type | images/s per core node (projected) | cluster, 1 + 2 nodes | "
+        "90,000 images: minutes, cost | 1 million images: minutes, cost |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for t in TYPES:
         if t.fits_executors() is None:
-            runs = ", ".join(f"~{run_minutes(t, n):.0f} min, ~${run_cost(t, n):.2f} |" for n in (90_000, 1_000_000))
-            lines.append(f"| {t.name} | {projected_images_per_s(t):.0f} | ${3 * t.node_per_hour:.2f}/h | "
-                         + runs.replace("|, ", "| "))
+            runs = ", ".join(
+                f"~{run_minutes(t, n):.0f} min, ~${run_cost(t, n):.2f} |"
+                for n in (90_000, 1_000_000)
+            )
+            lines.append(
+                f"| {t.name} | {projected_images_per_s(t):.0f} | ${3 * t.node_per_hour:.2f}/h | "
+                + runs.replace("|, ", "| ")
+            )
     return "\n".join(lines)
 
 
@@ -200,4 +225,7 @@ if __name__ == "__main__":
     if sys.argv[1:] != ["types"]:
         print(runs_table())
     best = best_default()
-    print(f"default: {best.name} ({images_per_dollar(best) / 1e6:.2f} M images per $, projected)", file=sys.stderr)
+    print(
+        f"default: {best.name} ({images_per_dollar(best) / 1e6:.2f} M images per $, projected)",
+        file=sys.stderr,
+    )

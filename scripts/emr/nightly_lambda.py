@@ -1,4 +1,5 @@
 """Nightly run helper (AWS Lambda, inlined in nightly.yaml): anything new? and the run's summary."""
+
 import json
 import os
 from datetime import datetime
@@ -11,7 +12,7 @@ s3 = boto3.client("s3", endpoint_url=os.environ.get("S3_ENDPOINT") or None)
 
 
 def split(uri):
-    bucket, _, key = uri[len("s3://"):].partition("/")
+    bucket, _, key = uri[len("s3://") :].partition("/")
     return bucket, key.strip("/")
 
 
@@ -36,22 +37,36 @@ def check(event):
     for page in pages:
         for item in page.get("Contents", []):
             if item["Key"].lower().endswith(IMAGES) and item["LastModified"] > since:
-                return {"new": True, "since": since.isoformat(),
-                        "reason": f"s3://{bucket}/{item['Key']} is newer than the last run"}
-    return {"new": False, "since": since.isoformat(),
-            "reason": f"no image under {event['input_path']} is newer than the run "
-                      f"published in {event['output_path']} (started {since.isoformat()})"}
+                return {
+                    "new": True,
+                    "since": since.isoformat(),
+                    "reason": f"s3://{bucket}/{item['Key']} is newer than the last run",
+                }
+    return {
+        "new": False,
+        "since": since.isoformat(),
+        "reason": f"no image under {event['input_path']} is newer than the run "
+        f"published in {event['output_path']} (started {since.isoformat()})",
+    }
 
 
 def summary(event):
     """The notification of a successful run, from output_path/history/latest.json."""
     out = event["output_path"].rstrip("/")
     row = read_json(out + "/history/latest.json") or {}
-    lines = [f"Fruits! nightly run {event['run_id']} succeeded; cluster {event['cluster_id']} terminated."]
-    fields = [("new images", "images_new"), ("total images", "images_total"),
-              ("failed images", "images_failed"), ("k (PCA components)", "k"),
-              ("explained variance", "explained_variance_kept"), ("Test accuracy", "test_accuracy"),
-              ("minutes", "minutes"), ("estimated cost (USD)", "estimated_cost_usd")]
+    lines = [
+        f"Fruits! nightly run {event['run_id']} succeeded; cluster {event['cluster_id']} terminated."
+    ]
+    fields = [
+        ("new images", "images_new"),
+        ("total images", "images_total"),
+        ("failed images", "images_failed"),
+        ("k (PCA components)", "k"),
+        ("explained variance", "explained_variance_kept"),
+        ("Test accuracy", "test_accuracy"),
+        ("minutes", "minutes"),
+        ("estimated cost (USD)", "estimated_cost_usd"),
+    ]
     for label, key in fields:
         value = row.get(key)
         if isinstance(value, float) and key in ("explained_variance_kept", "test_accuracy"):
@@ -63,8 +78,11 @@ def summary(event):
         lines.append(f"{label}: {'n/a' if value is None else value}")
     if not row:
         lines.append(f"(no {out}/history/latest.json: the history row is missing)")
-    lines += [f"outputs: {out}/", f"report: {out}/report.html",
-              f"executed notebook: {out}/history/{event['run_id']}/cloud.executed.ipynb"]
+    lines += [
+        f"outputs: {out}/",
+        f"report: {out}/report.html",
+        f"executed notebook: {out}/history/{event['run_id']}/cloud.executed.ipynb",
+    ]
     return {"subject": f"Fruits! nightly {event['run_id']}: succeeded", "message": "\n".join(lines)}
 
 
