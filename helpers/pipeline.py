@@ -16,7 +16,6 @@ import uuid
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any, Dict, Iterator, List, Optional, Tuple
-from urllib.parse import unquote, urlparse
 
 import numpy as np
 import pandas as pd
@@ -25,10 +24,10 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from helpers import class_summary, cluster, plots, report, storage
-from helpers.config import IMAGE_EXTENSIONS, PipelineConfig
+from helpers import class_summary, cluster, listing, plots, report, storage
+from helpers.config import PipelineConfig
 from helpers.features import FEATURE_DIM, decode_error_udf, featurize_udf
-from helpers.images import ImageDecodeError, decode_image, label_columns
+from helpers.images import ImageDecodeError, decode_image
 from helpers.lock import OutputLock
 from helpers.manifest import (
     PART_COLUMN,
@@ -47,28 +46,15 @@ from helpers.session import (
     sigint_handler,
     stop_jvm,
     task_cpus,
-    temporary_conf,
 )
 from helpers.weights import WeightSet, load_weight_set
 
 LOG = logging.getLogger("helpers.pipeline")
 
-#: Hadoop glob keeping .jpg/.jpeg/.png in any letter case.
-IMAGE_GLOB = (
-    "*.{"
-    + ",".join(
-        "".join(f"[{c.lower()}{c.upper()}]" for c in ext.lstrip(".")) for ext in IMAGE_EXTENSIONS
-    )
-    + "}"
-)
-
 NO_CLASS_FOLDER = "no class folder: the image lies directly in input_path"
 EMPTY_FILE = "empty file (0 bytes)"
 VANISHED = "gone or unreadable when read again for its error"
 NO_FEATURES = "decodes now but has no features: it may have changed during the run"
-
-#: Bytes each file counts for when the listing packs files into tasks (it reads no content).
-LISTING_OPEN_COST = 1 << 20
 
 #: Up to this many failed images are read again by name; beyond, the input is scanned once.
 MAX_FAILED_PATHS_READ_BY_NAME = 10_000
@@ -167,102 +153,15 @@ class Run:
                 if not storage.exists(self.spark, path):
                     raise FileNotFoundError(f"input_path does not exist: {path}")
                 self.root = storage.qualified(self.spark, path).rstrip("/")
-                # One listing of the tree: this scan's file index serves every later read of
-                # all the images (featurize reads the contents through it).
-                with self._listing_scan():
-                    self.files = self._read_binary(self.root)
-                    scan = self.files.select("path", "length", "modificationTime")
-                    limited = self.config.sample_limit is not None
-                    # Zero-byte files are in the index but not in the scan: with a sample_limit
-                    # they are added first (they may be among the first paths), else only when
-                    # missing, to the cached listing (the files are not scanned again).
-                    self.listing = self._cached_listing(
-                        self._with_empty_files(scan) if limited else scan
-                    )
-                    if not limited and self.images_total < self._indexed_count():
-                        scanned = self.listing
-                        self.listing = self._cached_listing(
-                            self._with_empty_files(
-                                scanned.select("path", "length", "modificationTime")
-                            )
-                        )
-                        scanned.unpersist()
+                # One listing of the tree: its scan's file index serves every later read of all
+                # the images (featurize reads the contents through it).
+                found = listing.list_images(self.spark, self.root, self.config.sample_limit)
+            self.files, self.listing = found.files, found.listing
+            self.images_total, self.listed_bytes = found.images_total, found.listed_bytes
             if self.images_total == 0:
                 raise ValueError(f"no .jpg/.jpeg/.png images found under input_path: {path}")
             LOG.info("listed %d images under %s", self.images_total, path)
         return self.listing
-
-    def _cached_listing(self, files: DataFrame) -> DataFrame:
-        """``files`` labelled, cut to ``sample_limit``, cached; sets ``images_total`` and
-        ``listed_bytes`` (one job)."""
-        listing = self._labelled(files)
-        if self.config.sample_limit is not None:
-            listing = listing.orderBy("path").limit(self.config.sample_limit)
-        listing = listing.cache()
-        counts = listing.agg(F.count(F.lit(1)), F.sum("length"), F.max("length")).first()
-        self.images_total = int(counts[0])
-        self.listed_bytes = (int(counts[1] or 0), int(counts[2] or 0))
-        return listing
-
-    @contextmanager
-    def _listing_scan(self) -> Iterator[None]:
-        """The listing's file index and scan, cheap per file. The index: folders listed in at
-        most a few tasks per core, no block locations (the chain reads whole files, anywhere).
-        The scan: a few tasks per core with as many files each: it reads no content, so a file
-        costs its open, not its bytes (Spark's packing by bytes plus a small open cost would
-        make many tasks, and few files for the tasks of larger ones)."""
-        slots = max(1, self.spark.sparkContext.defaultParallelism // task_cpus(self.spark))
-        with (
-            temporary_conf(self.spark, "spark.sql.sources.ignoreDataLocality", "true"),
-            temporary_conf(
-                self.spark,
-                "spark.sql.sources.parallelPartitionDiscovery.parallelism",
-                str(slots * TASKS_PER_CORE),
-            ),
-            temporary_conf(self.spark, "spark.sql.files.openCostInBytes", str(LISTING_OPEN_COST)),
-            temporary_conf(self.spark, "spark.sql.files.maxPartitionBytes", str(2**62)),
-            temporary_conf(
-                self.spark, "spark.sql.files.minPartitionNum", str(slots * TASKS_PER_CORE)
-            ),
-        ):
-            yield
-
-    def _indexed_paths(self) -> List[str]:
-        """The paths of the listing's file index (every file, empty ones too), as Spark's
-        ``path`` column writes them (they cross from the JVM as one string)."""
-        jvm = self.spark.sparkContext._jvm  # noqa: SLF001 (py4j handle)
-        # One string, not one py4j call per path (20,000 calls: 6 s on a busy 2-core machine).
-        joined = jvm.scala.Predef.genericWrapArray(self.files._jdf.inputFiles()).mkString("\0")
-        return [hadoop_path_string(uri) for uri in str(joined).split("\0") if uri]
-
-    def _indexed_count(self) -> int:
-        """How many files the listing's file index holds (one call, no path crosses)."""
-        return len(self.files._jdf.inputFiles())  # noqa: SLF001
-
-    def _with_empty_files(self, scanned: DataFrame) -> DataFrame:
-        """Add the zero-byte files that Spark's file scan skips silently (length 0): the files
-        of the driver's file index that the scan did not return."""
-        indexed = self.spark.createDataFrame(
-            [(path,) for path in self._indexed_paths()], "path string"
-        )
-        empty = indexed.join(scanned, "path", "left_anti").select(
-            "path",
-            F.lit(0).cast("long").alias("length"),
-            F.lit(None).cast("timestamp").alias("modificationTime"),
-        )
-        return scanned.unionByName(empty)
-
-    def _labelled(self, frame: DataFrame) -> DataFrame:
-        """``frame`` with ``label`` (class folder) and ``split`` (Training/Test) from its path."""
-        return frame.select("*", *label_columns(self.root))
-
-    def _read_binary(self, *paths: str) -> DataFrame:
-        return (
-            self.spark.read.format("binaryFile")
-            .option("recursiveFileLookup", "true")
-            .option("pathGlobFilter", IMAGE_GLOB)
-            .load(list(paths) if len(paths) > 1 else paths[0])
-        )
 
     def class_counts(self) -> pd.DataFrame:
         """Images per split and class (a small table)."""
@@ -310,7 +209,9 @@ class Run:
             rng = np.random.default_rng(self.config.seed)
             kept = set(rng.choice(classes, size=max_classes, replace=False))
             chosen = chosen[chosen["label"].isin(kept)].reset_index(drop=True)
-        contents = self._read_binary(*chosen["path"]).select("path", "content").toPandas()
+        contents = (
+            listing.read_binary(self.spark, *chosen["path"]).select("path", "content").toPandas()
+        )
         by_path = dict(zip(contents["path"], contents["content"]))
         shown, images = [], []
         for path, label in zip(chosen["path"], chosen["label"]):
@@ -348,7 +249,9 @@ class Run:
                 to_featurize = labelled.join(unchanged, "path", "left_anti")
             if config.sample_limit is not None or unchanged is not None:
                 rows = to_featurize.select("path", "length").collect()
-                contents = self._read_binary(*[row.path for row in rows]) if rows else None
+                contents = (
+                    listing.read_binary(self.spark, *[row.path for row in rows]) if rows else None
+                )
                 lengths = [row.length for row in rows]
                 scanned = (len(rows), sum(lengths), max(lengths, default=0))
             else:  # every image: the listing's own file index, not a second listing
@@ -412,7 +315,7 @@ class Run:
             images_through_model=self.images_through_model,
         )
         return (
-            self._labelled(contents.select("path", "content"))
+            listing.labelled(contents.select("path", "content"), self.root)
             .where(F.col("label").isNotNull())
             .select("path", "label", "split", udf(F.col("content")).alias("result"))
             .where(F.col("result.error").isNull())
@@ -452,9 +355,9 @@ class Run:
         """path, reason for the ``missing`` images (``count`` of them), decoded again."""
         if count <= MAX_FAILED_PATHS_READ_BY_NAME:
             paths = [row.path for row in missing.collect()]
-            contents = self._read_binary(*paths)
+            contents = listing.read_binary(self.spark, *paths)
         else:  # many failures: one scan of the input, kept to the missing paths
-            contents = self._read_binary(self.root).join(missing, "path", "left_semi")
+            contents = listing.read_binary(self.spark, self.root).join(missing, "path", "left_semi")
         decode_error = decode_error_udf(self.config.image_size)(F.col("content"))
         reasons = contents.select(
             "path", F.coalesce(decode_error, F.lit(NO_FEATURES)).alias("reason")
@@ -746,14 +649,6 @@ def _union_all(frames: List[Optional[DataFrame]]) -> Optional[DataFrame]:
     for frame in present[1:]:
         union = union.unionByName(frame)
     return union
-
-
-def hadoop_path_string(uri: str) -> str:
-    """A file-index URI (``file:///a%20b``) as Spark's ``path`` column writes it (``file:/a b``)."""
-    parsed = urlparse(uri)
-    if parsed.scheme == "file":
-        return "file:" + unquote(parsed.path)
-    return f"{parsed.scheme}://{parsed.netloc}{unquote(parsed.path)}"
 
 
 def library_versions(spark: Optional[SparkSession] = None) -> Dict[str, str]:
