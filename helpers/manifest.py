@@ -16,7 +16,6 @@ rewritten (their rows in use) into the new run's own part.
 
 from __future__ import annotations
 
-import functools
 import posixpath
 from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
@@ -100,7 +99,18 @@ def read_parts(
             paths = in_use.where(F.col(PART_COLUMN) == part["path"]).select("path")
             frame = frame.join(F.broadcast(paths), "path", "left_semi")
         frames.append(frame)
-    return functools.reduce(DataFrame.unionByName, frames) if frames else None
+    return union_all(frames)
+
+
+def union_all(frames: List[Optional[DataFrame]]) -> Optional[DataFrame]:
+    """Union by name of the frames that are not ``None`` (``None`` when all are)."""
+    present = [frame for frame in frames if frame is not None]
+    if not present:
+        return None
+    union = present[0]
+    for frame in present[1:]:
+        union = union.unionByName(frame)
+    return union
 
 
 def read_manifest_features(spark: SparkSession, manifest: Dict[str, Any]) -> DataFrame:

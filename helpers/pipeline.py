@@ -24,9 +24,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from helpers import class_summary, cluster, listing, plots, report, storage
+from helpers import class_summary, cluster, failures, listing, plots, report, storage
 from helpers.config import PipelineConfig
-from helpers.features import FEATURE_DIM, decode_error_udf, featurize_udf
+from helpers.features import FEATURE_DIM, featurize_udf
 from helpers.images import ImageDecodeError, decode_image
 from helpers.lock import OutputLock
 from helpers.manifest import (
@@ -36,6 +36,7 @@ from helpers.manifest import (
     plan_parts,
     read_parts,
     referenced_runs,
+    union_all,
 )
 from helpers.progress import TASKS_PER_CORE, SparkProgress
 from helpers.reduction import MIN_PCA_VECTORS, PCA_COLUMN, PcaFit, fit_pca, project
@@ -50,14 +51,6 @@ from helpers.session import (
 from helpers.weights import WeightSet, load_weight_set
 
 LOG = logging.getLogger("helpers.pipeline")
-
-NO_CLASS_FOLDER = "no class folder: the image lies directly in input_path"
-EMPTY_FILE = "empty file (0 bytes)"
-VANISHED = "gone or unreadable when read again for its error"
-NO_FEATURES = "decodes now but has no features: it may have changed during the run"
-
-#: Up to this many failed images are read again by name; beyond, the input is scanned once.
-MAX_FAILED_PATHS_READ_BY_NAME = 10_000
 
 
 class Run:
@@ -259,7 +252,7 @@ class Run:
                 scanned = (self.images_total,) + self.listed_bytes
             new_features = self._featurize_contents(contents) if contents is not None else None
             # Folded parts: their rows in use move into this run's part (see helpers.manifest).
-            written = _union_all([new_features, read_parts(self.spark, folded, unchanged)])
+            written = union_all([new_features, read_parts(self.spark, folded, unchanged)])
             new_part: Optional[Part] = None
             if written is not None:
                 waves = TASKS_PER_CORE if config.progress else 1
@@ -280,7 +273,15 @@ class Run:
                     }
             self.feature_parts = kept + ([new_part] if new_part else [])
             self.images_featurized = sum(part["images"] for part in self.feature_parts)
-            self._write_failures(to_featurize, new_part)
+            self.images_failed = failures.write_failures(
+                self.spark,
+                self.listing,
+                to_featurize,
+                new_part,
+                self.root,
+                config.image_size,
+                self.location(storage.FAILED_DIR),
+            )
             if self.images_featurized == 0:
                 raise ValueError(
                     f"no image under {config.input_path} could be featurized: see "
@@ -304,7 +305,8 @@ class Run:
 
     def _featurize_contents(self, contents: DataFrame) -> DataFrame:
         """The CNN over ``contents`` (path, content): path, label, split, features of the images
-        that decoded (the others are left out; :meth:`_write_failures` finds them)."""
+        that decoded (the others are left out; :func:`helpers.failures.write_failures` finds
+        them)."""
         config = self.config
         udf = featurize_udf(
             self.spark,
@@ -321,52 +323,6 @@ class Run:
             .where(F.col("result.error").isNull())
             .select("path", "label", "split", "result.features")
         )
-
-    def _write_failures(self, featurized: DataFrame, new_part: Optional[Part]) -> None:
-        """Write ``failed/`` (path, reason) when any image failed; set ``images_failed``.
-
-        Failures are the listed images outside a class folder, the empty files, and the images
-        this run sent to the CNN (``featurized``) that are not in its part ``new_part``: those
-        are read and decoded again (no CNN) for the reason. The listing is cached, so the first
-        two cost no file access; reused images are not looked at again.
-        """
-        unlabelled = self.listing.where(F.col("label").isNull())
-        empty = self.listing.where(F.col("label").isNotNull() & (F.col("length") == 0))
-        parts: List[Optional[DataFrame]] = [
-            unlabelled.select("path", F.lit(NO_CLASS_FOLDER).alias("reason")),
-            empty.select("path", F.lit(EMPTY_FILE).alias("reason")),
-        ]
-        skipped = parts[0].union(parts[1]).count()
-        missing = featurized.select("path")
-        if new_part is not None:
-            written = storage.read_parquet(self.spark, new_part["path"]).select("path")
-            missing = missing.join(written, "path", "left_anti")
-        missing = missing.cache()
-        undecoded = missing.count()
-        if undecoded:
-            parts.append(self._decode_reasons(missing, undecoded))
-        self.images_failed = skipped + undecoded
-        if self.images_failed:
-            failures = _union_all(parts)
-            storage.write_parquet(failures.coalesce(1), self.location(storage.FAILED_DIR))
-        missing.unpersist()
-
-    def _decode_reasons(self, missing: DataFrame, count: int) -> DataFrame:
-        """path, reason for the ``missing`` images (``count`` of them), decoded again."""
-        if count <= MAX_FAILED_PATHS_READ_BY_NAME:
-            paths = [row.path for row in missing.collect()]
-            contents = listing.read_binary(self.spark, *paths)
-        else:  # many failures: one scan of the input, kept to the missing paths
-            contents = listing.read_binary(self.spark, self.root).join(missing, "path", "left_semi")
-        decode_error = decode_error_udf(self.config.image_size)(F.col("content"))
-        reasons = contents.select(
-            "path", F.coalesce(decode_error, F.lit(NO_FEATURES)).alias("reason")
-        )
-        found = reasons.select("path").distinct()
-        vanished = missing.join(found, "path", "left_anti").select(
-            "path", F.lit(VANISHED).alias("reason")
-        )
-        return reasons.unionByName(vanished)
 
     def _reusable_parts(
         self, labelled: DataFrame
@@ -435,7 +391,7 @@ class Run:
             )
         if unchanged is not None and kept:
             holders.append(unchanged.where(F.col(PART_COLUMN).isin([p["path"] for p in kept])))
-        part_of = _union_all(holders)
+        part_of = union_all(holders)
         seen = self.listing.select("path", "length", "modificationTime")
         if part_of is None:
             seen = seen.withColumn(PART_COLUMN, F.lit(None).cast("string"))
@@ -470,10 +426,7 @@ class Run:
 
     def failed_images(self) -> pd.DataFrame:
         """The failed images and why (empty when none failed)."""
-        location = self.location(storage.FAILED_DIR)
-        if not storage.exists(self.spark, location):
-            return pd.DataFrame(columns=["path", "reason"])
-        return storage.read_parquet(self.spark, location).orderBy("path").toPandas()
+        return failures.read_failures(self.spark, self.location(storage.FAILED_DIR))
 
     # -- stage 3: PCA ------------------------------------------------------------------
     def reduce(self) -> Any:
@@ -638,17 +591,6 @@ def new_run_id(moment: Optional[datetime] = None) -> str:
     """A run id from a UTC time: ``YYYYMMDDTHHMMSSZ-`` and 6 random hex digits."""
     moment = moment or datetime.now(timezone.utc)
     return moment.strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
-
-
-def _union_all(frames: List[Optional[DataFrame]]) -> Optional[DataFrame]:
-    """Union by name of the frames that are not ``None`` (``None`` when all are)."""
-    present = [frame for frame in frames if frame is not None]
-    if not present:
-        return None
-    union = present[0]
-    for frame in present[1:]:
-        union = union.unionByName(frame)
-    return union
 
 
 def library_versions(spark: Optional[SparkSession] = None) -> Dict[str, str]:
