@@ -15,7 +15,7 @@ import time
 import uuid
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional
 
 import numpy as np
 import pandas as pd
@@ -30,13 +30,12 @@ from helpers.features import FEATURE_DIM, featurize_udf
 from helpers.images import ImageDecodeError, decode_image
 from helpers.lock import OutputLock
 from helpers.manifest import (
-    PART_COLUMN,
     Part,
-    feature_parts,
-    plan_parts,
     read_parts,
     referenced_runs,
+    reusable_parts,
     union_all,
+    write_inventory,
 )
 from helpers.progress import TASKS_PER_CORE, SparkProgress
 from helpers.reduction import MIN_PCA_VECTORS, PCA_COLUMN, PcaFit, fit_pca, project
@@ -236,7 +235,11 @@ class Run:
             )
         with self.stage("featurize"):
             labelled = self.listing.where(F.col("label").isNotNull() & (F.col("length") > 0))
-            unchanged, kept, folded = self._reusable_parts(labelled)
+            unchanged, kept, folded = None, [], []
+            if config.incremental and self.previous_manifest is not None:
+                unchanged, kept, folded, self.images_reused = reusable_parts(
+                    self.spark, self.previous_manifest, labelled, config.image_size, config.weights
+                )
             to_featurize = labelled
             if unchanged is not None:
                 to_featurize = labelled.join(unchanged, "path", "left_anti")
@@ -287,7 +290,14 @@ class Run:
                     f"no image under {config.input_path} could be featurized: see "
                     f"{self.location(storage.FAILED_DIR)}"
                 )
-            inventory = self._write_inventory(unchanged, kept, new_part)
+            inventory = write_inventory(
+                self.spark,
+                self.listing,
+                unchanged,
+                kept,
+                new_part,
+                self.location(storage.INVENTORY_DIR),
+            )
             self.features = read_parts(self.spark, self.feature_parts, inventory)
             if unchanged is not None:
                 unchanged.unpersist()
@@ -323,90 +333,6 @@ class Run:
             .where(F.col("result.error").isNull())
             .select("path", "label", "split", "result.features")
         )
-
-    def _reusable_parts(
-        self, labelled: DataFrame
-    ) -> Tuple[Optional[DataFrame], List[Part], List[Part]]:
-        """The last published run's features of unchanged images (incremental mode only).
-
-        Returns ``(unchanged, kept, folded)``: ``unchanged`` (path, part, cached) names the
-        images whose path, size and modification time are those the last run featurized, and
-        the feature folder holding each; ``kept`` and ``folded`` are that run's parts, as
-        :func:`helpers.manifest.plan_parts` splits them. ``(None, [], [])`` when nothing is
-        reused. Sets ``images_reused``; no feature is read here.
-        """
-        previous = self.previous_manifest
-        if not self.config.incremental or previous is None:
-            return None, [], []
-        outputs = previous.get("outputs", {})
-        parts = feature_parts(previous)
-        same = (
-            previous.get("parameters", {}).get("image_size") == self.config.image_size
-            and previous.get("weights", {}).get("source") == self.config.weights
-        )
-        if not same or storage.INVENTORY_DIR not in outputs or not parts:
-            LOG.info(
-                "incremental: the last run used other settings or has no inventory; "
-                "featurizing everything"
-            )
-            return None, [], []
-        inventory = storage.read_parquet(self.spark, outputs[storage.INVENTORY_DIR])
-        if PART_COLUMN not in inventory.columns:  # published before runs had parts: one folder
-            inventory = inventory.withColumn(PART_COLUMN, F.lit(parts[0]["path"]))
-        unchanged = (
-            labelled.join(
-                inventory.where("featurized").select(
-                    "path", "length", "modificationTime", PART_COLUMN
-                ),
-                ["path", "length", "modificationTime"],
-            )
-            .select("path", PART_COLUMN)
-            .cache()
-        )
-        in_use = {
-            row[PART_COLUMN]: int(row["count"])
-            for row in unchanged.groupBy(PART_COLUMN).count().collect()
-        }
-        self.images_reused = sum(in_use.values())
-        kept, folded = plan_parts(parts, in_use)
-        LOG.info(
-            "incremental: %d images reused from %d feature folders (%d rewritten)",
-            self.images_reused,
-            len(kept) + len(folded),
-            len(folded),
-        )
-        return unchanged, kept, folded
-
-    def _write_inventory(
-        self, unchanged: Optional[DataFrame], kept: List[Part], new_part: Optional[Part]
-    ) -> DataFrame:
-        """What this run saw: path, size, modification time, whether it has features, and the
-        feature folder holding them (``part``); returns it as written."""
-        holders: List[Optional[DataFrame]] = []
-        if new_part is not None:
-            holders.append(
-                storage.read_parquet(self.spark, new_part["path"]).select(
-                    "path", F.lit(new_part["path"]).alias(PART_COLUMN)
-                )
-            )
-        if unchanged is not None and kept:
-            holders.append(unchanged.where(F.col(PART_COLUMN).isin([p["path"] for p in kept])))
-        part_of = union_all(holders)
-        seen = self.listing.select("path", "length", "modificationTime")
-        if part_of is None:
-            seen = seen.withColumn(PART_COLUMN, F.lit(None).cast("string"))
-        else:
-            seen = seen.join(part_of, "path", "left")
-        inventory = seen.select(
-            "path",
-            "length",
-            "modificationTime",
-            F.col(PART_COLUMN).isNotNull().alias("featurized"),
-            PART_COLUMN,
-        )
-        location = self.location(storage.INVENTORY_DIR)
-        storage.write_parquet(inventory, location)
-        return storage.read_parquet(self.spark, location)
 
     def _check_counts(self) -> None:
         accounted = self.images_featurized + self.images_failed
