@@ -17,17 +17,23 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any, Dict, Iterator, List, Optional
 
-import numpy as np
 import pandas as pd
 from pyspark import SparkContext
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.window import Window
 
-from helpers import class_summary, cluster, failures, listing, plots, report, storage
+from helpers import (
+    class_summary,
+    cluster,
+    failures,
+    listing,
+    plots,
+    report,
+    samples,
+    storage,
+)
 from helpers.config import PipelineConfig
 from helpers.features import FEATURE_DIM, featurize_udf
-from helpers.images import ImageDecodeError, decode_image
 from helpers.lock import OutputLock
 from helpers.manifest import (
     Part,
@@ -180,42 +186,12 @@ class Run:
         With more than ``max_classes`` classes (Fruits-360 has 130+), a seeded random choice of
         ``max_classes`` of them is shown and the title says how many there are in all.
         """
-        window = F.row_number().over(
-            Window.partitionBy("label").orderBy(F.xxhash64("path", F.lit(self.config.seed)))
-        )
         candidates = (
             self.features.select("path", "label")
             if self.features is not None
             else self.listing.where(F.col("label").isNotNull() & (F.col("length") > 0))
         )
-        chosen = (
-            candidates.withColumn("rank", window)
-            .where(F.col("rank") <= per_class + 2)
-            .select("path", "label")
-            .orderBy("label", "rank")
-            .toPandas()
-        )
-        classes = sorted(chosen["label"].unique())
-        classes_in_total = len(classes) if len(classes) > max_classes else None
-        if classes_in_total is not None:
-            rng = np.random.default_rng(self.config.seed)
-            kept = set(rng.choice(classes, size=max_classes, replace=False))
-            chosen = chosen[chosen["label"].isin(kept)].reset_index(drop=True)
-        contents = (
-            listing.read_binary(self.spark, *chosen["path"]).select("path", "content").toPandas()
-        )
-        by_path = dict(zip(contents["path"], contents["content"]))
-        shown, images = [], []
-        for path, label in zip(chosen["path"], chosen["label"]):
-            if sum(1 for other in shown if other[1] == label) == per_class:
-                continue
-            try:
-                images.append(decode_image(by_path.get(path), 100))
-                shown.append((path, label))
-            except ImageDecodeError:
-                continue
-        grid = pd.DataFrame(shown, columns=["path", "label"])
-        return plots.sample_grid_figure(grid, images, per_class, classes_in_total=classes_in_total)
+        return samples.sample_grid(self.spark, candidates, self.config.seed, per_class, max_classes)
 
     # -- stage 2: features -------------------------------------------------------------
     def featurize(self) -> Dict[str, int]:
