@@ -22,12 +22,17 @@ from __future__ import annotations
 
 import logging
 import posixpath
-from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Set, Tuple
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from helpers import storage
+from helpers.features import FEATURE_DIM
+
+if TYPE_CHECKING:  # annotations only: helpers.pipeline imports this module
+    from helpers.pipeline import Run
 
 LOG = logging.getLogger("helpers.pipeline.manifest")
 
@@ -210,6 +215,51 @@ def write_inventory(
     )
     storage.write_parquet(inventory, location)
     return storage.read_parquet(spark, location)
+
+
+def run_record(run: "Run", versions: Dict[str, str]) -> Dict[str, Any]:
+    """The manifest of the finished ``run``: its id, times, parameters, counts, weights, PCA,
+    stage seconds, outputs (its feature parts and its own folders), the run it replaces,
+    ``versions`` (of the libraries) and the TensorFlow kernels used."""
+    record = {
+        "run_id": run.run_id,
+        "run_path": run.run_path,
+        "started_at": run.started_at.isoformat(),
+        "finished_at": datetime.now(timezone.utc).isoformat(),
+        "parameters": run.config.as_dict(),
+        **run.counts(),
+        "images_reused": run.images_reused,
+        "images_through_model": int(run.images_through_model.value),
+        "feature_dim": FEATURE_DIM,
+        "weights": {"source": run.weight_set.source, "flavour": run.weight_set.flavour},
+        "pca_method": run.pca.method if run.pca else None,
+        "k": run.pca.k if run.pca else None,
+        "explained_variance": run.pca.explained_variance if run.pca else [],
+        "explained_variance_kept": run.pca.explained_variance_kept if run.pca else None,
+        "seconds": dict(run.seconds),
+        "outputs": {
+            storage.FEATURES_DIR: [part["path"] for part in run.feature_parts],
+            **{
+                name: run.location(name)
+                for name in (
+                    storage.PCA_DIR,
+                    storage.PCA_CSV_DIR,
+                    storage.INVENTORY_DIR,
+                    storage.VARIANCE_PLOT,
+                )
+                if run.pca is not None or name == storage.INVENTORY_DIR
+            },
+        },
+        "feature_parts": [dict(part) for part in run.feature_parts],
+        "previous_run_id": (run.previous_manifest or {}).get("run_id"),
+        "versions": versions,
+        "tensorflow": run.tensorflow,
+    }
+    if run.pca_skipped:
+        record["pca_skipped"] = f"PCA skipped: {run.pca_skipped}"
+    if run.images_failed:
+        record["outputs"][storage.FAILED_DIR] = run.location(storage.FAILED_DIR)
+    return record
 
 
 def read_manifest_features(spark: SparkSession, manifest: Dict[str, Any]) -> DataFrame:

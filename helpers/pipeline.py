@@ -33,13 +33,14 @@ from helpers import (
     storage,
 )
 from helpers.config import PipelineConfig
-from helpers.features import FEATURE_DIM, featurize_udf
+from helpers.features import featurize_udf
 from helpers.lock import OutputLock
 from helpers.manifest import (
     Part,
     read_parts,
     referenced_runs,
     reusable_parts,
+    run_record,
     union_all,
     write_inventory,
 )
@@ -406,44 +407,7 @@ class Run:
         reader going through it sees the previous run whole or this run whole, never a mix,
         and a run killed before this point leaves the previous one published.
         """
-        self.manifest = {
-            "run_id": self.run_id,
-            "run_path": self.run_path,
-            "started_at": self.started_at.isoformat(),
-            "finished_at": datetime.now(timezone.utc).isoformat(),
-            "parameters": self.config.as_dict(),
-            **self.counts(),
-            "images_reused": self.images_reused,
-            "images_through_model": int(self.images_through_model.value),
-            "feature_dim": FEATURE_DIM,
-            "weights": {"source": self.weight_set.source, "flavour": self.weight_set.flavour},
-            "pca_method": self.pca.method if self.pca else None,
-            "k": self.pca.k if self.pca else None,
-            "explained_variance": self.pca.explained_variance if self.pca else [],
-            "explained_variance_kept": self.pca.explained_variance_kept if self.pca else None,
-            "seconds": dict(self.seconds),
-            "outputs": {
-                storage.FEATURES_DIR: [part["path"] for part in self.feature_parts],
-                **{
-                    name: self.location(name)
-                    for name in (
-                        storage.PCA_DIR,
-                        storage.PCA_CSV_DIR,
-                        storage.INVENTORY_DIR,
-                        storage.VARIANCE_PLOT,
-                    )
-                    if self.pca is not None or name == storage.INVENTORY_DIR
-                },
-            },
-            "feature_parts": [dict(part) for part in self.feature_parts],
-            "previous_run_id": (self.previous_manifest or {}).get("run_id"),
-            "versions": library_versions(self.spark),
-            "tensorflow": self.tensorflow,
-        }
-        if self.pca_skipped:
-            self.manifest["pca_skipped"] = f"PCA skipped: {self.pca_skipped}"
-        if self.images_failed:
-            self.manifest["outputs"][storage.FAILED_DIR] = self.location(storage.FAILED_DIR)
+        self.manifest = run_record(self, library_versions(self.spark))
         storage.write_json(self.spark, self.location(storage.MANIFEST), self.manifest)
         storage.write_json_atomic(
             self.spark,
