@@ -13,11 +13,15 @@ One module per concern:
 - :mod:`helpers.features`: the feature extractor and its Spark pandas UDF.
 - :mod:`helpers.reduction`: PCA fit, choice of k, projection.
 - :mod:`helpers.storage`: the one seam for local and S3 paths, Parquet/CSV/JSON outputs.
-- :mod:`helpers.manifest`: what a published run consists of; :func:`read_features` reads it.
+- :mod:`helpers.manifest`: what a published run consists of; :func:`read_features` reads it;
+  what an incremental run reuses.
 - :mod:`helpers.session`: the Spark session (local, YARN, existing Livy session, S3A).
 - :mod:`helpers.plots`: figures (variance, scatter, sample grid).
 - :mod:`helpers.progress`: progress of long Spark work (a Jupyter bar, plain log lines).
 - :mod:`helpers.pipeline`: the chain's stages, as the notebooks call them.
+- :mod:`helpers.listing`: the images under ``input_path``, found once, labelled.
+- :mod:`helpers.failures`: why an image has no features; the ``failed/`` table.
+- :mod:`helpers.samples`: a few images per class, decoded for the sample grid.
 - :mod:`helpers.classify`: a logistic regression on the PCA features (are they useful?).
 - :mod:`helpers.report`: the run's summary and its self-contained ``report.html``.
 - :mod:`helpers.report_page`, :mod:`helpers.report_html`, :mod:`helpers.class_summary`: the

@@ -1,4 +1,4 @@
-"""Manifest: what a published run consists of (its feature parts) and reading its features.
+"""Manifest: what a published run consists of (feature parts, inventory); reading it; reuse.
 
 A run's features may lie in several folders ("parts"): an incremental run writes only the
 features of its new or changed images into its own ``features/`` folder and names, beside it,
@@ -12,18 +12,29 @@ only the rows the inventory assigns to it. :func:`read_features` does all that i
 Parts stay bounded (:func:`plan_parts`): a part that no longer holds most of its rows in use, and
 every part but the largest once a run would name more than :data:`MAX_FEATURE_PARTS`, are
 rewritten (their rows in use) into the new run's own part.
+
+An incremental run reuses the parts of the last published run for the images whose path, size
+and modification time are unchanged (:func:`reusable_parts`), and writes its own ``inventory/``
+(:func:`write_inventory`).
 """
 
 from __future__ import annotations
 
-import functools
+import logging
 import posixpath
-from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Set, Tuple
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from helpers import storage
+from helpers.features import FEATURE_DIM
+
+if TYPE_CHECKING:  # annotations only: helpers.pipeline imports this module
+    from helpers.pipeline import Run
+
+LOG = logging.getLogger("helpers.pipeline.manifest")
 
 #: At most this many feature folders make up a published run.
 MAX_FEATURE_PARTS = 8
@@ -100,7 +111,155 @@ def read_parts(
             paths = in_use.where(F.col(PART_COLUMN) == part["path"]).select("path")
             frame = frame.join(F.broadcast(paths), "path", "left_semi")
         frames.append(frame)
-    return functools.reduce(DataFrame.unionByName, frames) if frames else None
+    return union_all(frames)
+
+
+def union_all(frames: List[Optional[DataFrame]]) -> Optional[DataFrame]:
+    """Union by name of the frames that are not ``None`` (``None`` when all are)."""
+    present = [frame for frame in frames if frame is not None]
+    if not present:
+        return None
+    union = present[0]
+    for frame in present[1:]:
+        union = union.unionByName(frame)
+    return union
+
+
+def reusable_parts(
+    spark: SparkSession,
+    previous: Dict[str, Any],
+    labelled: DataFrame,
+    image_size: int,
+    weights: str,
+) -> Tuple[Optional[DataFrame], List[Part], List[Part], int]:
+    """The features of the run ``previous`` (the last published manifest) that an incremental
+    run reuses: those of the images of ``labelled`` whose path, size and modification time are
+    those ``previous`` featurized, if it used the same ``image_size`` and ``weights``.
+
+    Returns ``(unchanged, kept, folded, images_reused)``: ``unchanged`` (path, part, cached)
+    names those images and the feature folder holding each; ``kept`` and ``folded`` are the
+    previous run's parts, as :func:`plan_parts` splits them; ``images_reused`` is the rows of
+    ``unchanged``. ``(None, [], [], 0)`` when nothing is reused. No feature is read here.
+    """
+    outputs = previous.get("outputs", {})
+    parts = feature_parts(previous)
+    same = (
+        previous.get("parameters", {}).get("image_size") == image_size
+        and previous.get("weights", {}).get("source") == weights
+    )
+    if not same or storage.INVENTORY_DIR not in outputs or not parts:
+        LOG.info(
+            "incremental: the last run used other settings or has no inventory; "
+            "featurizing everything"
+        )
+        return None, [], [], 0
+    inventory = storage.read_parquet(spark, outputs[storage.INVENTORY_DIR])
+    if PART_COLUMN not in inventory.columns:  # published before runs had parts: one folder
+        inventory = inventory.withColumn(PART_COLUMN, F.lit(parts[0]["path"]))
+    unchanged = (
+        labelled.join(
+            inventory.where("featurized").select("path", "length", "modificationTime", PART_COLUMN),
+            ["path", "length", "modificationTime"],
+        )
+        .select("path", PART_COLUMN)
+        .cache()
+    )
+    in_use = {
+        row[PART_COLUMN]: int(row["count"])
+        for row in unchanged.groupBy(PART_COLUMN).count().collect()
+    }
+    images_reused = sum(in_use.values())
+    kept, folded = plan_parts(parts, in_use)
+    LOG.info(
+        "incremental: %d images reused from %d feature folders (%d rewritten)",
+        images_reused,
+        len(kept) + len(folded),
+        len(folded),
+    )
+    return unchanged, kept, folded, images_reused
+
+
+def write_inventory(
+    spark: SparkSession,
+    listing: DataFrame,
+    unchanged: Optional[DataFrame],
+    kept: List[Part],
+    new_part: Optional[Part],
+    location: str,
+) -> DataFrame:
+    """Write a run's ``inventory/`` at ``location``: what it saw (the rows of ``listing``: path,
+    size, modification time), whether each image has features, and the feature folder holding
+    them (``part``: ``new_part``, or for ``unchanged`` images one of the ``kept`` parts);
+    returns it as written."""
+    holders: List[Optional[DataFrame]] = []
+    if new_part is not None:
+        holders.append(
+            storage.read_parquet(spark, new_part["path"]).select(
+                "path", F.lit(new_part["path"]).alias(PART_COLUMN)
+            )
+        )
+    if unchanged is not None and kept:
+        holders.append(unchanged.where(F.col(PART_COLUMN).isin([p["path"] for p in kept])))
+    part_of = union_all(holders)
+    seen = listing.select("path", "length", "modificationTime")
+    if part_of is None:
+        seen = seen.withColumn(PART_COLUMN, F.lit(None).cast("string"))
+    else:
+        seen = seen.join(part_of, "path", "left")
+    inventory = seen.select(
+        "path",
+        "length",
+        "modificationTime",
+        F.col(PART_COLUMN).isNotNull().alias("featurized"),
+        PART_COLUMN,
+    )
+    storage.write_parquet(inventory, location)
+    return storage.read_parquet(spark, location)
+
+
+def run_record(run: "Run", versions: Dict[str, str]) -> Dict[str, Any]:
+    """The manifest of the finished ``run``: its id, times, parameters, counts, weights, PCA,
+    stage seconds, outputs (its feature parts and its own folders), the run it replaces,
+    ``versions`` (of the libraries) and the TensorFlow kernels used."""
+    record = {
+        "run_id": run.run_id,
+        "run_path": run.run_path,
+        "started_at": run.started_at.isoformat(),
+        "finished_at": datetime.now(timezone.utc).isoformat(),
+        "parameters": run.config.as_dict(),
+        **run.counts(),
+        "images_reused": run.images_reused,
+        "images_through_model": int(run.images_through_model.value),
+        "feature_dim": FEATURE_DIM,
+        "weights": {"source": run.weight_set.source, "flavour": run.weight_set.flavour},
+        "pca_method": run.pca.method if run.pca else None,
+        "k": run.pca.k if run.pca else None,
+        "explained_variance": run.pca.explained_variance if run.pca else [],
+        "explained_variance_kept": run.pca.explained_variance_kept if run.pca else None,
+        "seconds": dict(run.seconds),
+        "outputs": {
+            storage.FEATURES_DIR: [part["path"] for part in run.feature_parts],
+            **{
+                name: run.location(name)
+                for name in (
+                    storage.PCA_DIR,
+                    storage.PCA_CSV_DIR,
+                    storage.INVENTORY_DIR,
+                    storage.VARIANCE_PLOT,
+                )
+                if run.pca is not None or name == storage.INVENTORY_DIR
+            },
+        },
+        "feature_parts": [dict(part) for part in run.feature_parts],
+        "previous_run_id": (run.previous_manifest or {}).get("run_id"),
+        "versions": versions,
+        "tensorflow": run.tensorflow,
+    }
+    if run.pca_skipped:
+        record["pca_skipped"] = f"PCA skipped: {run.pca_skipped}"
+    if run.images_failed:
+        record["outputs"][storage.FAILED_DIR] = run.location(storage.FAILED_DIR)
+    return record
 
 
 def read_manifest_features(spark: SparkSession, manifest: Dict[str, Any]) -> DataFrame:

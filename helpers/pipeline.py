@@ -15,28 +15,34 @@ import time
 import uuid
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Any, Dict, Iterator, List, Optional, Tuple
-from urllib.parse import unquote, urlparse
+from typing import Any, Dict, Iterator, List, Optional
 
-import numpy as np
 import pandas as pd
 from pyspark import SparkContext
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.window import Window
 
-from helpers import class_summary, cluster, plots, report, storage
-from helpers.config import IMAGE_EXTENSIONS, PipelineConfig
-from helpers.features import FEATURE_DIM, decode_error_udf, featurize_udf
-from helpers.images import ImageDecodeError, decode_image, label_columns
+from helpers import (
+    class_summary,
+    cluster,
+    failures,
+    listing,
+    plots,
+    report,
+    samples,
+    storage,
+)
+from helpers.config import PipelineConfig
+from helpers.features import featurize_udf
 from helpers.lock import OutputLock
 from helpers.manifest import (
-    PART_COLUMN,
     Part,
-    feature_parts,
-    plan_parts,
     read_parts,
     referenced_runs,
+    reusable_parts,
+    run_record,
+    union_all,
+    write_inventory,
 )
 from helpers.progress import TASKS_PER_CORE, SparkProgress
 from helpers.reduction import MIN_PCA_VECTORS, PCA_COLUMN, PcaFit, fit_pca, project
@@ -47,31 +53,10 @@ from helpers.session import (
     sigint_handler,
     stop_jvm,
     task_cpus,
-    temporary_conf,
 )
 from helpers.weights import WeightSet, load_weight_set
 
 LOG = logging.getLogger("helpers.pipeline")
-
-#: Hadoop glob keeping .jpg/.jpeg/.png in any letter case.
-IMAGE_GLOB = (
-    "*.{"
-    + ",".join(
-        "".join(f"[{c.lower()}{c.upper()}]" for c in ext.lstrip(".")) for ext in IMAGE_EXTENSIONS
-    )
-    + "}"
-)
-
-NO_CLASS_FOLDER = "no class folder: the image lies directly in input_path"
-EMPTY_FILE = "empty file (0 bytes)"
-VANISHED = "gone or unreadable when read again for its error"
-NO_FEATURES = "decodes now but has no features: it may have changed during the run"
-
-#: Bytes each file counts for when the listing packs files into tasks (it reads no content).
-LISTING_OPEN_COST = 1 << 20
-
-#: Up to this many failed images are read again by name; beyond, the input is scanned once.
-MAX_FAILED_PATHS_READ_BY_NAME = 10_000
 
 
 class Run:
@@ -167,102 +152,15 @@ class Run:
                 if not storage.exists(self.spark, path):
                     raise FileNotFoundError(f"input_path does not exist: {path}")
                 self.root = storage.qualified(self.spark, path).rstrip("/")
-                # One listing of the tree: this scan's file index serves every later read of
-                # all the images (featurize reads the contents through it).
-                with self._listing_scan():
-                    self.files = self._read_binary(self.root)
-                    scan = self.files.select("path", "length", "modificationTime")
-                    limited = self.config.sample_limit is not None
-                    # Zero-byte files are in the index but not in the scan: with a sample_limit
-                    # they are added first (they may be among the first paths), else only when
-                    # missing, to the cached listing (the files are not scanned again).
-                    self.listing = self._cached_listing(
-                        self._with_empty_files(scan) if limited else scan
-                    )
-                    if not limited and self.images_total < self._indexed_count():
-                        scanned = self.listing
-                        self.listing = self._cached_listing(
-                            self._with_empty_files(
-                                scanned.select("path", "length", "modificationTime")
-                            )
-                        )
-                        scanned.unpersist()
+                # One listing of the tree: its scan's file index serves every later read of all
+                # the images (featurize reads the contents through it).
+                found = listing.list_images(self.spark, self.root, self.config.sample_limit)
+            self.files, self.listing = found.files, found.listing
+            self.images_total, self.listed_bytes = found.images_total, found.listed_bytes
             if self.images_total == 0:
                 raise ValueError(f"no .jpg/.jpeg/.png images found under input_path: {path}")
             LOG.info("listed %d images under %s", self.images_total, path)
         return self.listing
-
-    def _cached_listing(self, files: DataFrame) -> DataFrame:
-        """``files`` labelled, cut to ``sample_limit``, cached; sets ``images_total`` and
-        ``listed_bytes`` (one job)."""
-        listing = self._labelled(files)
-        if self.config.sample_limit is not None:
-            listing = listing.orderBy("path").limit(self.config.sample_limit)
-        listing = listing.cache()
-        counts = listing.agg(F.count(F.lit(1)), F.sum("length"), F.max("length")).first()
-        self.images_total = int(counts[0])
-        self.listed_bytes = (int(counts[1] or 0), int(counts[2] or 0))
-        return listing
-
-    @contextmanager
-    def _listing_scan(self) -> Iterator[None]:
-        """The listing's file index and scan, cheap per file. The index: folders listed in at
-        most a few tasks per core, no block locations (the chain reads whole files, anywhere).
-        The scan: a few tasks per core with as many files each: it reads no content, so a file
-        costs its open, not its bytes (Spark's packing by bytes plus a small open cost would
-        make many tasks, and few files for the tasks of larger ones)."""
-        slots = max(1, self.spark.sparkContext.defaultParallelism // task_cpus(self.spark))
-        with (
-            temporary_conf(self.spark, "spark.sql.sources.ignoreDataLocality", "true"),
-            temporary_conf(
-                self.spark,
-                "spark.sql.sources.parallelPartitionDiscovery.parallelism",
-                str(slots * TASKS_PER_CORE),
-            ),
-            temporary_conf(self.spark, "spark.sql.files.openCostInBytes", str(LISTING_OPEN_COST)),
-            temporary_conf(self.spark, "spark.sql.files.maxPartitionBytes", str(2**62)),
-            temporary_conf(
-                self.spark, "spark.sql.files.minPartitionNum", str(slots * TASKS_PER_CORE)
-            ),
-        ):
-            yield
-
-    def _indexed_paths(self) -> List[str]:
-        """The paths of the listing's file index (every file, empty ones too), as Spark's
-        ``path`` column writes them (they cross from the JVM as one string)."""
-        jvm = self.spark.sparkContext._jvm  # noqa: SLF001 (py4j handle)
-        # One string, not one py4j call per path (20,000 calls: 6 s on a busy 2-core machine).
-        joined = jvm.scala.Predef.genericWrapArray(self.files._jdf.inputFiles()).mkString("\0")
-        return [hadoop_path_string(uri) for uri in str(joined).split("\0") if uri]
-
-    def _indexed_count(self) -> int:
-        """How many files the listing's file index holds (one call, no path crosses)."""
-        return len(self.files._jdf.inputFiles())  # noqa: SLF001
-
-    def _with_empty_files(self, scanned: DataFrame) -> DataFrame:
-        """Add the zero-byte files that Spark's file scan skips silently (length 0): the files
-        of the driver's file index that the scan did not return."""
-        indexed = self.spark.createDataFrame(
-            [(path,) for path in self._indexed_paths()], "path string"
-        )
-        empty = indexed.join(scanned, "path", "left_anti").select(
-            "path",
-            F.lit(0).cast("long").alias("length"),
-            F.lit(None).cast("timestamp").alias("modificationTime"),
-        )
-        return scanned.unionByName(empty)
-
-    def _labelled(self, frame: DataFrame) -> DataFrame:
-        """``frame`` with ``label`` (class folder) and ``split`` (Training/Test) from its path."""
-        return frame.select("*", *label_columns(self.root))
-
-    def _read_binary(self, *paths: str) -> DataFrame:
-        return (
-            self.spark.read.format("binaryFile")
-            .option("recursiveFileLookup", "true")
-            .option("pathGlobFilter", IMAGE_GLOB)
-            .load(list(paths) if len(paths) > 1 else paths[0])
-        )
 
     def class_counts(self) -> pd.DataFrame:
         """Images per split and class (a small table)."""
@@ -289,40 +187,12 @@ class Run:
         With more than ``max_classes`` classes (Fruits-360 has 130+), a seeded random choice of
         ``max_classes`` of them is shown and the title says how many there are in all.
         """
-        window = F.row_number().over(
-            Window.partitionBy("label").orderBy(F.xxhash64("path", F.lit(self.config.seed)))
-        )
         candidates = (
             self.features.select("path", "label")
             if self.features is not None
             else self.listing.where(F.col("label").isNotNull() & (F.col("length") > 0))
         )
-        chosen = (
-            candidates.withColumn("rank", window)
-            .where(F.col("rank") <= per_class + 2)
-            .select("path", "label")
-            .orderBy("label", "rank")
-            .toPandas()
-        )
-        classes = sorted(chosen["label"].unique())
-        classes_in_total = len(classes) if len(classes) > max_classes else None
-        if classes_in_total is not None:
-            rng = np.random.default_rng(self.config.seed)
-            kept = set(rng.choice(classes, size=max_classes, replace=False))
-            chosen = chosen[chosen["label"].isin(kept)].reset_index(drop=True)
-        contents = self._read_binary(*chosen["path"]).select("path", "content").toPandas()
-        by_path = dict(zip(contents["path"], contents["content"]))
-        shown, images = [], []
-        for path, label in zip(chosen["path"], chosen["label"]):
-            if sum(1 for other in shown if other[1] == label) == per_class:
-                continue
-            try:
-                images.append(decode_image(by_path.get(path), 100))
-                shown.append((path, label))
-            except ImageDecodeError:
-                continue
-        grid = pd.DataFrame(shown, columns=["path", "label"])
-        return plots.sample_grid_figure(grid, images, per_class, classes_in_total=classes_in_total)
+        return samples.sample_grid(self.spark, candidates, self.config.seed, per_class, max_classes)
 
     # -- stage 2: features -------------------------------------------------------------
     def featurize(self) -> Dict[str, int]:
@@ -342,13 +212,19 @@ class Run:
             )
         with self.stage("featurize"):
             labelled = self.listing.where(F.col("label").isNotNull() & (F.col("length") > 0))
-            unchanged, kept, folded = self._reusable_parts(labelled)
+            unchanged, kept, folded = None, [], []
+            if config.incremental and self.previous_manifest is not None:
+                unchanged, kept, folded, self.images_reused = reusable_parts(
+                    self.spark, self.previous_manifest, labelled, config.image_size, config.weights
+                )
             to_featurize = labelled
             if unchanged is not None:
                 to_featurize = labelled.join(unchanged, "path", "left_anti")
             if config.sample_limit is not None or unchanged is not None:
                 rows = to_featurize.select("path", "length").collect()
-                contents = self._read_binary(*[row.path for row in rows]) if rows else None
+                contents = (
+                    listing.read_binary(self.spark, *[row.path for row in rows]) if rows else None
+                )
                 lengths = [row.length for row in rows]
                 scanned = (len(rows), sum(lengths), max(lengths, default=0))
             else:  # every image: the listing's own file index, not a second listing
@@ -356,7 +232,7 @@ class Run:
                 scanned = (self.images_total,) + self.listed_bytes
             new_features = self._featurize_contents(contents) if contents is not None else None
             # Folded parts: their rows in use move into this run's part (see helpers.manifest).
-            written = _union_all([new_features, read_parts(self.spark, folded, unchanged)])
+            written = union_all([new_features, read_parts(self.spark, folded, unchanged)])
             new_part: Optional[Part] = None
             if written is not None:
                 waves = TASKS_PER_CORE if config.progress else 1
@@ -377,13 +253,28 @@ class Run:
                     }
             self.feature_parts = kept + ([new_part] if new_part else [])
             self.images_featurized = sum(part["images"] for part in self.feature_parts)
-            self._write_failures(to_featurize, new_part)
+            self.images_failed = failures.write_failures(
+                self.spark,
+                self.listing,
+                to_featurize,
+                new_part,
+                self.root,
+                config.image_size,
+                self.location(storage.FAILED_DIR),
+            )
             if self.images_featurized == 0:
                 raise ValueError(
                     f"no image under {config.input_path} could be featurized: see "
                     f"{self.location(storage.FAILED_DIR)}"
                 )
-            inventory = self._write_inventory(unchanged, kept, new_part)
+            inventory = write_inventory(
+                self.spark,
+                self.listing,
+                unchanged,
+                kept,
+                new_part,
+                self.location(storage.INVENTORY_DIR),
+            )
             self.features = read_parts(self.spark, self.feature_parts, inventory)
             if unchanged is not None:
                 unchanged.unpersist()
@@ -401,7 +292,8 @@ class Run:
 
     def _featurize_contents(self, contents: DataFrame) -> DataFrame:
         """The CNN over ``contents`` (path, content): path, label, split, features of the images
-        that decoded (the others are left out; :meth:`_write_failures` finds them)."""
+        that decoded (the others are left out; :func:`helpers.failures.write_failures` finds
+        them)."""
         config = self.config
         udf = featurize_udf(
             self.spark,
@@ -412,142 +304,12 @@ class Run:
             images_through_model=self.images_through_model,
         )
         return (
-            self._labelled(contents.select("path", "content"))
+            listing.labelled(contents.select("path", "content"), self.root)
             .where(F.col("label").isNotNull())
             .select("path", "label", "split", udf(F.col("content")).alias("result"))
             .where(F.col("result.error").isNull())
             .select("path", "label", "split", "result.features")
         )
-
-    def _write_failures(self, featurized: DataFrame, new_part: Optional[Part]) -> None:
-        """Write ``failed/`` (path, reason) when any image failed; set ``images_failed``.
-
-        Failures are the listed images outside a class folder, the empty files, and the images
-        this run sent to the CNN (``featurized``) that are not in its part ``new_part``: those
-        are read and decoded again (no CNN) for the reason. The listing is cached, so the first
-        two cost no file access; reused images are not looked at again.
-        """
-        unlabelled = self.listing.where(F.col("label").isNull())
-        empty = self.listing.where(F.col("label").isNotNull() & (F.col("length") == 0))
-        parts: List[Optional[DataFrame]] = [
-            unlabelled.select("path", F.lit(NO_CLASS_FOLDER).alias("reason")),
-            empty.select("path", F.lit(EMPTY_FILE).alias("reason")),
-        ]
-        skipped = parts[0].union(parts[1]).count()
-        missing = featurized.select("path")
-        if new_part is not None:
-            written = storage.read_parquet(self.spark, new_part["path"]).select("path")
-            missing = missing.join(written, "path", "left_anti")
-        missing = missing.cache()
-        undecoded = missing.count()
-        if undecoded:
-            parts.append(self._decode_reasons(missing, undecoded))
-        self.images_failed = skipped + undecoded
-        if self.images_failed:
-            failures = _union_all(parts)
-            storage.write_parquet(failures.coalesce(1), self.location(storage.FAILED_DIR))
-        missing.unpersist()
-
-    def _decode_reasons(self, missing: DataFrame, count: int) -> DataFrame:
-        """path, reason for the ``missing`` images (``count`` of them), decoded again."""
-        if count <= MAX_FAILED_PATHS_READ_BY_NAME:
-            paths = [row.path for row in missing.collect()]
-            contents = self._read_binary(*paths)
-        else:  # many failures: one scan of the input, kept to the missing paths
-            contents = self._read_binary(self.root).join(missing, "path", "left_semi")
-        decode_error = decode_error_udf(self.config.image_size)(F.col("content"))
-        reasons = contents.select(
-            "path", F.coalesce(decode_error, F.lit(NO_FEATURES)).alias("reason")
-        )
-        found = reasons.select("path").distinct()
-        vanished = missing.join(found, "path", "left_anti").select(
-            "path", F.lit(VANISHED).alias("reason")
-        )
-        return reasons.unionByName(vanished)
-
-    def _reusable_parts(
-        self, labelled: DataFrame
-    ) -> Tuple[Optional[DataFrame], List[Part], List[Part]]:
-        """The last published run's features of unchanged images (incremental mode only).
-
-        Returns ``(unchanged, kept, folded)``: ``unchanged`` (path, part, cached) names the
-        images whose path, size and modification time are those the last run featurized, and
-        the feature folder holding each; ``kept`` and ``folded`` are that run's parts, as
-        :func:`helpers.manifest.plan_parts` splits them. ``(None, [], [])`` when nothing is
-        reused. Sets ``images_reused``; no feature is read here.
-        """
-        previous = self.previous_manifest
-        if not self.config.incremental or previous is None:
-            return None, [], []
-        outputs = previous.get("outputs", {})
-        parts = feature_parts(previous)
-        same = (
-            previous.get("parameters", {}).get("image_size") == self.config.image_size
-            and previous.get("weights", {}).get("source") == self.config.weights
-        )
-        if not same or storage.INVENTORY_DIR not in outputs or not parts:
-            LOG.info(
-                "incremental: the last run used other settings or has no inventory; "
-                "featurizing everything"
-            )
-            return None, [], []
-        inventory = storage.read_parquet(self.spark, outputs[storage.INVENTORY_DIR])
-        if PART_COLUMN not in inventory.columns:  # published before runs had parts: one folder
-            inventory = inventory.withColumn(PART_COLUMN, F.lit(parts[0]["path"]))
-        unchanged = (
-            labelled.join(
-                inventory.where("featurized").select(
-                    "path", "length", "modificationTime", PART_COLUMN
-                ),
-                ["path", "length", "modificationTime"],
-            )
-            .select("path", PART_COLUMN)
-            .cache()
-        )
-        in_use = {
-            row[PART_COLUMN]: int(row["count"])
-            for row in unchanged.groupBy(PART_COLUMN).count().collect()
-        }
-        self.images_reused = sum(in_use.values())
-        kept, folded = plan_parts(parts, in_use)
-        LOG.info(
-            "incremental: %d images reused from %d feature folders (%d rewritten)",
-            self.images_reused,
-            len(kept) + len(folded),
-            len(folded),
-        )
-        return unchanged, kept, folded
-
-    def _write_inventory(
-        self, unchanged: Optional[DataFrame], kept: List[Part], new_part: Optional[Part]
-    ) -> DataFrame:
-        """What this run saw: path, size, modification time, whether it has features, and the
-        feature folder holding them (``part``); returns it as written."""
-        holders: List[Optional[DataFrame]] = []
-        if new_part is not None:
-            holders.append(
-                storage.read_parquet(self.spark, new_part["path"]).select(
-                    "path", F.lit(new_part["path"]).alias(PART_COLUMN)
-                )
-            )
-        if unchanged is not None and kept:
-            holders.append(unchanged.where(F.col(PART_COLUMN).isin([p["path"] for p in kept])))
-        part_of = _union_all(holders)
-        seen = self.listing.select("path", "length", "modificationTime")
-        if part_of is None:
-            seen = seen.withColumn(PART_COLUMN, F.lit(None).cast("string"))
-        else:
-            seen = seen.join(part_of, "path", "left")
-        inventory = seen.select(
-            "path",
-            "length",
-            "modificationTime",
-            F.col(PART_COLUMN).isNotNull().alias("featurized"),
-            PART_COLUMN,
-        )
-        location = self.location(storage.INVENTORY_DIR)
-        storage.write_parquet(inventory, location)
-        return storage.read_parquet(self.spark, location)
 
     def _check_counts(self) -> None:
         accounted = self.images_featurized + self.images_failed
@@ -567,10 +329,7 @@ class Run:
 
     def failed_images(self) -> pd.DataFrame:
         """The failed images and why (empty when none failed)."""
-        location = self.location(storage.FAILED_DIR)
-        if not storage.exists(self.spark, location):
-            return pd.DataFrame(columns=["path", "reason"])
-        return storage.read_parquet(self.spark, location).orderBy("path").toPandas()
+        return failures.read_failures(self.spark, self.location(storage.FAILED_DIR))
 
     # -- stage 3: PCA ------------------------------------------------------------------
     def reduce(self) -> Any:
@@ -648,44 +407,7 @@ class Run:
         reader going through it sees the previous run whole or this run whole, never a mix,
         and a run killed before this point leaves the previous one published.
         """
-        self.manifest = {
-            "run_id": self.run_id,
-            "run_path": self.run_path,
-            "started_at": self.started_at.isoformat(),
-            "finished_at": datetime.now(timezone.utc).isoformat(),
-            "parameters": self.config.as_dict(),
-            **self.counts(),
-            "images_reused": self.images_reused,
-            "images_through_model": int(self.images_through_model.value),
-            "feature_dim": FEATURE_DIM,
-            "weights": {"source": self.weight_set.source, "flavour": self.weight_set.flavour},
-            "pca_method": self.pca.method if self.pca else None,
-            "k": self.pca.k if self.pca else None,
-            "explained_variance": self.pca.explained_variance if self.pca else [],
-            "explained_variance_kept": self.pca.explained_variance_kept if self.pca else None,
-            "seconds": dict(self.seconds),
-            "outputs": {
-                storage.FEATURES_DIR: [part["path"] for part in self.feature_parts],
-                **{
-                    name: self.location(name)
-                    for name in (
-                        storage.PCA_DIR,
-                        storage.PCA_CSV_DIR,
-                        storage.INVENTORY_DIR,
-                        storage.VARIANCE_PLOT,
-                    )
-                    if self.pca is not None or name == storage.INVENTORY_DIR
-                },
-            },
-            "feature_parts": [dict(part) for part in self.feature_parts],
-            "previous_run_id": (self.previous_manifest or {}).get("run_id"),
-            "versions": library_versions(self.spark),
-            "tensorflow": self.tensorflow,
-        }
-        if self.pca_skipped:
-            self.manifest["pca_skipped"] = f"PCA skipped: {self.pca_skipped}"
-        if self.images_failed:
-            self.manifest["outputs"][storage.FAILED_DIR] = self.location(storage.FAILED_DIR)
+        self.manifest = run_record(self, library_versions(self.spark))
         storage.write_json(self.spark, self.location(storage.MANIFEST), self.manifest)
         storage.write_json_atomic(
             self.spark,
@@ -735,25 +457,6 @@ def new_run_id(moment: Optional[datetime] = None) -> str:
     """A run id from a UTC time: ``YYYYMMDDTHHMMSSZ-`` and 6 random hex digits."""
     moment = moment or datetime.now(timezone.utc)
     return moment.strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
-
-
-def _union_all(frames: List[Optional[DataFrame]]) -> Optional[DataFrame]:
-    """Union by name of the frames that are not ``None`` (``None`` when all are)."""
-    present = [frame for frame in frames if frame is not None]
-    if not present:
-        return None
-    union = present[0]
-    for frame in present[1:]:
-        union = union.unionByName(frame)
-    return union
-
-
-def hadoop_path_string(uri: str) -> str:
-    """A file-index URI (``file:///a%20b``) as Spark's ``path`` column writes it (``file:/a b``)."""
-    parsed = urlparse(uri)
-    if parsed.scheme == "file":
-        return "file:" + unquote(parsed.path)
-    return f"{parsed.scheme}://{parsed.netloc}{unquote(parsed.path)}"
 
 
 def library_versions(spark: Optional[SparkSession] = None) -> Dict[str, str]:
