@@ -15,6 +15,10 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))  # tests/corpus.py
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
+sys.path.insert(0, os.path.join(REPO, "scripts", "emr"))  # the EMR scripts' Python modules
+
+from nightly import step_args as nightly_step_args  # noqa: E402
+
 SAMPLE = os.path.join(REPO, "data", "sample")
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
@@ -423,41 +427,23 @@ def run_cloud_step_with_a_racer(folder, s3_server, s3_client):
     run_id = "s3-night-1"
     executed = f"{CLOUD_OUTPUT}/history/{run_id}/cloud.executed.ipynb"
     stdout_file = folder / "papermill-stdout.log"
-    step = [
-        sys.executable,
-        "-m",
-        "papermill",
-        "--kernel",
-        "python3",
-        "--log-output",
-        "--stdout-file",
-        str(stdout_file),
-        "--cwd",
-        os.path.join(REPO, "notebooks"),
-        f"s3://{CLOUD_BUCKET}/notebooks/cloud.ipynb",
+    # The EMR nightly step's own papermill command (scripts/emr/nightly.py), run here by this
+    # Python, with its stdout kept and the notebooks folder as working directory.
+    values = {
+        "NOTEBOOK_URI": f"s3://{CLOUD_BUCKET}/notebooks/cloud.ipynb",
+        "INPUT_PATH": f"s3://{CLOUD_BUCKET}/fruits-360",
+        "OUTPUT_PATH": CLOUD_OUTPUT,
+        "COST_PER_HOUR": str(CLOUD_COST_PER_HOUR),
+    }
+    emr_step = nightly_step_args(values, run_id)
+    assert emr_step[0].endswith("/papermill") and emr_step[4:6] == [
+        values["NOTEBOOK_URI"],
         executed,
-        "-r",
-        "input_path",
-        f"s3://{CLOUD_BUCKET}/fruits-360",
-        "-r",
-        "output_path",
-        CLOUD_OUTPUT,
-        "-p",
-        "incremental",
-        "True",
-        "-r",
-        "run_id",
-        run_id,
-        "-p",
-        "cost_per_hour",
-        str(CLOUD_COST_PER_HOUR),
-        "-r",
-        "s3_endpoint",
-        endpoint,
-        "-r",
-        "spark_master",
-        "local[2]",
     ]
+    step = [sys.executable, "-m", "papermill", *emr_step[1:4]]
+    step += ["--stdout-file", str(stdout_file), "--cwd", os.path.join(REPO, "notebooks")]
+    step += emr_step[4:]
+    step += ["-r", "s3_endpoint", endpoint, "-r", "spark_master", "local[2]"]
     racer = [
         sys.executable,
         "-m",
@@ -510,3 +496,14 @@ def run_cloud_step_with_a_racer(folder, s3_server, s3_client):
 @pytest.fixture(scope="session")
 def cloud_s3_run(scenarios):
     return scenarios.result("cloud_s3_run")
+
+
+def notebook_errors(notebook):
+    """The error outputs of an executed notebook (nbformat), in cell order."""
+    return [
+        output
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.outputs
+        if output.output_type == "error"
+    ]

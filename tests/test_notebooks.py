@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import REPO
+from conftest import REPO, notebook_errors
 from helpers import report_html
 from helpers.config import PipelineConfig
 
@@ -84,16 +84,6 @@ def test_cloud_notebook_opens_with_pyspark_and_its_figures_suit_livy():
         assert isinstance(last, ast.Expr) and last.value.func.id == "make_current", source
 
 
-def executed_errors(notebook):
-    return [
-        output
-        for cell in notebook.cells
-        if cell.cell_type == "code"
-        for output in cell.outputs
-        if output.output_type == "error"
-    ]
-
-
 def assert_cluster_checked(notebook):
     """The first cell after the set-up checked the executors and shows one row per host."""
     import socket
@@ -114,7 +104,7 @@ def assert_cluster_checked(notebook):
 
 def test_local_notebook_runs_headless_with_papermill(local_notebook_run, caplog):
     notebook = nbformat.read(local_notebook_run["notebook"], as_version=4)
-    assert not executed_errors(notebook)
+    assert not notebook_errors(notebook)
     assert_cluster_checked(notebook)
     images_on_disk = local_notebook_run["images"]
     manifest = json.loads((local_notebook_run["output"] / "manifest.json").read_text())
@@ -198,7 +188,7 @@ def test_cloud_notebook_on_s3_with_papermill(cloud_s3_run, s3_client):
         s3_client.get_object(Bucket=bucket, Key=executed)["Body"].read().decode(),
         as_version=4,
     )
-    assert not executed_errors(notebook)
+    assert not notebook_errors(notebook)
     assert_cluster_checked(notebook)
     # Every figure cell ends with sparkmagic's `%matplot plt`; under python3 the magic helpers
     # register shows the figure once, as a PNG.

@@ -28,6 +28,7 @@ from conftest import (
     REPO,
     copy_subset,
     finish,
+    notebook_errors,
     scenario,
     start,
     subprocess_environment,
@@ -116,16 +117,6 @@ def executed(output, run_id):
     )
 
 
-def errors_in(notebook):
-    return [
-        output
-        for cell in notebook.cells
-        if cell.cell_type == "code"
-        for output in cell.outputs
-        if output.output_type == "error"
-    ]
-
-
 def test_a_second_run_stops_at_once_naming_the_first(nights):
     holder = nights["holder"]
     assert holder["host"] == socket.gethostname() and holder["pid"] > 0
@@ -148,7 +139,7 @@ def test_night_without_a_test_split_completes_and_publishes(nights):
     assert status == 0, log[-5000:]
     assert "scheduled run night-1 published: 8 images, 8 new through the CNN" in log
     notebook = executed(nights["output"], "night-1")
-    assert not errors_in(notebook)
+    assert not notebook_errors(notebook)
     confusion_cell = next(
         cell for cell in notebook.cells if "classification.confusion_figure()" in cell.source
     )
@@ -165,7 +156,7 @@ def test_a_failing_run_exits_non_zero_names_its_notebook_and_publishes_nothing(n
     assert f"the executed notebook with the error: {where}" in log
     assert any(
         error.ename == "FileNotFoundError"
-        for error in errors_in(executed(nights["output"], "failed"))
+        for error in notebook_errors(executed(nights["output"], "failed"))
     )
     # Released at the kernel's exit, or (a kernel shut down without its exit handlers) left
     # with a dead pid, which the next night takes over (it did: night 2 ran).
@@ -205,7 +196,7 @@ def test_second_night_sends_nothing_through_the_cnn_and_history_has_two_rows(nig
     with open(history.location(output, history.LATEST_JSON)) as handle:
         assert json.load(handle) == rows[-1]
     for run_id in ("night-1", "night-2"):  # each night's executed notebook is kept
-        assert not errors_in(executed(output, run_id))
+        assert not notebook_errors(executed(output, run_id))
     assert lock.read_holder(None, output) is None
 
 
