@@ -267,7 +267,9 @@ class S3Handler:
     def _client(self) -> Any:
         import boto3  # imported here: only S3 paths without Spark need it
 
-        return boto3.client("s3", endpoint_url=self.endpoint or None)
+        # A session of its own: boto3's default session keeps the first credentials it resolved
+        # in this process, so a later change of AWS_* variables would not be seen.
+        return boto3.session.Session().client("s3", endpoint_url=self.endpoint or None)
 
     @contextmanager
     def _clear_errors(self, path: str) -> Iterator[None]:

@@ -224,3 +224,19 @@ def test_hadoop_replace_renames_on_other_file_systems(spark, tmp_path):
     assert hadoop.read(path) == b"two\n"
     assert hadoop.list_names(f"file:{tmp_path}/history") == ["runs.jsonl"]
     assert not hadoop.create_exclusive(path, b"three\n")
+
+
+def test_s3_handler_reads_the_credentials_of_now(bucket, s3_environment, monkeypatch):
+    """boto3's default session keeps the first credentials it resolves in a process (here other
+    ones, as another test or a notebook cell may leave); the handler must use today's."""
+    import boto3
+
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+    with monkeypatch.context() as other:
+        other.setenv("AWS_ACCESS_KEY_ID", "someone-else")
+        other.setenv("AWS_SECRET_ACCESS_KEY", "someone-elses-secret")
+        boto3.setup_default_session()
+        assert boto3.DEFAULT_SESSION.get_credentials().access_key == "someone-else"
+    path = f"s3://{bucket}/credentials/{uuid.uuid4().hex[:8]}.txt"
+    storage.write_bytes(None, path, b"mine")
+    assert storage.read_bytes(None, path) == b"mine"
