@@ -134,12 +134,26 @@ def test_local_notebook_runs_headless_with_papermill(local_notebook_run, caplog)
     assert all(alt and not alt.startswith("No description") for alt in alts), alts
 
 
+#: What ipykernel logs when papermill's kernel shutdown reaches it while it still finishes the
+#: last request: jupyter_client always interrupts a kernel (SIGINT) before asking it to stop.
+SHUTDOWN_INTERRUPT = "[IPKernelApp] ERROR | KeyboardInterrupt caught in kernel."
+
+
 def test_local_run_log_has_no_error_or_traceback(local_notebook_run):
     """`make run`'s output (papermill's --log-output: cell outputs, kernel and Spark logs) holds
-    no ERROR and no Traceback line when the run succeeds."""
+    no ERROR and no Traceback line when the run succeeds. After the last cell has ended, the
+    one line allowed is ipykernel's note that the shutdown's interrupt found it busy (seen on a
+    loaded 2-core machine): the notebook's work is done by then."""
     log = local_notebook_run["log"]
     assert "Executing notebook with kernel: fruits" in log
-    bad = [line for line in log.splitlines() if "ERROR" in line or "Traceback" in line]
+    last_cell = log.rindex("Ending Cell ")
+    during, after = log[:last_cell], log[last_cell:]
+    bad = [line for line in during.splitlines() if "ERROR" in line or "Traceback" in line]
+    bad += [
+        line
+        for line in after.replace(SHUTDOWN_INTERRUPT, "").splitlines()
+        if "ERROR" in line or "Traceback" in line
+    ]
     assert not bad, "\n".join(bad)
 
 
