@@ -226,6 +226,30 @@ def scenario(name, needs=()):
     return declare
 
 
+#: name -> seconds a scenario ran (in the lane), for the summary at the end of the session.
+SCENARIO_SECONDS = {}
+
+
+def uses_scenario(item) -> bool:
+    """Whether the test ``item`` waits for a scenario (directly or through another fixture)."""
+    return any(name in SCENARIOS for name in getattr(item, "fixturenames", ()))
+
+
+def pytest_collection_modifyitems(items):
+    """Tests that wait for a scenario run last, in their collected order: the other tests run
+    first, while the lane runs the scenarios, so neither waits for the other early on."""
+    items[:] = [item for item in items if not uses_scenario(item)] + [
+        item for item in items if uses_scenario(item)
+    ]
+
+
+def pytest_terminal_summary(terminalreporter):
+    if SCENARIO_SECONDS:
+        terminalreporter.write_sep("=", "scenarios run in the background lane")
+        for name, seconds in SCENARIO_SECONDS.items():
+            terminalreporter.write_line(f"{seconds:8.2f}s  {name}")
+
+
 class Lane:
     """Runs scenarios one after the other in a thread; :meth:`result` waits for one."""
 
@@ -236,7 +260,16 @@ class Lane:
         self.futures = {}
 
     def submit(self, name, function, *arguments) -> None:
-        self.futures[name] = self.executor.submit(function, *arguments)
+        def timed():
+            import time
+
+            started = time.monotonic()
+            try:
+                return function(*arguments)
+            finally:
+                SCENARIO_SECONDS[name] = time.monotonic() - started
+
+        self.futures[name] = self.executor.submit(timed)
 
     def fail(self, name, error) -> None:
         """The scenario could not start: its result is ``error``."""

@@ -33,8 +33,8 @@ def run(spark, images, output, incremental=True):
 
 
 @pytest.fixture(scope="module")
-def nights(spark, tmp_path_factory):
-    """A first run on 2 classes x (4 + 1) images, then four incremental nights on the same
+def incremental_nights(spark, tmp_path_factory):
+    """A first run on 2 classes x (4 + 1) images, then four incremental incremental_nights on the same
     output: 1 adds 4 images; 2 changes 3 of those and adds 1 (the night-1 folder keeps one row
     in use of four: folded); 3 deletes a first-run image (its folder is filtered, not copied);
     4 adds 1 image with the part limit at 2 (folds every part but the largest). Then a full
@@ -101,20 +101,21 @@ def local(path):
     return path.split(":", 1)[-1]
 
 
-def test_only_new_and_changed_images_go_through_the_cnn(nights):
-    through = [manifest["images_through_model"] for manifest in nights["manifests"]]
+def test_only_new_and_changed_images_go_through_the_cnn(incremental_nights):
+    through = [manifest["images_through_model"] for manifest in incremental_nights["manifests"]]
     assert through == [10, 4, 4, 0, 1]
-    reused = [manifest["images_reused"] for manifest in nights["manifests"]]
+    reused = [manifest["images_reused"] for manifest in incremental_nights["manifests"]]
     assert reused == [0, 10, 11, 14, 14]
-    assert [manifest["images_total"] for manifest in nights["manifests"]] == [10, 14, 15, 14, 15]
+    totals = [manifest["images_total"] for manifest in incremental_nights["manifests"]]
+    assert totals == [10, 14, 15, 14, 15]
 
 
-def test_the_manifest_names_the_parts_and_folds_stale_and_surplus_ones(nights):
-    first, night1, night2, night3, night4 = nights["manifests"]
+def test_the_manifest_names_the_parts_and_folds_stale_and_surplus_ones(incremental_nights):
+    first, night1, night2, night3, night4 = incremental_nights["manifests"]
     folder = lambda manifest: f"{manifest['run_path']}/features"  # noqa: E731
     shapes = [
         [(part["path"], part["rows"], part["images"]) for part in feature_parts(manifest)]
-        for manifest in nights["manifests"]
+        for manifest in incremental_nights["manifests"]
     ]
     assert shapes[0] == [(folder(first), 10, 10)]
     assert shapes[1] == [(folder(first), 10, 10), (folder(night1), 4, 4)]
@@ -124,7 +125,7 @@ def test_the_manifest_names_the_parts_and_folds_stale_and_surplus_ones(nights):
     assert shapes[3] == [(folder(first), 10, 9), (folder(night2), 5, 5)]
     # Night 4, at most 2 parts: all but the largest fold into night 4's folder.
     assert shapes[4] == [(folder(first), 10, 9), (folder(night4), 6, 6)]
-    for manifest in nights["manifests"]:
+    for manifest in incremental_nights["manifests"]:
         assert manifest["outputs"]["features"] == [
             part["path"] for part in manifest["feature_parts"]
         ]
@@ -133,9 +134,9 @@ def test_the_manifest_names_the_parts_and_folds_stale_and_surplus_ones(nights):
         )
 
 
-def test_each_night_publishes_the_images_on_disk_and_keeps_unchanged_vectors(nights):
-    snapshots = nights["snapshots"]
-    changes = nights["changes"]
+def test_each_night_publishes_the_images_on_disk_and_keeps_unchanged_vectors(incremental_nights):
+    snapshots = incremental_nights["snapshots"]
+    changes = incremental_nights["changes"]
     changed = set(changes["changed"])
     for before, after in zip(snapshots, snapshots[1:]):
         for path, vector in after.items():
@@ -148,12 +149,12 @@ def test_each_night_publishes_the_images_on_disk_and_keeps_unchanged_vectors(nig
         assert not np.array_equal(snapshots[1]["file:" + path], snapshots[2]["file:" + path])
 
 
-def test_the_last_night_publishes_what_a_full_run_would(spark, nights):
-    incremental, full = nights["snapshots"][-1], nights["full_vectors"]
+def test_the_last_night_publishes_what_a_full_run_would(spark, incremental_nights):
+    incremental, full = incremental_nights["snapshots"][-1], incremental_nights["full_vectors"]
     assert incremental.keys() == full.keys()
     for path in full:  # the CNN's last bits depend on the batch an image was in (oneDNN)
         np.testing.assert_allclose(incremental[path], full[path], rtol=0, atol=1e-4, err_msg=path)
-    last, whole = nights["manifests"][-1], nights["full"]
+    last, whole = incremental_nights["manifests"][-1], incremental_nights["full"]
     assert last["k"] == whole["k"]
     assert last["images_featurized"] == whole["images_featurized"]
     np.testing.assert_allclose(
@@ -163,17 +164,17 @@ def test_the_last_night_publishes_what_a_full_run_would(spark, nights):
     assert pca.count() == whole["images_featurized"]
 
 
-def test_the_inventory_names_the_part_of_every_featurized_image(spark, nights):
-    last = nights["manifests"][-1]
+def test_the_inventory_names_the_part_of_every_featurized_image(spark, incremental_nights):
+    last = incremental_nights["manifests"][-1]
     inventory = spark.read.parquet(last["outputs"]["inventory"]).toPandas()
     assert set(inventory[PART_COLUMN].dropna()) == set(last["outputs"]["features"])
     assert inventory["featurized"].sum() == last["images_featurized"]
     assert inventory[PART_COLUMN].notna().equals(inventory["featurized"])
 
 
-def test_cleanup_keeps_every_folder_a_published_run_names(nights):
-    first, night1, night2, night3, night4 = nights["manifests"]
-    kept = sorted(os.listdir(os.path.join(nights["output"], "runs")))
+def test_cleanup_keeps_every_folder_a_published_run_names(incremental_nights):
+    first, night1, night2, night3, night4 = incremental_nights["manifests"]
+    kept = sorted(os.listdir(os.path.join(incremental_nights["output"], "runs")))
     # night 4 (published) needs the first run's folder; night 3 (replaced, still readable)
     # needs night 2's; night 1's folder was folded into night 2's and is gone.
     assert kept == sorted([first["run_id"], night2["run_id"], night3["run_id"], night4["run_id"]])
