@@ -180,6 +180,8 @@ def chain_run(images: str, output: str, work: str, name: str, incremental: bool 
         "steady": steady_rate(events) if events else None,
         "peak_rss_mb": max(notebook["peak_rss_mb"], report["peak_rss_mb"]),
         "peak_rss_mb_notebook": notebook["peak_rss_mb"],
+        "peak_rss_mb_by_kind": notebook["peak_rss_mb_by_kind"],
+        "peak_rss_mb_of_each_kind": notebook["peak_rss_mb_of_each_kind"],
         "peak_rss_mb_report_command": report["peak_rss_mb"],
         "output_bytes": output_sizes(output),
         "onednn": manifest.get("tensorflow", {}).get("summary"),
@@ -315,6 +317,9 @@ def print_table(results: Dict) -> None:
         line("chain steady state (images/s)", f"{full['steady']['images_per_s']:.1f}")
     line("one-process ceiling (images/s)", f"{results['ceiling']['median_images_per_s']:.1f}")
     line("peak RSS full / small (MB)", f"{full['peak_rss_mb']:.0f} / {small['peak_rss_mb']:.0f}")
+    for kind, megabytes in full["peak_rss_mb_by_kind"].items():
+        small_share = small["peak_rss_mb_by_kind"].get(kind, 0)
+        line(f"  at the peak, {kind} (MB)", f"{megabytes:.0f} / {small_share:.0f}")
     for name, size in full["output_bytes"].items():
         line(f"  output {name} (MB)", f"{size / 2**20:.1f}")
     if "classifier" in full and full["classifier"].get("accuracy") is not None:

@@ -75,11 +75,31 @@ def python_modules(module: str, *args: str) -> List[Dict]:
     return [json.loads(line) for line in completed.stdout.splitlines() if line.startswith("{")]
 
 
+def process_kind(process: psutil.Process) -> str:
+    """What a process of a chain run is: ``jvm``, ``spark workers`` (pyspark's daemon and the
+    Python workers it forks), ``driver`` (the notebook's kernel or a driver script) or
+    ``other`` (papermill, the report command)."""
+    try:
+        argv = process.cmdline()
+    except psutil.Error:
+        return "other"
+    line = " ".join(argv)
+    if argv and os.path.basename(argv[0]) == "java":
+        return "jvm"
+    if "pyspark.daemon" in line or "pyspark.worker" in line:
+        return "spark workers"
+    if "ipykernel_launcher" in line or "cluster_driver" in line:
+        return "driver"
+    return "other"
+
+
 def peak_tree_rss(
     command: List[str], env: Optional[Dict[str, str]] = None, log: Optional[str] = None
 ) -> Dict:
     """Run ``command`` (environment ``env`` added; output to the file ``log`` or nowhere);
-    sample the summed RSS of it and all its descendants every 0.2 s; peak and wall seconds."""
+    sample the summed RSS of it and all its descendants every 0.2 s. Returns the peak, the
+    peak of each :func:`process_kind` alone, the split of the peak by kind (MB) and the wall
+    seconds."""
     output = open(log, "ab") if log else subprocess.DEVNULL
     started = time.perf_counter()
     process = subprocess.Popen(
@@ -90,18 +110,25 @@ def peak_tree_rss(
         env=dict(os.environ, SPARK_LOCAL_IP="127.0.0.1", TF_CPP_MIN_LOG_LEVEL="2", **(env or {})),
     )
     root = psutil.Process(process.pid)
-    peak = 0
+    peak, at_peak, kind_peaks = 0, {}, {}
+    kinds: Dict[int, str] = {}  # pid -> kind, classified once
     while process.poll() is None:
-        total = 0
+        by_kind: Dict[str, int] = {}
         try:
             for member in [root] + root.children(recursive=True):
                 try:
-                    total += member.memory_info().rss
+                    rss = member.memory_info().rss
                 except psutil.Error:
                     continue
+                kind = kinds.setdefault(member.pid, process_kind(member))
+                by_kind[kind] = by_kind.get(kind, 0) + rss
         except psutil.Error:
             break
-        peak = max(peak, total)
+        total = sum(by_kind.values())
+        if total > peak:
+            peak, at_peak = total, by_kind
+        for kind, rss in by_kind.items():
+            kind_peaks[kind] = max(kind_peaks.get(kind, 0), rss)
         time.sleep(0.2)
     seconds = time.perf_counter() - started
     if log:
@@ -110,7 +137,13 @@ def peak_tree_rss(
         raise RuntimeError(
             f"{command} failed with {process.returncode}" + (f" (output in {log})" if log else "")
         )
-    return {"peak_rss_mb": peak / 2**20, "seconds": round(seconds, 3)}
+    megabytes = lambda values: {k: round(v / 2**20, 1) for k, v in sorted(values.items())}  # noqa: E731
+    return {
+        "peak_rss_mb": peak / 2**20,
+        "peak_rss_mb_by_kind": megabytes(at_peak),
+        "peak_rss_mb_of_each_kind": megabytes(kind_peaks),
+        "seconds": round(seconds, 3),
+    }
 
 
 def machine() -> Dict:
