@@ -200,18 +200,12 @@ def s3_client(s3_server):
     )
 
 
-# -- slow scenarios in subprocesses, run in a background lane while the other tests run -------
+# -- slow scenarios in subprocesses, run in one background lane while the other tests run -----
 #
-# A scenario (a papermill run, a few scheduled nights, a driver in a fresh process, a Spark
-# cluster) mostly waits for its subprocesses, which use about one core for long stretches
-# (kernel start, imports, the JVM's start). The scenarios the selected tests need are started
-# before the first test, in the order the tests need them, LANE_THREADS at a time; the tests in
-# this process run meanwhile (those that wait for a scenario last), and a scenario's fixture
-# waits for its result.
-
-#: Scenarios run at once. The suite, lane included, leaves about half of 2 cores idle with
-#: one (waits on JVM and kernel starts, polls); two keep both cores busy.
-LANE_THREADS = 2
+# A scenario (a papermill run, a few scheduled nights) mostly waits for its subprocesses, which
+# use about one core for long stretches (kernel start, imports, the JVM's start). The scenarios
+# the selected tests need are started before the first test, one after the other in one
+# thread; the tests in this process run meanwhile, and a scenario's fixture waits for its result.
 
 #: name -> (function(folder, *needs), fixture names it needs), in the order they are declared.
 SCENARIOS = {}
@@ -221,13 +215,12 @@ LIVE = set()
 CLOSING = threading.Event()
 
 
-def scenario(name, needs=(), seconds=60):
+def scenario(name, needs=()):
     """Declare ``function(folder, *needs)`` as the scenario behind the session fixture ``name``
-    (which returns ``scenarios.result(name)``); ``needs``: fixtures passed to it; ``seconds``:
-    about how long it runs on a loaded 2-core machine (the lane starts the longest first)."""
+    (which returns ``scenarios.result(name)``); ``needs``: fixtures passed to it."""
 
     def declare(function):
-        SCENARIOS[name] = (function, tuple(needs), seconds)
+        SCENARIOS[name] = (function, tuple(needs))
         return function
 
     return declare
@@ -258,13 +251,12 @@ def pytest_terminal_summary(terminalreporter):
 
 
 class Lane:
-    """Runs scenarios in :data:`LANE_THREADS` threads, in the order submitted;
-    :meth:`result` waits for one."""
+    """Runs scenarios one after the other in a thread; :meth:`result` waits for one."""
 
     def __init__(self) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
-        self.executor = ThreadPoolExecutor(max_workers=LANE_THREADS, thread_name_prefix="scenario")
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scenario")
         self.futures = {}
 
     def submit(self, name, function, *arguments) -> None:
@@ -303,24 +295,19 @@ class Lane:
 @pytest.fixture(scope="session", autouse=True)
 def scenarios(request, tmp_path_factory):
     """Start every :data:`SCENARIOS` entry a selected test uses (directly or through another
-    fixture), the longest first; stop what is left at the end of the session."""
+    fixture), in the order the tests first need them; stop what is left at the end of the
+    session."""
     lane = Lane()
-    needed = {
-        name
-        for item in request.session.items
-        for name in getattr(item, "fixturenames", ())
-        if name in SCENARIOS
-    }
-    # Their tests run last (pytest_collection_modifyitems): the longest start first, so that
-    # the lane's threads end together.
-    for name in sorted(needed, key=lambda name: (-SCENARIOS[name][2], name)):
-        function, needs, _ = SCENARIOS[name]
-        try:
-            arguments = [request.getfixturevalue(need) for need in needs]
-        except (Exception, pytest.fail.Exception, pytest.skip.Exception) as error:
-            lane.fail(name, error)  # only the tests of this scenario fail (or skip)
-            continue
-        lane.submit(name, function, tmp_path_factory.mktemp(name), *arguments)
+    for item in request.session.items:
+        for name in getattr(item, "fixturenames", ()):
+            if name in SCENARIOS and name not in lane.futures:
+                function, needs = SCENARIOS[name]
+                try:
+                    arguments = [request.getfixturevalue(need) for need in needs]
+                except (Exception, pytest.fail.Exception, pytest.skip.Exception) as error:
+                    lane.fail(name, error)  # only the tests of this scenario fail (or skip)
+                    continue
+                lane.submit(name, function, tmp_path_factory.mktemp(name), *arguments)
     yield lane
     lane.close()
 
@@ -384,7 +371,7 @@ def wait_for_lock(read_holder, run_id, process, log_path, timeout=300):
 # -- the local notebook run the way `make run` runs it ---------------------------------------
 
 
-@scenario("local_notebook_run", seconds=185)
+@scenario("local_notebook_run")
 def run_local_notebook(folder):
     """``notebooks/local.ipynb`` executed once as ``make run`` does: papermill in a subprocess
     with ``--log-output --progress-bar``, with the kernel its metadata names, on 2 classes x
@@ -435,7 +422,7 @@ CLOUD_OUTPUT = f"s3://{CLOUD_BUCKET}/nightly"
 CLOUD_COST_PER_HOUR = 0.84
 
 
-@scenario("cloud_s3_run", needs=("s3_server", "s3_client"), seconds=190)
+@scenario("cloud_s3_run", needs=("s3_server", "s3_client"))
 def run_cloud_step_with_a_racer(folder, s3_server, s3_client):
     """``notebooks/cloud.ipynb`` run once on SeaweedFS as the EMR nightly step runs it
     (``scripts/emr/nightly.py``: the papermill command, ``--log-output``, the notebook read

@@ -10,9 +10,6 @@ Whether the kill really happened mid-featurization is read from the driver's sta
 featurization job is the first SQL execution that evaluates a Python UDF; its job must be
 RUNNING with at least one task done and several left when the kill is sent, and afterwards the
 driver must report the killed executor as removed and the lost task as failed (then retried).
-
-Being subprocesses, the whole scenario runs in the tests' background lane (``conftest.scenario``)
-while other tests run; the test checks what it returns.
 """
 
 from __future__ import annotations
@@ -34,7 +31,7 @@ import psutil
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import REPO, copy_subset, scenario
+from conftest import REPO, copy_subset
 
 pytestmark = pytest.mark.slow
 
@@ -264,11 +261,10 @@ class Cluster:
         return described + [f"{p.pid} survived SIGKILL" for p in survivors]
 
 
-@contextlib.contextmanager
-def running_cluster(root: str):
-    """A running Master and two Workers; stopped, with every process they spawned, afterwards
-    (a process left behind fails the test)."""
-    cluster = Cluster(root)
+@pytest.fixture
+def cluster(tmp_path):
+    """A running Master and two Workers; stopped, with every process they spawned, afterwards."""
+    cluster = Cluster(str(tmp_path / "cluster"))
     try:
         cluster.start(WORKERS)
         yield cluster
@@ -401,75 +397,53 @@ def published(output: str, name: str) -> str:
     return location if os.path.isabs(location) else os.path.join(output, location)
 
 
-@scenario("cluster_fault_run", seconds=155)
-def kill_a_worker_mid_featurization(folder):
-    """The chain on a 2-worker cluster, one worker SIGKILLed mid-featurization (in the lane:
-    it is subprocesses). Returns what the test checks: the job at the kill, the kill, the
-    driver's result, the master's state, the images and the output."""
+def test_worker_killed_mid_featurization_loses_no_image(cluster, tmp_path):
     started = time.monotonic()
-    images = copy_subset(str(folder / "images"), classes=3, train=16, test=4)
-    output = str(folder / "output")
-    state = str(folder / "driver")
+    images = copy_subset(str(tmp_path / "images"), classes=3, train=16, test=4)
+    expected = image_paths(images)
+    output = str(tmp_path / "output")
+    state = str(tmp_path / "driver")
     os.makedirs(state)
-    with running_cluster(str(folder / "cluster")) as cluster:
-        driver = cluster.spawn(
-            "driver",
-            [
-                sys.executable,
-                DRIVER,
-                cluster.master_url,
-                images,
-                output,
-                state,
-                "--files-per-task",
-                str(FILES_PER_TASK),
-                "--conf",
-                "spark.ui.showConsoleProgress=false",
-                "--conf",
-                "spark.executor.memory=768m",
-            ],
-        )
-        deadline = started + DRIVER_TIMEOUT_S
-        session = wait_for_driver_file(
-            cluster, os.path.join(state, "session.json"), driver, deadline - time.monotonic()
-        )
-        assert session["master"] == cluster.master_url
-        status = DriverStatus(session["ui"], session["app_id"])
-        kill = kill_worker_mid_featurization(cluster, status, driver, deadline)
-        try:
-            returncode = driver.wait(timeout=max(1.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            pytest.fail(
-                f"the run did not finish within {DRIVER_TIMEOUT_S} s after the kill:\n"
-                f"{tail(cluster.log('driver'))}"
-            )
-        assert returncode == 0, (
-            f"the run failed after the kill:\n{tail(cluster.log('driver'), 120)}"
-        )
-        master = cluster.master_state()
-    with open(os.path.join(state, "result.json")) as handle:
-        result = json.load(handle)
-    return {
-        "kill": kill,
-        "result": result,
-        "master": master,
-        "expected": image_paths(images),
-        "output": output,
-        "seconds": time.monotonic() - started,
-    }
 
+    driver = cluster.spawn(
+        "driver",
+        [
+            sys.executable,
+            DRIVER,
+            cluster.master_url,
+            images,
+            output,
+            state,
+            "--files-per-task",
+            str(FILES_PER_TASK),
+            "--conf",
+            "spark.ui.showConsoleProgress=false",
+            "--conf",
+            "spark.executor.memory=768m",
+        ],
+    )
+    deadline = started + DRIVER_TIMEOUT_S
+    session = wait_for_driver_file(
+        cluster, os.path.join(state, "session.json"), driver, deadline - time.monotonic()
+    )
+    assert session["master"] == cluster.master_url
+    status = DriverStatus(session["ui"], session["app_id"])
 
-@pytest.fixture(scope="session")
-def cluster_fault_run(scenarios):
-    return scenarios.result("cluster_fault_run")
-
-
-def test_worker_killed_mid_featurization_loses_no_image(cluster_fault_run):
-    kill, result = cluster_fault_run["kill"], cluster_fault_run["result"]
-    expected, output = cluster_fault_run["expected"], cluster_fault_run["output"]
+    kill = kill_worker_mid_featurization(cluster, status, driver, deadline)
     job = kill["job"]
     assert job["numTasks"] >= 8, f"featurization ran in {job['numTasks']} tasks only: {job}"
     assert 1 <= job["numCompletedTasks"] < job["numTasks"] and job["status"] == "RUNNING"
+
+    try:
+        returncode = driver.wait(timeout=max(1.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        pytest.fail(
+            f"the run did not finish within {DRIVER_TIMEOUT_S} s after the kill:\n"
+            f"{tail(cluster.log('driver'))}"
+        )
+    assert returncode == 0, f"the run failed after the kill:\n{tail(cluster.log('driver'), 120)}"
+    with open(os.path.join(state, "result.json")) as handle:
+        result = json.load(handle)
 
     # The driver saw the executor go and retried its lost task; the job then finished.
     final = next(j for j in result["jobs"] if j["jobId"] == kill["job_id"])
@@ -480,7 +454,7 @@ def test_worker_killed_mid_featurization_loses_no_image(cluster_fault_run):
     )
     lost = next(e for e in result["executors"] if e["id"] == kill["executor_id"])
     assert not lost["isActive"] and lost.get("removeReason"), lost
-    master = cluster_fault_run["master"]
+    master = cluster.master_state()
     assert [w["state"] for w in master["workers"]].count("ALIVE") == WORKERS - 1, master
 
     # Every image exactly once, through the manifest.
@@ -498,5 +472,5 @@ def test_worker_killed_mid_featurization_loses_no_image(cluster_fault_run):
     print(
         f"cluster fault test: {len(expected)} images, {job['numTasks']} featurization tasks, "
         f"killed {kill['worker']} (executor {kill['executor_id']}) after "
-        f"{job['numCompletedTasks']} tasks, {cluster_fault_run['seconds']:.0f} s"
+        f"{job['numCompletedTasks']} tasks, {time.monotonic() - started:.0f} s"
     )

@@ -226,7 +226,7 @@ def browser(profile):
     return webdriver.Chrome(service=Service(CHROMEDRIVER, env=environment), options=options)
 
 
-@scenario("lab_run_all", seconds=155)
+@scenario("lab_run_all")
 def run_all_in_jupyterlab(tmp_path):
     """`make lab`'s server, Chromium opening the notebook, Run All Cells, the variance figure
     looked at, the notebook saved, Ctrl-C: checked on the way (a failure names the step), run

@@ -3,8 +3,7 @@ Spark, real worker processes, the real weights and photos).
 
 The scenarios that need a fresh process (TensorFlow reads ``TF_ENABLE_ONEDNN_OPTS`` once, at
 import; a process holds one SparkContext) run ``tests/onednn_driver.py`` with a clean
-environment, as scenarios of the tests' background lane (``conftest.scenario``): no
-``TF_ENABLE_ONEDNN_OPTS`` unless the test sets one. The state checked is
+environment: no ``TF_ENABLE_ONEDNN_OPTS`` unless the test sets one. The state checked is
 TensorFlow's own runtime switch (``IsMklEnabled``), which follows the variable on this CPU
 (on AVX2-only x86, TensorFlow 2.20 leaves oneDNN off by itself).
 """
@@ -19,10 +18,10 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO, scenario
 from helpers import onednn
 from helpers.cluster import executor_table, failure_sentence, job_failure_sentence
 
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
 DRIVER = os.path.join(REPO, "tests", "onednn_driver.py")
 X86 = onednn.is_x86()
 
@@ -140,60 +139,25 @@ def test_failures_name_the_host_and_the_import() -> None:
 # -- real processes ---------------------------------------------------------------------------
 
 
-# The driver runs are subprocesses: they run as scenarios in the tests' background lane.
-
-
-@scenario("onednn_chain_default", seconds=35)
-def chain_with_the_variable_unset(folder):
+@pytest.fixture(scope="module")
+def chain_default(tmp_path_factory):
     """The chain's driver and session, TF_ENABLE_ONEDNN_OPTS unset where they started."""
+    folder = tmp_path_factory.mktemp("onednn_default")
     result = run_driver(folder, "chain", str(folder / "features.npy"))
     return result, np.load(folder / "features.npy")
 
 
-@scenario("onednn_chain_user_off", seconds=35)
-def chain_with_the_user_setting_zero(folder):
+@pytest.fixture(scope="module")
+def chain_user_off(tmp_path_factory):
     """The same with TF_ENABLE_ONEDNN_OPTS=0 set by the user."""
+    folder = tmp_path_factory.mktemp("onednn_off")
     result = run_driver(folder, "chain", str(folder / "features.npy"), TF_ENABLE_ONEDNN_OPTS="0")
     return result, np.load(folder / "features.npy")
 
 
-@scenario("onednn_existing_session", seconds=30)
-def workers_of_an_existing_session(folder):
-    """Like Livy: the JVM and pyspark's own daemon started without the variable."""
-    return run_driver(folder, "existing")
-
-
-@scenario("onednn_broken_nodes", seconds=20)
-def cluster_check_on_broken_nodes(folder):
-    """The cluster check with a worker Python without TensorFlow, and one that cannot start."""
-    bare = folder / "bare"  # a Python without TensorFlow, as on a node the bootstrap missed
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
-    return run_driver(folder, "broken", str(bare / "bin" / "python"))
-
-
-@pytest.fixture(scope="session")
-def onednn_chain_default(scenarios):
-    return scenarios.result("onednn_chain_default")
-
-
-@pytest.fixture(scope="session")
-def onednn_chain_user_off(scenarios):
-    return scenarios.result("onednn_chain_user_off")
-
-
-@pytest.fixture(scope="session")
-def onednn_existing_session(scenarios):
-    return scenarios.result("onednn_existing_session")
-
-
-@pytest.fixture(scope="session")
-def onednn_broken_nodes(scenarios):
-    return scenarios.result("onednn_broken_nodes")
-
-
 @needs_x86
-def test_driver_and_chain_workers_run_onednn_when_unset(onednn_chain_default) -> None:
-    result, _ = onednn_chain_default
+def test_driver_and_chain_workers_run_onednn_when_unset(chain_default) -> None:
+    result, _ = chain_default
     assert result["started_with"] is None
     assert result["driver"]["onednn"] is True and result["driver"]["env"] == "1"
     assert result["executor_env"] is None  # each worker applies the rule on its own CPU
@@ -207,8 +171,8 @@ def test_driver_and_chain_workers_run_onednn_when_unset(onednn_chain_default) ->
     assert row["tensorflow"] and row["helpers"] and row["python"] == sys.executable
 
 
-def test_user_setting_zero_is_respected_on_driver_and_workers(onednn_chain_user_off) -> None:
-    result, _ = onednn_chain_user_off
+def test_user_setting_zero_is_respected_on_driver_and_workers(chain_user_off) -> None:
+    result, _ = chain_user_off
     assert result["started_with"] == "0"
     assert result["driver"]["onednn"] is False and result["driver"]["env"] == "0"
     assert result["executor_env"] == "0"  # passed on to executors (YARN does not inherit it)
@@ -217,23 +181,23 @@ def test_user_setting_zero_is_respected_on_driver_and_workers(onednn_chain_user_
 
 
 @needs_x86
-def test_workers_of_an_existing_session_run_onednn(onednn_existing_session) -> None:
+def test_workers_of_an_existing_session_run_onednn(tmp_path) -> None:
     # Like Livy: the JVM and pyspark's own daemon started without the variable; the workers
     # get it when they import helpers, before TensorFlow.
-    result = onednn_existing_session
+    result = run_driver(tmp_path, "existing")
     assert result["records"] and not any(record["error"] for record in result["records"])
     assert all(record["onednn"] is True for record in result["records"]), result["records"]
 
 
 def test_features_with_onednn_match_torchvision_and_default_kernels(
-    onednn_chain_default, onednn_chain_user_off
+    chain_default, chain_user_off
 ) -> None:
     from test_features import FIXTURE, MIN_COSINE, TOLERANCE, agreement
 
-    on, off = onednn_chain_default[1], onednn_chain_user_off[1]
+    on, off = chain_default[1], chain_user_off[1]
     assert (
-        onednn_chain_default[0]["driver"]["onednn"] is X86
-        and onednn_chain_user_off[0]["driver"]["onednn"] is False
+        chain_default[0]["driver"]["onednn"] is X86
+        and chain_user_off[0]["driver"]["onednn"] is False
     )
     with np.load(FIXTURE, allow_pickle=False) as reference:
         torchvision = reference["features"]
@@ -246,8 +210,10 @@ def test_features_with_onednn_match_torchvision_and_default_kernels(
     assert difference <= TOLERANCE and cosine >= MIN_COSINE, (difference, cosine)
 
 
-def test_cluster_check_names_the_node_and_the_import(onednn_broken_nodes) -> None:
-    result = onednn_broken_nodes
+def test_cluster_check_names_the_node_and_the_import(tmp_path) -> None:
+    bare = tmp_path / "bare"  # a Python without TensorFlow, as on a node the bootstrap missed
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
+    result = run_driver(tmp_path, "broken", str(bare / "bin" / "python"))
     import socket
 
     host = socket.gethostname()

@@ -59,7 +59,7 @@ def scheduled_command(images, output, run_id, *more):
     ]
 
 
-@scenario("nights", needs=("spark",), seconds=280)
+@scenario("nights", needs=("spark",))
 def play_nights(base, spark):
     """The nights of the module docstring, run in the background lane (conftest.scenarios)."""
     images = copy_subset(str(base / "images"), classes=2, train=4, test=0)
