@@ -230,19 +230,6 @@ def scenario(name, needs=()):
 SCENARIO_SECONDS = {}
 
 
-def uses_scenario(item) -> bool:
-    """Whether the test ``item`` waits for a scenario (directly or through another fixture)."""
-    return any(name in SCENARIOS for name in getattr(item, "fixturenames", ()))
-
-
-def pytest_collection_modifyitems(items):
-    """Tests that wait for a scenario run last, in their collected order: the other tests run
-    first, while the lane runs the scenarios, so neither waits for the other early on."""
-    items[:] = [item for item in items if not uses_scenario(item)] + [
-        item for item in items if uses_scenario(item)
-    ]
-
-
 def pytest_terminal_summary(terminalreporter):
     if SCENARIO_SECONDS:
         terminalreporter.write_sep("=", "scenarios run in the background lane")
