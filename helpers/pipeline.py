@@ -15,7 +15,7 @@ import time
 import uuid
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pandas as pd
 from pyspark import SparkContext
@@ -96,6 +96,10 @@ class Run:
         self.pca_skipped: Optional[str] = None  # why no PCA was fitted (too few images)
         self.manifest: Dict[str, Any] = {}
         self.tensorflow: Dict[str, Any] = {}  # kernels on the driver and executors (featurize)
+        # Figures drawn once and shown again by the report: (per_class, max_classes) -> (drawn
+        # from the featurized images?, figure); max_points -> scatter figure.
+        self.sample_figures: Dict[Tuple[int, int], Tuple[bool, Any]] = {}
+        self.scatter_figures: Dict[int, Any] = {}
         self.run_path = storage.output_location(
             config.output_path, f"{storage.RUNS_DIR}/{self.run_id}"
         )
@@ -186,13 +190,24 @@ class Run:
         listing, a few spare per class, and files that do not decode are left out of the grid.
         With more than ``max_classes`` classes (Fruits-360 has 130+), a seeded random choice of
         ``max_classes`` of them is shown and the title says how many there are in all.
+
+        The choice depends only on the candidate images and the seed, so a grid drawn before
+        :meth:`featurize` is drawn again only if some image failed (the candidates differ).
         """
+        after_featurize = self.features is not None
+        drawn = self.sample_figures.get((per_class, max_classes))
+        if drawn is not None and (drawn[0] == after_featurize or self.images_failed == 0):
+            return drawn[1]
         candidates = (
             self.features.select("path", "label")
-            if self.features is not None
+            if after_featurize
             else self.listing.where(F.col("label").isNotNull() & (F.col("length") > 0))
         )
-        return samples.sample_grid(self.spark, candidates, self.config.seed, per_class, max_classes)
+        figure = samples.sample_grid(
+            self.spark, candidates, self.config.seed, per_class, max_classes
+        )
+        self.sample_figures[(per_class, max_classes)] = (after_featurize, figure)
+        return figure
 
     # -- stage 2: features -------------------------------------------------------------
     def featurize(self) -> Dict[str, int]:
@@ -386,6 +401,8 @@ class Run:
             return plots.message_figure(
                 "No PCA scatter", f"PCA skipped: {self.pca_skipped or 'not run'}."
             )
+        if max_points in self.scatter_figures:  # drawn from this run's PCA output already
+            return self.scatter_figures[max_points]
         scores = storage.read_parquet(self.spark, self.location(storage.PCA_DIR))
         total = self.images_featurized
         if total > max_points:
@@ -396,7 +413,8 @@ class Run:
             F.col(PCA_COLUMN)[0].alias("pc_1"),
             (F.col(PCA_COLUMN)[1] if self.pca.k > 1 else F.lit(0.0)).alias("pc_2"),
         ).toPandas()
-        return plots.scatter_figure(points)
+        self.scatter_figures[max_points] = plots.scatter_figure(points)
+        return self.scatter_figures[max_points]
 
     # -- stage 4: publish -----------------------------------------------------------------
     def write_manifest(self) -> Dict[str, Any]:

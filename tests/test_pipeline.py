@@ -11,6 +11,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from conftest import copy_subset
 from helpers.config import PipelineConfig
 from helpers.features import FEATURE_DIM, extract_features
 from helpers.images import KNOWN_SPLITS
@@ -169,6 +170,32 @@ def test_fixed_k_is_honoured(pipeline_run):
     assert fit.k == 3 and fit.components.shape == (FEATURE_DIM, 3)
     with pytest.raises(ValueError, match="components asked for"):
         fit_pca(pipeline_run.features, k=10_000)
+
+
+@pytest.mark.parametrize("failures", [False, True])
+def test_a_sample_grid_drawn_before_featurize_is_redrawn_only_when_images_failed(
+    spark, small_dataset, tmp_path, failures
+):
+    if failures:  # the small data set's edge cases: files that do not decode, an empty one
+        images = small_dataset[0]
+    else:
+        images = copy_subset(str(tmp_path / "images"), classes=2, train=2, test=1)
+    run = Run(PipelineConfig(images, str(tmp_path / "out"), spark_master="local[2]"), spark)
+    try:
+        run.list_images()
+        before = run.sample_images(per_class=2)
+        assert run.sample_images(per_class=2) is before  # drawn once
+        run.featurize()
+        after = run.sample_images(per_class=2)
+        assert (run.images_failed > 0) is failures
+        if failures:  # other candidates: drawn again, from the featurized images
+            assert after is not before
+            assert run.sample_figures[(2, 12)] == (True, after)
+        else:  # the same candidates, so the same seeded choice: shown again as drawn
+            assert after is before
+        assert run.sample_images(per_class=1) is not after  # another grid is drawn
+    finally:
+        run.close()
 
 
 def test_missing_input_path_is_named(spark, tmp_path):

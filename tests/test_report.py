@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from browser import CHROMIUM, measure_page
 
-from helpers import class_summary, classify, plots, report, report_html, report_page
+from helpers import class_summary, classify, plots, report, report_html, report_page, samples
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 REPORT_FIGURES = (
@@ -232,7 +232,13 @@ def test_sample_grid_shows_at_most_max_classes_and_says_how_many_there_are(pipel
     rows = {axis.get_subplotspec().rowspan.start for axis in figure.axes}
     assert len(rows) == 3
     assert f"(3 of {classes} classes)" in figure._suptitle.get_text()  # noqa: SLF001
-    again = pipeline_run.sample_images(per_class=2, max_classes=3)  # seeded: the same classes
+    again = samples.sample_grid(  # drawn anew: seeded, so the same classes and images
+        pipeline_run.spark,
+        pipeline_run.features.select("path", "label"),
+        pipeline_run.config.seed,
+        per_class=2,
+        max_classes=3,
+    )
     assert [t.get_text() for a in figure.axes for t in a.texts] == [
         t.get_text() for a in again.axes for t in a.texts
     ]
