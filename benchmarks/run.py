@@ -38,6 +38,7 @@ import psutil
 
 from benchmarks.data import REPO, image_files, make_dataset
 from helpers import onednn
+from helpers.session import WORKER_DAEMON_MODULE
 
 RESULTS = os.path.join(REPO, "benchmarks", "results")
 
@@ -86,7 +87,7 @@ def process_kind(process: psutil.Process) -> str:
     line = " ".join(argv)
     if argv and os.path.basename(argv[0]) == "java":
         return "jvm"
-    if "pyspark.daemon" in line or "pyspark.worker" in line:
+    if any(module in line for module in ("pyspark.daemon", "pyspark.worker", WORKER_DAEMON_MODULE)):
         return "spark workers"
     if "ipykernel_launcher" in line or "cluster_driver" in line:
         return "driver"
@@ -111,7 +112,6 @@ def peak_tree_rss(
     )
     root = psutil.Process(process.pid)
     peak, at_peak, kind_peaks = 0, {}, {}
-    kinds: Dict[int, str] = {}  # pid -> kind, classified once
     while process.poll() is None:
         by_kind: Dict[str, int] = {}
         try:
@@ -120,7 +120,7 @@ def peak_tree_rss(
                     rss = member.memory_info().rss
                 except psutil.Error:
                     continue
-                kind = kinds.setdefault(member.pid, process_kind(member))
+                kind = process_kind(member)  # each time: a new process may not have exec'd yet
                 by_kind[kind] = by_kind.get(kind, 0) + rss
         except psutil.Error:
             break
