@@ -34,7 +34,7 @@ def run(spark, images, output, incremental=True):
 
 @pytest.fixture(scope="module")
 def incremental_nights(spark, tmp_path_factory):
-    """A first run on 2 classes x (4 + 1) images, then four incremental incremental_nights on the same
+    """A first run on 2 classes x (4 + 1) images, then four incremental nights on the same
     output: 1 adds 4 images; 2 changes 3 of those and adds 1 (the night-1 folder keeps one row
     in use of four: folded); 3 deletes a first-run image (its folder is filtered, not copied);
     4 adds 1 image with the part limit at 2 (folds every part but the largest). Then a full
