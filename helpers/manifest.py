@@ -8,6 +8,9 @@ The manifest lists every part (``outputs["features"]``, and ``feature_parts`` wi
 ``inventory/`` says which part holds each image's features (its ``part`` column). A part whose
 ``images`` is below its ``rows`` holds features of images since deleted or changed: readers keep
 only the rows the inventory assigns to it. :func:`read_features` does all that in one call.
+A part may also name ``moments``: a file holding the PCA moments of all its rows
+(:mod:`helpers.reduction`), which a later run's PCA uses instead of reading the part again while
+all its rows are in use (:func:`stored_moments`).
 
 Parts stay bounded (:func:`plan_parts`): a part that no longer holds most of its rows in use, and
 every part but the largest once a run would name more than :data:`MAX_FEATURE_PARTS`, are
@@ -30,6 +33,7 @@ from pyspark.sql import functions as F
 
 from helpers import storage
 from helpers.features import FEATURE_DIM
+from helpers.reduction import Moments, moments_from_bytes
 
 if TYPE_CHECKING:  # annotations only: helpers.pipeline imports this module
     from helpers.pipeline import Run
@@ -42,7 +46,8 @@ MAX_FEATURE_PARTS = 8
 #: Inventory column naming the feature folder that holds an image's features (null: none).
 PART_COLUMN = "part"
 
-Part = Dict[str, Any]  # {"path": folder, "rows": rows written in it, "images": rows in use}
+#: {"path": folder, "rows": rows written in it, "images": rows in use[, "moments": file]}
+Part = Dict[str, Any]
 
 
 def feature_parts(manifest: Optional[Dict[str, Any]]) -> List[Part]:
@@ -112,6 +117,22 @@ def read_parts(
             frame = frame.join(F.broadcast(paths), "path", "left_semi")
         frames.append(frame)
     return union_all(frames)
+
+
+def stored_moments(spark: SparkSession, parts: Iterable[Part]) -> Tuple[List[Moments], List[Part]]:
+    """The stored PCA moments of the ``parts`` whose rows are all in use, and the other parts
+    (rows no longer in use, or no moments file)."""
+    known: List[Moments] = []
+    unread: List[Part] = []
+    for part in parts:
+        data = None
+        if part.get("moments") and int(part["images"]) == int(part["rows"]):
+            data = storage.read_bytes_if_exists(spark, part["moments"])
+        if data is None:
+            unread.append(part)
+        else:
+            known.append(moments_from_bytes(data))
+    return known, unread
 
 
 def union_all(frames: List[Optional[DataFrame]]) -> Optional[DataFrame]:
@@ -233,6 +254,7 @@ def run_record(run: "Run", versions: Dict[str, str]) -> Dict[str, Any]:
         "feature_dim": FEATURE_DIM,
         "weights": {"source": run.weight_set.source, "flavour": run.weight_set.flavour},
         "pca_method": run.pca.method if run.pca else None,
+        "pca_vectors_read": run.pca_vectors_read if run.pca else None,
         "k": run.pca.k if run.pca else None,
         "explained_variance": run.pca.explained_variance if run.pca else [],
         "explained_variance_kept": run.pca.explained_variance_kept if run.pca else None,

@@ -41,11 +41,20 @@ from helpers.manifest import (
     referenced_runs,
     reusable_parts,
     run_record,
+    stored_moments,
     union_all,
     write_inventory,
 )
 from helpers.progress import TASKS_PER_CORE, SparkProgress
-from helpers.reduction import MIN_PCA_VECTORS, PCA_COLUMN, PcaFit, fit_pca, project
+from helpers.reduction import (
+    MIN_PCA_VECTORS,
+    PCA_COLUMN,
+    PcaFit,
+    feature_moments,
+    fit_pca,
+    moments_bytes,
+    project,
+)
 from helpers.session import (
     balanced_file_scans,
     get_spark,
@@ -86,6 +95,7 @@ class Run:
         # Set by featurize(): the features of every image (all parts) and the parts.
         self.features: Optional[DataFrame] = None
         self.feature_parts: List[Part] = []
+        self.inventory: Optional[DataFrame] = None  # as written: which part holds each image
         self.weight_set: Optional[WeightSet] = None
         self.images_total = 0
         self.listed_bytes = (0, 0)  # total and largest file size of the listing
@@ -93,6 +103,7 @@ class Run:
         self.images_failed = 0
         self.images_reused = 0
         self.pca: Optional[PcaFit] = None
+        self.pca_vectors_read = 0  # feature vectors the PCA fit read (others: stored moments)
         self.pca_skipped: Optional[str] = None  # why no PCA was fitted (too few images)
         self.manifest: Dict[str, Any] = {}
         self.tensorflow: Dict[str, Any] = {}  # kernels on the driver and executors (featurize)
@@ -282,7 +293,7 @@ class Run:
                     f"no image under {config.input_path} could be featurized: see "
                     f"{self.location(storage.FAILED_DIR)}"
                 )
-            inventory = write_inventory(
+            self.inventory = write_inventory(
                 self.spark,
                 self.listing,
                 unchanged,
@@ -290,7 +301,7 @@ class Run:
                 new_part,
                 self.location(storage.INVENTORY_DIR),
             )
-            self.features = read_parts(self.spark, self.feature_parts, inventory)
+            self.features = read_parts(self.spark, self.feature_parts, self.inventory)
             if unchanged is not None:
                 unchanged.unpersist()
             self._check_counts()
@@ -362,7 +373,7 @@ class Run:
             LOG.info("PCA skipped: %s", self.pca_skipped)
             return f"PCA skipped: {self.pca_skipped}"
         with self.stage("pca_fit"), self.progress("pca_fit"):
-            self.pca = fit_pca(self.features, config.variance_target, config.k, config.pca_method)
+            self.pca = self._fit_pca()
         LOG.info(
             "PCA (%s): k = %d keeps %.1f%% of the variance",
             self.pca.method,
@@ -384,6 +395,34 @@ class Run:
                 plots.figure_png(self.variance_figure()),
             )
         return self.pca
+
+    def _fit_pca(self) -> PcaFit:
+        """PCA of every featurized image. With the Gram method, a feature part's vectors are
+        read only when no stored moments describe them: this run's own part is read once and
+        its moments stored beside it (``feature_moments.npz``, named by the part), and an
+        earlier run's part is read only if some of its rows are no longer in use."""
+        config = self.config
+        if config.pca_method != "gram":
+            self.pca_vectors_read = self.images_featurized
+            return fit_pca(self.features, config.variance_target, config.k, config.pca_method)
+        known, unread = stored_moments(self.spark, self.feature_parts)
+        own_path = self.location(storage.FEATURES_DIR)
+        others = [part for part in unread if part["path"] != own_path]
+        for part in unread:
+            if part["path"] == own_path:
+                moments = feature_moments(storage.read_parquet(self.spark, own_path))
+                if moments is not None:
+                    location = self.location(storage.FEATURE_MOMENTS)
+                    storage.write_bytes(self.spark, location, moments_bytes(moments))
+                    part["moments"] = location
+                    known.append(moments)
+        self.pca_vectors_read = sum(int(part["images"]) for part in unread)
+        return fit_pca(
+            read_parts(self.spark, others, self.inventory),
+            config.variance_target,
+            config.k,
+            known=known,
+        )
 
     def variance_figure(self) -> Any:
         """Scree + cumulative explained variance, with the target line and the chosen k (a

@@ -8,7 +8,9 @@ driver; only d x d statistics do):
 - ``"gram"`` (default): per-partition count, mean and centred ``X^T X`` computed with numpy
   BLAS in ``mapInArrow``, merged with ``treeReduce``, eigen-decomposed on the driver. One pass
   over the data, on numpy's BLAS instead of the JVM's (its speed against ``"spark-ml"``:
-  ``docs/benchmarks.md``).
+  ``docs/benchmarks.md``). These :data:`Moments` merge exactly, so moments computed before
+  (those of an earlier run's feature folder, stored with :func:`moments_bytes`) stand in for
+  reading those vectors again.
 
 Either way the result is a :class:`PcaFit`: mean, components, explained variance ratios of
 every component, and k. Scores are centred, like numpy's and scikit-learn's PCA.
@@ -17,10 +19,11 @@ every component, and k. Scores are centred, like numpy's and scikit-learn's PCA.
 from __future__ import annotations
 
 import functools
+import io
 import pickle
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, List, Optional
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -38,6 +41,10 @@ FEATURES_COLUMN = "features"
 PCA_COLUMN = "pca"
 #: PCA needs at least this many feature vectors (one vector has no variance to explain).
 MIN_PCA_VECTORS = 2
+
+#: ``(count, mean, M2)`` of a set of feature vectors: how many, their ``(d,)`` mean and their
+#: ``(d, d)`` centred scatter matrix ``sum (x - mean)(x - mean)^T`` (float64).
+Moments = Tuple[int, np.ndarray, np.ndarray]
 
 
 @dataclass
@@ -106,19 +113,25 @@ def choose_k(explained_variance: List[float], variance_target: float) -> int:
 
 
 def fit_pca(
-    features: DataFrame,
+    features: Optional[DataFrame],
     variance_target: float = 0.95,
     k: Optional[int] = None,
     method: str = "gram",
+    known: Sequence[Moments] = (),
 ) -> PcaFit:
     """Fit PCA on the ``features`` column (array<float>) of ``features``.
 
     ``k`` fixes the number of components; otherwise k is chosen by ``variance_target``.
+    ``known`` (``"gram"`` only): moments of further vectors, not in ``features`` (which may
+    then be ``None``); the fit is that of all the vectors together.
     """
     if method == "spark-ml":
+        if known or features is None:
+            raise ValueError("the 'spark-ml' method fits a DataFrame only, not known moments")
         fit = _fit_spark_ml(features)
     elif method == "gram":
-        fit = _fit_gram(features)
+        read = feature_moments(features) if features is not None else None
+        fit = fit_moments(merge_moments(list(known) + ([read] if read else [])))
     else:
         raise ValueError(f"unknown PCA method {method!r}: use 'spark-ml' or 'gram'")
     available = len(fit.explained_variance)
@@ -210,7 +223,7 @@ def _symmetric(upper: np.ndarray, width: int) -> np.ndarray:
     return matrix + np.triu(matrix, 1).T
 
 
-def _merge(left: tuple, right: tuple) -> tuple:
+def _merge(left: Moments, right: Moments) -> Moments:
     """Combine two ``(count, mean, M2)`` (Chan et al.'s pairwise update)."""
     n1, mean1, m2_1 = left
     n2, mean2, m2_2 = right
@@ -237,8 +250,9 @@ ARROW_BATCH_ROWS_KEY = "spark.sql.execution.arrow.maxRecordsPerBatch"
 DIRECT_MERGE_MAX = 32
 
 
-def _fit_gram(features: DataFrame) -> PcaFit:
-    """One pass over the features: per-partition moments, merged, ``eigh`` on the driver.
+def feature_moments(features: DataFrame) -> Optional[Moments]:
+    """The :data:`Moments` of the ``features`` column of ``features`` in one pass (``None``
+    when it has no rows).
 
     The features are read in at most one partition per executor core (``coalesce``: no
     shuffle), so there are few partial results; only ``d x d`` statistics leave the executors
@@ -254,14 +268,36 @@ def _fit_gram(features: DataFrame) -> PcaFit:
     with temporary_conf(spark, ARROW_BATCH_ROWS_KEY, str(GRAM_BATCH_ROWS)):
         if selected.rdd.getNumPartitions() <= DIRECT_MERGE_MAX:
             rows = [_unpack_moments(bytes(row.stats)) for row in partials.collect()]
-            if not rows:
-                raise ValueError("PCA needs at least 2 feature vectors, got 0")
-            count, mean, m2 = functools.reduce(_merge, rows)
-        else:
+            return functools.reduce(_merge, rows) if rows else None
+        try:
             packed = partials.rdd.map(lambda row: bytes(row.stats)).treeReduce(_merge_packed)
-            count, mean, m2 = _unpack_moments(packed)
-    if count < 2:
-        raise ValueError(f"PCA needs at least 2 feature vectors, got {count}")
+        except ValueError as error:  # pyspark's "Cannot reduce empty RDD.": no vectors
+            if "empty" not in str(error):
+                raise
+            return None
+        return _unpack_moments(packed)
+
+
+def merge_moments(moments: Sequence[Moments]) -> Moments:
+    """The :data:`Moments` of the union of the vector sets ``moments`` describe.
+
+    Raises:
+        ValueError: ``moments`` is empty (no vectors).
+    """
+    if not moments:
+        raise ValueError("PCA needs at least 2 feature vectors, got 0")
+    return functools.reduce(_merge, moments)
+
+
+def fit_moments(moments: Moments) -> PcaFit:
+    """PCA from :data:`Moments` (``eigh`` of the covariance on the driver), k not chosen yet.
+
+    Raises:
+        ValueError: fewer than :data:`MIN_PCA_VECTORS` vectors.
+    """
+    count, mean, m2 = moments
+    if count < MIN_PCA_VECTORS:
+        raise ValueError(f"PCA needs at least {MIN_PCA_VECTORS} feature vectors, got {count}")
     covariance = m2 / (count - 1)
     with single_threaded_blas():
         eigenvalues, eigenvectors = np.linalg.eigh(covariance)
@@ -278,6 +314,26 @@ def _fit_gram(features: DataFrame) -> PcaFit:
         method="gram",
         n_samples=count,
     )
+
+
+def moments_bytes(moments: Moments) -> bytes:
+    """:data:`Moments` as the bytes of an ``.npz`` file (``M2`` as its upper triangle)."""
+    count, mean, m2 = moments
+    buffer = io.BytesIO()
+    np.savez(
+        buffer,
+        count=np.int64(count),
+        mean=np.asarray(mean, dtype=np.float64),
+        upper=m2[np.triu_indices(len(mean))],
+    )
+    return buffer.getvalue()
+
+
+def moments_from_bytes(data: bytes) -> Moments:
+    """The :data:`Moments` that :func:`moments_bytes` wrote."""
+    with np.load(io.BytesIO(data)) as stored:
+        mean = stored["mean"]
+        return int(stored["count"]), mean, _symmetric(stored["upper"], len(mean))
 
 
 def project(spark: SparkSession, features: DataFrame, fit: PcaFit) -> DataFrame:

@@ -42,6 +42,7 @@ INVENTORY_DIR = "inventory"
 RUNS_DIR = "runs"
 VARIANCE_PLOT = "variance.png"
 MANIFEST = "manifest.json"
+FEATURE_MOMENTS = "feature_moments.npz"  # PCA moments of the run's own features/ folder
 
 #: URI schemes that name an S3 object (``s3n`` and ``s3a`` are Hadoop's names for S3).
 S3_SCHEMES = ("s3://", "s3a://", "s3n://")

@@ -134,6 +134,21 @@ def test_the_manifest_names_the_parts_and_folds_stale_and_surplus_ones(increment
         )
 
 
+def test_the_pca_reads_only_parts_without_stored_moments(incremental_nights):
+    """Each run's own part gets its moments file; a part all of whose rows are in use is not
+    read again: night 1 reads its 4 new vectors, night 2 its part (4 + 1 folded), night 3 the
+    first part (9 of its 10 rows in use), night 4 its part (1 + 5 folded) and the first's 9."""
+    manifests = incremental_nights["manifests"]
+    assert [manifest["pca_vectors_read"] for manifest in manifests] == [10, 4, 5, 9, 15]
+    for manifest in manifests:
+        own = [part for part in manifest["feature_parts"] if manifest["run_id"] in part["path"]]
+        assert [part["moments"] for part in own] == [
+            f"{manifest['run_path']}/feature_moments.npz"
+        ] * len(own)
+    for part in manifests[-1]["feature_parts"]:  # the published run's, kept with their parts
+        assert os.path.isfile(local(part["moments"]))
+
+
 def test_each_night_publishes_the_images_on_disk_and_keeps_unchanged_vectors(incremental_nights):
     snapshots = incremental_nights["snapshots"]
     changes = incremental_nights["changes"]

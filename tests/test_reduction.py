@@ -106,6 +106,33 @@ def test_merged_moments_are_those_of_the_whole(matrix):
     np.testing.assert_allclose(scatter, whole[2], rtol=1e-9)
 
 
+@pytest.mark.parametrize("direct_max", [32, 0], ids=["merged-on-driver", "merged-on-executors"])
+def test_known_moments_stand_in_for_the_vectors_they_describe(
+    spark, features, matrix, monkeypatch, direct_max
+):
+    """Moments of one part, stored as bytes and read back, plus the other part read as
+    vectors, fit as the whole does; a part with no rows adds nothing."""
+    monkeypatch.setattr(reduction, "DIRECT_MERGE_MAX", direct_max)
+    first = features.where("path < 'img080.jpg'")
+    rest = features.where("path >= 'img080.jpg'")
+    stored = reduction.moments_from_bytes(reduction.moments_bytes(reduction.feature_moments(first)))
+    assert stored[0] == 80
+    assert reduction.feature_moments(features.where("path = 'none'")) is None
+    mean, ratios, axes = numpy_pca(matrix)
+    for fit in (
+        fit_pca(rest, k=DIM, known=[stored]),
+        fit_pca(None, k=DIM, known=[stored, reduction.feature_moments(rest)]),
+    ):
+        assert fit.n_samples == ROWS
+        np.testing.assert_allclose(fit.mean, mean, rtol=1e-6)
+        np.testing.assert_allclose(fit.explained_variance, ratios, rtol=1e-4, atol=1e-7)
+        assert_same_axes(fit.components, axes)
+    with pytest.raises(ValueError, match="at least 2 feature vectors, got 0"):
+        fit_pca(features.where("path = 'none'"), k=2)
+    with pytest.raises(ValueError, match="spark-ml"):
+        fit_pca(rest, method="spark-ml", known=[stored])
+
+
 @pytest.mark.parametrize("target", [0.5, 0.8, 0.95, 0.999])
 def test_k_is_the_smallest_reaching_the_variance_target(features, matrix, target):
     _, ratios, _ = numpy_pca(matrix)
