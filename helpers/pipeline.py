@@ -365,7 +365,6 @@ class Run:
         featurized (PCA needs 2 vectors), the sentence saying PCA was skipped: the run then
         publishes its features without PCA outputs (``k`` is ``None`` in the manifest).
         """
-        config = self.config
         if self.images_featurized < MIN_PCA_VECTORS:
             self.pca_skipped = (
                 f"needs at least {MIN_PCA_VECTORS} images, {self.images_featurized} featurized"
