@@ -31,12 +31,18 @@ One module per concern:
 - :mod:`helpers.history`: one row per run in ``output_path/history/``.
 - :mod:`helpers.scheduled`: the scheduled run (``make nightly``): papermill, incremental.
 - :mod:`helpers.log`: where the log lines go, set by the entry points (notebooks, CLIs).
+- :mod:`helpers.deferred_imports`: a slow optional import of ``nbformat``'s made on first use.
 """
 
 # First, before any module can import TensorFlow: oneDNN on unless the user chose otherwise.
 from helpers.onednn import enable_onednn as _enable_onednn
 
 _enable_onednn()
+
+# Before nbformat (the report, papermill in process) is imported.
+from helpers.deferred_imports import defer_iri_checker as _defer_iri_checker  # noqa: E402
+
+_defer_iri_checker()
 
 
 def _version() -> str:
