@@ -24,7 +24,9 @@ def test_local_files_named_one_by_one_are_listed_without_a_spark_job(spark, monk
     before = spark.conf.get(listing.DISCOVERY_THRESHOLD_KEY, None)
     found = {}
     jobs = jobs_run(
-        spark, "by-name-local", lambda: found.setdefault("frame", listing.read_binary(spark, *paths))
+        spark,
+        "by-name-local",
+        lambda: found.setdefault("frame", listing.read_binary(spark, *paths)),
     )
     assert jobs == 0
     assert spark.conf.get(listing.DISCOVERY_THRESHOLD_KEY, None) == before
