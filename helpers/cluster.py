@@ -177,13 +177,15 @@ def check_cluster(spark: SparkSession) -> pd.DataFrame:
 
 def tensorflow_record(spark: SparkSession) -> Dict[str, Any]:
     """The manifest's ``tensorflow`` entry: ``driver`` (this process, see
-    :func:`helpers.onednn.tensorflow_state`), ``executors`` (per host: ``host``, ``onednn``,
+    :func:`helpers.onednn.process_state`: TensorFlow is not imported for it), ``executors`` (per host: ``host``, ``onednn``,
     ``isa``, ``workers``, and ``error`` where a worker failed) and ``probe_seconds``. A failed
     probe is recorded, never raised: the run has already featurized by then."""
     start = time.perf_counter()
-    driver = onednn.tensorflow_state()
+    driver = onednn.process_state()
     record: Dict[str, Any] = {
-        "driver": {key: driver[key] for key in ("host", "onednn", "isa", "env", "tensorflow")}
+        "driver": {
+            key: driver[key] for key in ("host", "onednn", "isa", "env", "tensorflow", "imported")
+        }
     }
     try:
         records = probe_executors(spark)

@@ -10,10 +10,13 @@ environment already holds a value (a user's ``0`` is kept). ``helpers/__init__.p
 before anything else, so every process that imports helpers (the driver, the worker daemon,
 a Python worker unpickling the featurization UDF, the benchmarks) has it before TensorFlow.
 This module imports nothing heavy: TensorFlow only inside :func:`tensorflow_state`.
+:func:`process_state` says what TensorFlow uses in a process that may not have imported it
+(the driver, which runs no CNN): its own switch once imported, else the switch it would set.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import platform
 import socket
@@ -31,6 +34,9 @@ _X86_ISAS = (
     ("avx512f", ("avx512f",)),
     ("avx2", ("avx2",)),
 )
+
+#: x86 ISAs on which TensorFlow turns oneDNN on by itself when ``TF_ENABLE_ONEDNN_OPTS`` is unset.
+ONEDNN_BY_DEFAULT = ("amx", "avx512_bf16", "avx512_vnni")
 
 #: How each ISA name reads in a table or the report.
 ISA_LABELS = {
@@ -121,6 +127,50 @@ def tensorflow_state() -> Dict[str, Any]:
         "tensorflow": tf.__version__,
         "python": sys.executable,
         "pid": os.getpid(),
+    }
+
+
+def expected_onednn(env: Optional[str], isa: str) -> Optional[bool]:
+    """The oneDNN switch TensorFlow sets when imported with ``TF_ENABLE_ONEDNN_OPTS=env``
+    (``None``: unset) on a CPU whose best ISA is ``isa`` (:func:`cpu_isa`): ``1``/``true`` on,
+    ``0``/``false`` off; unset, on x86 only with :data:`ONEDNN_BY_DEFAULT`. ``None`` when it
+    cannot be told (another value, or unset on a CPU other than x86)."""
+    if env is not None:
+        value = env.strip().lower()
+        return True if value in ("1", "true") else False if value in ("0", "false") else None
+    if isa in ONEDNN_BY_DEFAULT:
+        return True
+    return False if isa in dict(_X86_ISAS) or isa == "x86-64" else None
+
+
+def installed_tensorflow() -> Optional[str]:
+    """The installed TensorFlow's version (``tensorflow`` or ``tensorflow-cpu``), not imported;
+    ``None`` when neither is installed."""
+    for name in ("tensorflow", "tensorflow-cpu"):
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def process_state() -> Dict[str, Any]:
+    """:func:`tensorflow_state` of this process, with ``imported``: when TensorFlow is not
+    imported here, it is not imported now (seconds and hundreds of MB on a driver that runs no
+    CNN); ``onednn`` is then the switch it would set (:func:`expected_onednn`)."""
+    if "tensorflow" in sys.modules:
+        return {**tensorflow_state(), "imported": True}
+    env = os.environ.get(ONEDNN_ENV)
+    isa = cpu_isa()
+    return {
+        "host": socket.gethostname(),
+        "onednn": expected_onednn(env, isa),
+        "isa": isa,
+        "env": env,
+        "tensorflow": installed_tensorflow(),
+        "python": sys.executable,
+        "pid": os.getpid(),
+        "imported": False,
     }
 
 

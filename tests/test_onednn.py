@@ -84,6 +84,56 @@ def test_isa_from_cpu_flags() -> None:
         )
 
 
+def test_expected_switch_follows_the_variable_then_the_isa() -> None:
+    for isa in ("avx2", "avx512_vnni", "x86-64", "aarch64"):
+        assert onednn.expected_onednn("1", isa) is True
+        assert onednn.expected_onednn("0", isa) is False
+        assert onednn.expected_onednn("False", isa) is False
+        assert onednn.expected_onednn("maybe", isa) is None
+    assert [onednn.expected_onednn(None, isa) for isa in ("amx", "avx512_bf16", "avx512_vnni")] == [
+        True
+    ] * 3
+    assert [onednn.expected_onednn(None, isa) for isa in ("avx512f", "avx2", "x86-64")] == [
+        False
+    ] * 3
+    assert onednn.expected_onednn(None, "aarch64") is None
+
+
+#: In a process where helpers' rule has not run (helpers/onednn.py loaded on its own): the
+#: state told without TensorFlow, then TensorFlow's own once imported.
+EXPECTED_THEN_REAL = """
+import importlib.util, json, sys
+spec = importlib.util.spec_from_file_location("onednn_alone", sys.argv[1])
+onednn = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(onednn)
+told = onednn.process_state()
+imported_before = "tensorflow" in sys.modules
+import tensorflow
+real = onednn.process_state()
+print(json.dumps([told, imported_before, real]))
+"""
+
+
+@needs_x86
+def test_the_state_told_without_tensorflow_is_the_one_it_then_sets() -> None:
+    """The driver runs no CNN, so the manifest tells its switch without importing TensorFlow;
+    with the variable unset (TensorFlow's own rule, from the ISA) that is checked against
+    TensorFlow's own switch on this CPU."""
+    completed = subprocess.run(
+        [sys.executable, "-c", EXPECTED_THEN_REAL, os.path.join(REPO, "helpers", "onednn.py")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=clean_environment(),
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    told, imported_before, real = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert imported_before is False and told["imported"] is False and real["imported"] is True
+    assert told["env"] is None and told["isa"] == onednn.cpu_isa()
+    assert told["onednn"] is real["onednn"] is (onednn.cpu_isa() in onednn.ONEDNN_BY_DEFAULT)
+    assert told["tensorflow"] == real["tensorflow"]
+
+
 def test_report_line_names_both_sides() -> None:
     record = {
         "driver": {"onednn": True, "isa": "avx2"},
