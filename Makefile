@@ -22,7 +22,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 
 run: $(INSTALLED) check-java
 	@mkdir -p $(OUTPUT)
-	$(PY) -m papermill notebooks/local.ipynb $(OUTPUT)/local.ipynb \
+	$(PY) -m helpers.papermill_cli notebooks/local.ipynb $(OUTPUT)/local.ipynb \
 		--cwd notebooks --log-output --progress-bar \
 		-p input_path $(CURDIR)/data/sample -p output_path $(CURDIR)/$(OUTPUT)
 	@$(PY) -m helpers.report $(OUTPUT) --notebook $(OUTPUT)/local.ipynb

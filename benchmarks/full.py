@@ -132,7 +132,7 @@ def chain_run(images: str, output: str, work: str, name: str, incremental: bool 
     notebook_command = [
         sys.executable,
         "-m",
-        "papermill",
+        "helpers.papermill_cli",  # what make run runs
         NOTEBOOK,
         executed,
         "--cwd",

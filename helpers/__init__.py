@@ -32,6 +32,7 @@ One module per concern:
 - :mod:`helpers.scheduled`: the scheduled run (``make nightly``): papermill, incremental.
 - :mod:`helpers.log`: where the log lines go, set by the entry points (notebooks, CLIs).
 - :mod:`helpers.deferred_imports`: a slow optional import of ``nbformat``'s made on first use.
+- :mod:`helpers.papermill_cli`: papermill's command line after helpers' settings (``make run``).
 """
 
 # First, before any module can import TensorFlow: oneDNN on unless the user chose otherwise.

@@ -373,7 +373,7 @@ def run_local_notebook(folder):
         [
             sys.executable,
             "-m",
-            "papermill",
+            "helpers.papermill_cli",  # make run's command
             os.path.join(REPO, "notebooks", "local.ipynb"),
             str(executed),
             "--cwd",

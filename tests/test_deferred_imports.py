@@ -1,6 +1,7 @@
 """The IRI checker jsonschema imports is loaded on first use, and still checks IRIs then."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -38,3 +39,29 @@ def test_without_helpers_the_grammars_load_with_jsonschema():
         timeout=120,
     )
     assert result.stdout.strip() == "True"
+
+
+def test_make_runs_papermill_command_line_starts_without_the_grammars_and_leaves_the_env():
+    """``python -m helpers.papermill_cli`` (``make run``) is papermill's command line, in a
+    process where the IRI grammars are deferred and TF_ENABLE_ONEDNN_OPTS is left as given."""
+    script = (
+        "import json, os, runpy, sys\n"
+        "sys.argv = ['papermill', '--help']\n"
+        "try:\n"
+        "    runpy.run_module('helpers.papermill_cli', run_name='__main__')\n"
+        "except SystemExit as stop:\n"
+        "    code = stop.code\n"
+        "print(json.dumps([code, 'lark' in sys.modules, os.environ.get('TF_ENABLE_ONEDNN_OPTS')]))"
+    )
+    environment = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+        env=environment,
+    )
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].startswith("Usage: papermill [OPTIONS] NOTEBOOK_PATH")
+    assert json.loads(lines[-1]) == [0, False, None]
