@@ -34,6 +34,8 @@ def write_failures(
     root: str,
     image_size: int,
     location: str,
+    sent: Optional[int] = None,
+    carried: int = 0,
 ) -> int:
     """Write ``failed/`` (path, reason) at ``location`` when any image failed; return how many.
 
@@ -41,7 +43,10 @@ def write_failures(
     images sent to the CNN (``featurized``) that are not in the part ``new_part``: those are
     read (under ``root``) and decoded again at ``image_size`` (no CNN) for the reason. The
     listing is cached, so the first two cost no file access; reused images are not looked at
-    again.
+    again. ``sent``: the rows of ``featurized`` when the caller knows them (else counted here);
+    ``carried``: the rows of ``new_part`` that were not sent (features moved there from folded
+    parts). When ``new_part`` holds as many rows as were sent, every image sent is in it (one
+    row per image) and no paths are compared.
     """
     unlabelled = listing.where(F.col("label").isNull())
     empty = listing.where(F.col("label").isNotNull() & (F.col("length") == 0))
@@ -50,19 +55,25 @@ def write_failures(
         empty.select("path", F.lit(EMPTY_FILE).alias("reason")),
     ]
     skipped = parts[0].union(parts[1]).count()
-    missing = featurized.select("path")
-    if new_part is not None:
-        written = storage.read_parquet(spark, new_part["path"]).select("path")
-        missing = missing.join(written, "path", "left_anti")
-    missing = missing.cache()
-    undecoded = missing.count()
+    sent = featurized.count() if sent is None else sent
+    written = int(new_part["rows"]) - carried if new_part is not None else 0
+    undecoded = 0
+    missing = None
+    if written != sent:
+        missing = featurized.select("path")
+        if new_part is not None:
+            in_part = storage.read_parquet(spark, new_part["path"]).select("path")
+            missing = missing.join(in_part, "path", "left_anti")
+        missing = missing.cache()
+        undecoded = missing.count()
     if undecoded:
         parts.append(decode_reasons(spark, missing, undecoded, root, image_size))
     failed = skipped + undecoded
     if failed:
         failures = union_all(parts)
         storage.write_parquet(failures.coalesce(1), location)
-    missing.unpersist()
+    if missing is not None:
+        missing.unpersist()
     return failed
 
 

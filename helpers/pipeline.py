@@ -287,6 +287,8 @@ class Run:
                 self.root,
                 config.image_size,
                 self.location(storage.FAILED_DIR),
+                sent=scanned[0] if contents is not self.files else None,
+                carried=sum(int(part["images"]) for part in folded),
             )
             if self.images_featurized == 0:
                 raise ValueError(
