@@ -401,7 +401,8 @@ class Run:
         """PCA of every featurized image. With the Gram method, a feature part's vectors are
         read only when no stored moments describe them: this run's own part is read once and
         its moments stored beside it (``feature_moments.npz``, named by the part), and an
-        earlier run's part is read only if some of its rows are no longer in use."""
+        earlier run's part is read only when some of its rows are no longer in use or it names
+        no moments file."""
         config = self.config
         if config.pca_method != "gram":
             self.pca_vectors_read = self.images_featurized
