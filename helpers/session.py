@@ -77,10 +77,7 @@ def get_spark(config: PipelineConfig) -> SparkSession:
             {
                 "spark.driver.host": "127.0.0.1",
                 "spark.driver.bindAddress": "127.0.0.1",
-                # The one JVM of local mode (driver and executor): its heap grows towards this
-                # bound before it collects, so the bound is what its memory grows to with the
-                # input; 2 GB holds a Fruits-360-sized run (FRUITS_DRIVER_MEMORY for more).
-                "spark.driver.memory": os.environ.get("FRUITS_DRIVER_MEMORY", "2g"),
+                "spark.driver.memory": os.environ.get("FRUITS_DRIVER_MEMORY", "4g"),
                 "spark.ui.showConsoleProgress": "false",
                 "spark.sql.shuffle.partitions": "8",
             }
