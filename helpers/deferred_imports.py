@@ -2,8 +2,8 @@
 
 ``nbformat`` (papermill, nbconvert, the report) imports ``jsonschema``, whose format module
 imports ``rfc3987_syntax`` when it is installed (JupyterLab's ``jupyter-events`` asks for it).
-That module compiles 38 Lark grammars at import: 2 to 7 s of CPU in every process that imports
-``nbformat``, for a check (``"iri"`` formats) no notebook schema uses (jsonschema issue #1428).
+That module compiles 38 Lark grammars at import, in every process that imports ``nbformat``, for
+a check (``"iri"`` formats) no notebook schema uses (jsonschema issue #1428).
 :func:`defer_iri_checker` puts a stand-in in its place: the real module is imported, and its
 grammars compiled, the first time an IRI is checked.
 """
