@@ -46,6 +46,8 @@ FEATURE_MOMENTS = "feature_moments.npz"  # PCA moments of the run's own features
 
 #: URI schemes that name an S3 object (``s3n`` and ``s3a`` are Hadoop's names for S3).
 S3_SCHEMES = ("s3://", "s3a://", "s3n://")
+#: How often a small file replaced while Hadoop reads it is read again before giving up.
+REPLACED_WHILE_READ_ATTEMPTS = 5
 
 
 # -- paths -----------------------------------------------------------------------------------
@@ -285,20 +287,31 @@ class HadoopHandler:
         self.spark = spark
 
     def read(self, path: str) -> bytes:
+        """The whole file. A file replaced while it is read (S3A reports the change as
+        ``RemoteFileChangedException``: another run's heartbeat, a republished manifest) is read
+        again, up to :data:`REPLACED_WHILE_READ_ATTEMPTS` times, so the bytes are one version."""
+        for _ in range(REPLACED_WHILE_READ_ATTEMPTS):
+            try:
+                return self._read_once(path)
+            except Exception as error:  # noqa: BLE001 (py4j)
+                if "RemoteFileChangedException" not in str(error):
+                    raise
+        raise OSError(
+            f"{path} was replaced while it was read, {REPLACED_WHILE_READ_ATTEMPTS} times in a row"
+        )
+
+    def _open(self, path: str):  # -> py4j FSDataInputStream
+        hadoop_path, fs = _hadoop_path(self.spark, path)
+        return fs.open(hadoop_path)
+
+    def _read_once(self, path: str) -> bytes:
         jvm = self.spark.sparkContext._jvm  # noqa: SLF001
-        try:
-            hadoop_path, fs = _hadoop_path(self.spark, path)
-            stream = fs.open(hadoop_path)
-        except Exception as error:  # noqa: BLE001 (py4j)
-            translated = translate_storage_error(error, path)
-            if translated is None and "FileNotFoundException" in str(error):
-                translated = FileNotFoundError(f"{path} does not exist")
-            if translated is None:
-                raise
-            raise translated from None
+        with _hadoop_errors(path):
+            stream = self._open(path)
         try:
             buffer = jvm.java.io.ByteArrayOutputStream()
-            jvm.org.apache.hadoop.io.IOUtils.copyBytes(stream, buffer, 65536, False)
+            with _hadoop_errors(path):
+                jvm.org.apache.hadoop.io.IOUtils.copyBytes(stream, buffer, 65536, False)
             return bytes(buffer.toByteArray())
         finally:
             stream.close()
@@ -360,6 +373,23 @@ class HadoopHandler:
     def download(self, path: str, destination: str) -> None:
         with open(destination, "wb") as handle:
             handle.write(self.read(path))
+
+
+@contextmanager
+def _hadoop_errors(path: str) -> Iterator[None]:
+    """Hadoop's missing file (``FileNotFoundException``: never written, or deleted while it was
+    opened) and the errors :func:`translate_storage_error` knows, as Python errors."""
+    try:
+        yield
+    except Exception as error:  # noqa: BLE001 (py4j)
+        if "RemoteFileChangedException" in str(error):
+            raise  # the file changed while it was read: the caller reads it again
+        translated = translate_storage_error(error, path)
+        if translated is None and "FileNotFoundException" in str(error):
+            translated = FileNotFoundError(f"{path} does not exist")
+        if translated is None:
+            raise
+        raise translated from None
 
 
 Handler = Union[LocalHandler, HadoopHandler, S3Handler]

@@ -240,3 +240,48 @@ def test_s3_handler_reads_the_credentials_of_now(bucket, s3_environment, monkeyp
     path = f"s3://{bucket}/credentials/{uuid.uuid4().hex[:8]}.txt"
     storage.write_bytes(None, path, b"mine")
     assert storage.read_bytes(None, path) == b"mine"
+
+
+def test_hadoop_reads_a_file_replaced_while_it_is_read(
+    spark, bucket, s3_client, s3_environment, monkeypatch
+):
+    """S3A opens a file at one version (its ETag) and fails the read when another process has
+    replaced it since (the lock's heartbeat does that every 30 s): the handler reads it again and
+    returns one whole version."""
+    key = f"replaced/{uuid.uuid4().hex[:8]}/run.lock.json"
+    path = f"s3://{bucket}/{key}"
+    s3_client.put_object(Bucket=bucket, Key=key, Body=b'{"heartbeat_at": "first"}')
+    opened = storage.HadoopHandler._open
+    replaced = []
+
+    def open_then_replace(self, target):
+        stream = opened(self, target)
+        if not replaced:  # the heartbeat lands between S3A's open and its first read
+            s3_client.put_object(Bucket=bucket, Key=key, Body=b'{"heartbeat_at": "second!"}')
+            replaced.append(target)
+        return stream
+
+    monkeypatch.setattr(storage.HadoopHandler, "_open", open_then_replace)
+    assert storage.read_bytes(spark, path) == b'{"heartbeat_at": "second!"}'
+    assert replaced == [path]
+
+
+def test_hadoop_read_gives_up_on_a_file_replaced_at_every_read(
+    spark, bucket, s3_client, s3_environment, monkeypatch
+):
+    key = f"replaced/{uuid.uuid4().hex[:8]}/busy.json"
+    path = f"s3://{bucket}/{key}"
+    s3_client.put_object(Bucket=bucket, Key=key, Body=b"0")
+    opened = storage.HadoopHandler._open
+    versions = []
+
+    def open_then_replace(self, target):
+        stream = opened(self, target)
+        versions.append(len(versions) + 1)
+        s3_client.put_object(Bucket=bucket, Key=key, Body=str(len(versions)).encode() * 3)
+        return stream
+
+    monkeypatch.setattr(storage.HadoopHandler, "_open", open_then_replace)
+    with pytest.raises(OSError, match="busy.json was replaced while it was read, 5 times"):
+        storage.read_bytes(spark, path)
+    assert len(versions) == storage.REPLACED_WHILE_READ_ATTEMPTS
