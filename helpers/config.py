@@ -17,6 +17,13 @@ DEFAULT_WEIGHTS = "torchvision"
 #: Environment variable that names an S3-compatible endpoint when ``s3_endpoint`` is empty.
 S3_ENDPOINT_ENV = "FRUITS_S3_ENDPOINT"
 
+#: Environment variable that sets ``spark.driver.memory`` in local mode, read when the session
+#: starts: the heap bound of local mode's one JVM (driver and executor).
+DRIVER_MEMORY_ENV = "FRUITS_DRIVER_MEMORY"
+#: Local mode's JVM heap bound when :data:`DRIVER_MEMORY_ENV` is unset. The heap grows towards
+#: its bound before it collects, so this is what the JVM's memory grows to with the input.
+LOCAL_DRIVER_MEMORY = "2g"
+
 #: Image file extensions read by the chain (compared in lower case).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 

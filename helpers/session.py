@@ -22,7 +22,7 @@ from pyspark import SparkContext
 from pyspark.sql import SparkSession
 
 from helpers import onednn
-from helpers.config import PipelineConfig
+from helpers.config import DRIVER_MEMORY_ENV, LOCAL_DRIVER_MEMORY, PipelineConfig
 
 APP_NAME = "fruits-featurization"
 
@@ -77,7 +77,7 @@ def get_spark(config: PipelineConfig) -> SparkSession:
             {
                 "spark.driver.host": "127.0.0.1",
                 "spark.driver.bindAddress": "127.0.0.1",
-                "spark.driver.memory": os.environ.get("FRUITS_DRIVER_MEMORY", "4g"),
+                "spark.driver.memory": os.environ.get(DRIVER_MEMORY_ENV, LOCAL_DRIVER_MEMORY),
                 "spark.ui.showConsoleProgress": "false",
                 "spark.sql.shuffle.partitions": "8",
             }

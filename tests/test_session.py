@@ -135,3 +135,17 @@ def test_sessions_built_here_use_the_worker_daemon(spark) -> None:
     assert spark.sparkContext.getConf().get("spark.python.daemon.module") == WORKER_DAEMON_MODULE
     loaded = spark.range(0, 2, 1, 2).mapInPandas(parent_has_tensorflow, "loaded boolean").collect()
     assert [row.loaded for row in loaded] == [True, True]
+
+
+def test_local_mode_bounds_its_one_jvm_heap(spark) -> None:
+    """Local mode's JVM (driver and executor) gets ``spark.driver.memory`` as its heap bound:
+    ``$FRUITS_DRIVER_MEMORY``, else 2 GB."""
+    from helpers.config import DRIVER_MEMORY_ENV, LOCAL_DRIVER_MEMORY
+
+    assert LOCAL_DRIVER_MEMORY == "2g"
+    wanted = os.environ.get(DRIVER_MEMORY_ENV, LOCAL_DRIVER_MEMORY)
+    assert spark.sparkContext.getConf().get("spark.driver.memory") == wanted
+    units = {"m": 2**20, "g": 2**30}
+    bound = int(wanted[:-1]) * units[wanted[-1].lower()]
+    heap = spark.sparkContext._jvm.java.lang.Runtime.getRuntime().maxMemory()  # noqa: SLF001
+    assert 0.8 * bound <= heap <= bound  # the JVM reports its bound less one survivor space
