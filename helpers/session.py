@@ -38,6 +38,13 @@ RUNTIME_SQL_CONF: Dict[str, str] = {
 
 #: Spark's Python worker daemon for the sessions built here (see :mod:`helpers.worker_daemon`).
 WORKER_DAEMON_MODULE = "helpers.worker_daemon"
+#: Spark keeps one Python worker daemon per distinct worker environment. Its SQL runners (pandas
+#: UDFs, ``mapInArrow``) add this variable to that environment and its RDD runners (the cluster
+#: check, tree merges) do not, so a session running both kinds of job would keep two daemons,
+#: each with its own workers importing TensorFlow (:func:`share_one_worker_daemon`).
+SIMPLIFIED_TRACEBACK_ENV = "SPARK_SIMPLIFIED_TRACEBACK"
+#: The SQL setting that makes Spark's SQL runners set :data:`SIMPLIFIED_TRACEBACK_ENV`.
+SIMPLIFIED_TRACEBACK_CONF = "spark.sql.execution.pyspark.udf.simplifiedTraceback.enabled"
 
 #: Jars (inside PyPI ``sagemaker-pyspark``) that give pyspark 3.5's Hadoop an S3A client.
 S3A_JARS = ("hadoop-aws-3.3.1.jar", "aws-java-sdk-bundle-1.11.901.jar")
@@ -58,6 +65,7 @@ def get_spark(config: PipelineConfig) -> SparkSession:
             active.conf.set(key, value)
         if endpoint:
             _configure_s3a_runtime(active, endpoint)
+        share_one_worker_daemon(active)
         return active
 
     os.environ["PYSPARK_PYTHON"] = sys.executable
@@ -95,7 +103,20 @@ def get_spark(config: PipelineConfig) -> SparkSession:
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
+    share_one_worker_daemon(spark)
     return spark
+
+
+def share_one_worker_daemon(spark: SparkSession) -> None:
+    """Make RDD jobs and SQL Python jobs of ``spark`` use the same worker daemon and workers.
+
+    Adds :data:`SIMPLIFIED_TRACEBACK_ENV` to the environment every Python function of this
+    driver carries (``SparkContext.environment``) when Spark's SQL runners add it too (the
+    default), so both kinds of runner ask for the same worker environment. Applies to jobs
+    started afterwards, in a session built here or an existing one (Livy's).
+    """
+    if spark.conf.get(SIMPLIFIED_TRACEBACK_CONF, "true").lower() == "true":
+        spark.sparkContext.environment[SIMPLIFIED_TRACEBACK_ENV] = "1"
 
 
 def s3a_settings(endpoint: str) -> Dict[str, str]:

@@ -149,3 +149,38 @@ def test_local_mode_bounds_its_one_jvm_heap(spark) -> None:
     bound = int(wanted[:-1]) * units[wanted[-1].lower()]
     heap = spark.sparkContext._jvm.java.lang.Runtime.getRuntime().maxMemory()  # noqa: SLF001
     assert 0.8 * bound <= heap <= bound  # the JVM reports its bound less one survivor space
+
+
+def test_rdd_and_sql_jobs_share_one_worker_daemon(spark) -> None:
+    """The cluster check (an RDD job) and the CNN (a pandas UDF) get their workers from one
+    daemon: Spark would otherwise start a second one, importing TensorFlow again."""
+
+    def rdd_parent(index, rows):  # noqa: ARG001
+        yield os.getppid()
+
+    def sql_parent(frames):
+        for _ in frames:
+            pass
+        yield pd.DataFrame({"parent": [os.getppid()]})
+
+    rdd = set(
+        spark.sparkContext.parallelize(range(2), 2).mapPartitionsWithIndex(rdd_parent).collect()
+    )
+    sql = {
+        row.parent
+        for row in spark.range(0, 2, 1, 2).mapInPandas(sql_parent, "parent int").collect()
+    }
+    assert len(rdd) == 1 and sql == rdd
+
+
+def test_an_existing_session_gets_the_shared_worker_environment(spark) -> None:
+    from helpers.config import PipelineConfig
+    from helpers.session import SIMPLIFIED_TRACEBACK_ENV, get_spark
+
+    environment = spark.sparkContext.environment
+    environment.pop(SIMPLIFIED_TRACEBACK_ENV)
+    try:
+        assert get_spark(PipelineConfig("unused", "unused")) is spark  # the active session
+        assert environment[SIMPLIFIED_TRACEBACK_ENV] == "1"
+    finally:
+        environment[SIMPLIFIED_TRACEBACK_ENV] = "1"
