@@ -180,7 +180,8 @@ def test_an_existing_session_gets_the_shared_worker_environment(spark) -> None:
     environment = spark.sparkContext.environment
     environment.pop(SIMPLIFIED_TRACEBACK_ENV)
     try:
-        assert get_spark(PipelineConfig("unused", "unused")) is spark  # the active session
+        existing = get_spark(PipelineConfig("unused", "unused"))  # no new context is built
+        assert existing.sparkContext is spark.sparkContext
         assert environment[SIMPLIFIED_TRACEBACK_ENV] == "1"
     finally:
         environment[SIMPLIFIED_TRACEBACK_ENV] = "1"
