@@ -242,6 +242,24 @@ def test_s3_handler_reads_the_credentials_of_now(bucket, s3_environment, monkeyp
     assert storage.read_bytes(None, path) == b"mine"
 
 
+def replace_after_open(monkeypatch, s3_client, bucket: str, key: str, times: int) -> list:
+    """Make each of the handler's first ``times`` opens of ``key`` followed by a new version of
+    the object, as another process's write landing between S3A's open and its first read.
+    Returns the list of versions written (``b"v1"``, ``b"v2"``, ...), filled as they land."""
+    opened = storage.HadoopHandler._open
+    versions: list = []
+
+    def open_then_replace(self, target):
+        stream = opened(self, target)
+        if len(versions) < times:
+            versions.append(f"v{len(versions) + 1}".encode())
+            s3_client.put_object(Bucket=bucket, Key=key, Body=versions[-1])
+        return stream
+
+    monkeypatch.setattr(storage.HadoopHandler, "_open", open_then_replace)
+    return versions
+
+
 def test_hadoop_reads_a_file_replaced_while_it_is_read(
     spark, bucket, s3_client, s3_environment, monkeypatch
 ):
@@ -249,39 +267,18 @@ def test_hadoop_reads_a_file_replaced_while_it_is_read(
     replaced it since (the lock's heartbeat does that every 30 s): the handler reads it again and
     returns one whole version."""
     key = f"replaced/{uuid.uuid4().hex[:8]}/run.lock.json"
-    path = f"s3://{bucket}/{key}"
-    s3_client.put_object(Bucket=bucket, Key=key, Body=b'{"heartbeat_at": "first"}')
-    opened = storage.HadoopHandler._open
-    replaced = []
-
-    def open_then_replace(self, target):
-        stream = opened(self, target)
-        if not replaced:  # the heartbeat lands between S3A's open and its first read
-            s3_client.put_object(Bucket=bucket, Key=key, Body=b'{"heartbeat_at": "second!"}')
-            replaced.append(target)
-        return stream
-
-    monkeypatch.setattr(storage.HadoopHandler, "_open", open_then_replace)
-    assert storage.read_bytes(spark, path) == b'{"heartbeat_at": "second!"}'
-    assert replaced == [path]
+    s3_client.put_object(Bucket=bucket, Key=key, Body=b"v0")
+    versions = replace_after_open(monkeypatch, s3_client, bucket, key, times=1)
+    assert storage.read_bytes(spark, f"s3://{bucket}/{key}") == b"v1"
+    assert versions == [b"v1"]
 
 
 def test_hadoop_read_gives_up_on_a_file_replaced_at_every_read(
     spark, bucket, s3_client, s3_environment, monkeypatch
 ):
     key = f"replaced/{uuid.uuid4().hex[:8]}/busy.json"
-    path = f"s3://{bucket}/{key}"
-    s3_client.put_object(Bucket=bucket, Key=key, Body=b"0")
-    opened = storage.HadoopHandler._open
-    versions = []
-
-    def open_then_replace(self, target):
-        stream = opened(self, target)
-        versions.append(len(versions) + 1)
-        s3_client.put_object(Bucket=bucket, Key=key, Body=str(len(versions)).encode() * 3)
-        return stream
-
-    monkeypatch.setattr(storage.HadoopHandler, "_open", open_then_replace)
+    s3_client.put_object(Bucket=bucket, Key=key, Body=b"v0")
+    versions = replace_after_open(monkeypatch, s3_client, bucket, key, times=10)
     with pytest.raises(OSError, match="busy.json was replaced while it was read, 5 times"):
-        storage.read_bytes(spark, path)
+        storage.read_bytes(spark, f"s3://{bucket}/{key}")
     assert len(versions) == storage.REPLACED_WHILE_READ_ATTEMPTS
