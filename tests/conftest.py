@@ -23,6 +23,12 @@ SAMPLE = os.path.join(REPO, "data", "sample")
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+#: The JIT setting of every JVM the tests start (the session's, the papermill kernels', the
+#: subprocess drivers', a standalone cluster's): C1 only. Each JVM here lives seconds to minutes
+#: and runs bookkeeping while TensorFlow works; C2's compiler threads would take CPU from
+#: TensorFlow and from the other processes of the suite. The JIT level changes no result.
+TEST_JAVA_OPTIONS = "-XX:TieredStopAtLevel=1"
+os.environ.setdefault("JDK_JAVA_OPTIONS", TEST_JAVA_OPTIONS)
 
 
 def copy_subset(destination: str, classes: int, train: int, test: int) -> str:

@@ -30,7 +30,7 @@ needs_x86 = pytest.mark.skipif(not X86, reason="the rule turns oneDNN on on x86 
 
 def clean_environment(**extra: str) -> dict:
     """What a new user's shell holds: no TF_ENABLE_ONEDNN_OPTS, helpers from this checkout."""
-    keep = ("PATH", "HOME", "JAVA_HOME", "LANG", "TMPDIR")
+    keep = ("PATH", "HOME", "JAVA_HOME", "JDK_JAVA_OPTIONS", "LANG", "TMPDIR")
     environment = {name: os.environ[name] for name in keep if name in os.environ}
     environment.update(
         PYTHONPATH=REPO, SPARK_LOCAL_IP="127.0.0.1", TF_CPP_MIN_LOG_LEVEL="2", **extra
