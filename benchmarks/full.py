@@ -50,7 +50,7 @@ from benchmarks.data import (
     make_fruits360,
 )
 from benchmarks.pipeline_bench import batch_events, steady_rate
-from benchmarks.run import RESULTS, machine, peak_tree_rss, python_module
+from benchmarks.run import RESULTS, machine, peak_tree_rss, python_module, write_results
 
 NOTEBOOK = os.path.join(REPO, "notebooks", "local.ipynb")
 #: (name, target, True when the ratio must stay at or below the target)
@@ -259,6 +259,7 @@ def main() -> None:
     try:
         results["small"] = chain_run(small_tree, os.path.join(work, "out-small"), work, "small")
         print(f"small run: {results['small']['whole_job_seconds']:.0f} s", flush=True)
+        write_results(args.output, results, complete=False)
         results["ceiling"] = python_module(
             "benchmarks.ceiling",
             small_tree,
@@ -269,10 +270,12 @@ def main() -> None:
             timeout=7200,
         )
         print(f"ceiling: {results['ceiling']['median_images_per_s']:.1f} images/s", flush=True)
+        write_results(args.output, results, complete=False)
         tree = linked_copy(full_cache, os.path.join(work, "images"))
         output = os.path.join(work, "out")
         results["full"] = chain_run(tree, output, work, "full")
         print(f"full run: {results['full']['whole_job_seconds']:.0f} s", flush=True)
+        write_results(args.output, results, complete=False)
         if args.new:
             results["added"] = make_fruits360(tree, args.new, args.seed, first=args.n)
             results["incremental"] = chain_run(tree, output, work, "incremental", incremental=True)
@@ -284,9 +287,7 @@ def main() -> None:
     results["onednn_both_sides"] = (
         bool(results["ceiling"].get("onednn")) and results["full"]["onednn_everywhere"]
     )
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w") as handle:
-        json.dump(results, handle, indent=2, default=str)
+    write_results(args.output, results, complete=True)
     print_table(results)
     print(f"JSON: {args.output}")
 

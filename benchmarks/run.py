@@ -43,6 +43,19 @@ from helpers.session import WORKER_DAEMON_MODULE
 RESULTS = os.path.join(REPO, "benchmarks", "results")
 
 
+def write_results(path: str, results: Dict, complete: bool) -> None:
+    """Write ``results`` as JSON to ``path`` (replaced whole), with ``"complete": complete``.
+
+    Called after each part of a benchmark with ``complete=False``, so a run stopped half-way
+    keeps what it measured, and once at the end with ``complete=True``.
+    """
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    partial = f"{path}.partial"
+    with open(partial, "w") as handle:
+        json.dump({**results, "complete": complete}, handle, indent=2, default=str)
+    os.replace(partial, path)
+
+
 def python_module(module: str, *args: str, timeout: int = 1800, onednn_opts: str = "") -> Dict:
     """Run ``python -m module args`` and return the last JSON line it printed; ``onednn_opts``
     (``"1"`` / ``"0"``), when given, is the ``TF_ENABLE_ONEDNN_OPTS`` it starts with."""
@@ -265,6 +278,7 @@ def main() -> None:
         make_dataset(images, args.n, seed=1)
         headline = pipeline_and_baseline(images, work, "main", args.repeats, "p8" not in skip)
         results.update(headline)
+        write_results(args.output, results, complete=False)
         curve = [headline]
         counts = sorted({int(c) for c in args.curve.split(",") if c} - {args.n})
         for count in counts:
@@ -274,6 +288,7 @@ def main() -> None:
             curve.append(
                 pipeline_and_baseline(folder, work, f"n{count}", repeats, "p8" not in skip)
             )
+            write_results(args.output, {**results, "curve": curve}, complete=False)
         results["curve"] = sorted(curve, key=lambda point: point["images"])
         # Target 1 is a steady state: judged on the run with the most images (at 300, each of
         # the 2 workers runs 3 batches and the first one re-warms after the idle between runs).
@@ -286,6 +301,7 @@ def main() -> None:
                 "benchmarks.pca_scale", work, "--rows", str(args.pca_rows)
             )
             results["target3_ratio"] = results["pca_scale"]["gram_vs_numpy"]
+            write_results(args.output, results, complete=False)
         if "memory" not in skip:
             memory = {}
             for count in (200, 2000):
@@ -299,21 +315,22 @@ def main() -> None:
                 memory[count] = peak_tree_rss([sys.executable, "-c", driver])["peak_rss_mb"]
             results["memory_peak_mb"] = memory
             results["target4_ratio"] = memory[2000] / memory[200]
+            write_results(args.output, results, complete=False)
         if "precision" not in skip:
             results["precision"] = [
                 python_module("benchmarks.ceiling", images, "--variant", variant)
                 for variant in ("fp32", "xla", "bf16")
             ]
+            write_results(args.output, results, complete=False)
         if "sizes" not in skip:
             results["image_sizes"] = python_modules("benchmarks.image_size")
+            write_results(args.output, results, complete=False)
         if "onednn" not in skip:
             results["onednn"] = onednn_both_ways(images, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w") as handle:
-        json.dump(results, handle, indent=2, default=str)
+    write_results(args.output, results, complete=True)
     print_table(results)
 
 
