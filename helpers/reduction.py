@@ -35,7 +35,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, FloatType, StructField, StructType
 from threadpoolctl import ThreadpoolController
 
-from helpers.session import temporary_conf
+from helpers.session import ARROW_BATCH_ROWS_KEY, temporary_conf
 
 FEATURES_COLUMN = "features"
 PCA_COLUMN = "pca"
@@ -243,7 +243,6 @@ def _merge_packed(left: bytes, right: bytes) -> bytes:
 #: Rows per Arrow batch while fitting (the session's default, sized for images, is smaller):
 #: fewer, larger ``X^T X`` products run closer to BLAS peak (see ``docs/benchmarks.md``).
 GRAM_BATCH_ROWS = 4096
-ARROW_BATCH_ROWS_KEY = "spark.sql.execution.arrow.maxRecordsPerBatch"
 
 #: Up to this many partial results go straight to the driver (6.5 MB each at d = 1280);
 #: beyond, they are merged on the executors with ``treeReduce`` first.

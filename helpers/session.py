@@ -26,11 +26,14 @@ from helpers.config import DRIVER_MEMORY_ENV, LOCAL_DRIVER_MEMORY, PipelineConfi
 
 APP_NAME = "fruits-featurization"
 
+#: Rows per Arrow batch between the JVM and Python (pandas UDFs, mapInArrow, createDataFrame).
+ARROW_BATCH_ROWS_KEY = "spark.sql.execution.arrow.maxRecordsPerBatch"
+
 #: Spark SQL settings that may be changed on a running session too.
 RUNTIME_SQL_CONF: Dict[str, str] = {
     "spark.sql.execution.arrow.pyspark.enabled": "true",
     # Pandas UDF input batches: bounded, so large photos do not blow a worker's memory.
-    "spark.sql.execution.arrow.maxRecordsPerBatch": "512",
+    ARROW_BATCH_ROWS_KEY: "512",
     # Pack many small image files per task (the default 4 MB open cost gives tiny tasks).
     "spark.sql.files.openCostInBytes": str(128 * 1024),
     "spark.sql.session.timeZone": "UTC",
