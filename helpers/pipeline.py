@@ -386,10 +386,13 @@ class Run:
             storage.write_parquet(scores, self.location(storage.PCA_DIR))
             written = storage.read_parquet(self.spark, self.location(storage.PCA_DIR))
             columns = [F.col(PCA_COLUMN)[i].alias(f"pc_{i + 1}") for i in range(self.pca.k)]
-            storage.write_csv(
-                written.select("path", "label", "split", *columns),
-                self.location(storage.PCA_CSV_DIR),
-            )
+            # Read back as whole waves of the task slots: the CSV formats every score again.
+            sizes = listing.indexed_statuses(written)["length"]
+            with balanced_file_scans(self.spark, len(sizes), int(sizes.sum()), int(sizes.max())):
+                storage.write_csv(
+                    written.select("path", "label", "split", *columns),
+                    self.location(storage.PCA_CSV_DIR),
+                )
             storage.write_bytes(
                 self.spark,
                 self.location(storage.VARIANCE_PLOT),
