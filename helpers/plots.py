@@ -23,6 +23,7 @@ import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from helpers.images import KNOWN_SPLITS
 
@@ -234,31 +235,40 @@ def scatter_figure(points: pd.DataFrame, x: str = "pc_1", y: str = "pc_2") -> Fi
     labels = sorted(points["label"].dropna().unique())
     colours = matplotlib.colormaps["tab20" if len(labels) > 10 else "tab10"]
     markers = {"Training": "o", "Test": "^"}
-    for index, label in enumerate(labels):
-        subset = points[points["label"] == label]
-        for split, group in subset.groupby(subset["split"].fillna("all")):
-            axis.scatter(
-                group[x],
-                group[y],
-                s=28,
-                alpha=0.8,
-                color=colours(index % colours.N),
-                marker=markers.get(split, "o"),
-                label=label if split in ("Training", "all") else None,
-            )
+    index = {label: position for position, label in enumerate(labels)}
+    points = points[points["label"].notna()]
+    # One collection per marker shape, coloured point by point: a class per call would be
+    # hundreds of collections to draw with 155 classes.
+    for split, group in points.groupby(points["split"].fillna("all"), sort=False):
+        axis.scatter(
+            group[x],
+            group[y],
+            s=28,
+            alpha=0.8,
+            color=[colours(index[label] % colours.N) for label in group["label"]],
+            marker=markers.get(split, "o"),
+        )
     axis.set_xlabel("PC 1 (score, feature units)")
     axis.set_ylabel("PC 2 (score, feature units)")
     title = "Images on the first two principal components (o Training, ^ Test)"
     if len(labels) > colours.N:  # colours repeat: a legend would name two classes per colour
         title += f"\n{len(labels)} classes: colours repeat, no legend"
     else:
-        axis.legend(loc="best", ncol=2 if len(labels) > 8 else 1, markerscale=1.3)
+        handles = [
+            Line2D([], [], linestyle="", marker="o", markersize=7, alpha=0.8, color=colours(i))
+            for i in range(len(labels))
+        ]
+        axis.legend(handles, labels, loc="best", ncol=2 if len(labels) > 8 else 1)
     axis.set_title(title)
     figure.set_label(
         f"Scatter of {len(points)} images on the first two principal components, "
         f"one colour per class ({len(labels)} classes), circles Training, triangles Test"
     )
     return figure
+
+
+#: Pixels of white between the images of :func:`sample_grid_figure`.
+SAMPLE_GRID_GAP = 8
 
 
 @_in_style
@@ -275,24 +285,20 @@ def sample_grid_figure(
     """
     labels = list(dict.fromkeys(samples["label"]))
     rows = max(1, len(labels))
-    figure, axes = _styled(
-        rows, per_row, figsize=(1.6 * per_row + 1.5, 1.6 * rows + 0.6), squeeze=False
-    )
-    for axis in axes.ravel():
-        axis.axis("off")
+    figure, axis = _styled(figsize=(1.6 * per_row + 1.5, 1.6 * rows + 0.6))
+    axis.axis("off")
+    # One image of all the cells (white between them), drawn once, not an axes per image.
+    cell = max([image.shape[0] for image in images] + [1])
+    pitch = cell + SAMPLE_GRID_GAP
+    mosaic = np.full((rows * pitch - SAMPLE_GRID_GAP, per_row * pitch - SAMPLE_GRID_GAP, 3), 255)
     for row, label in enumerate(labels):
         positions = [i for i, value in enumerate(samples["label"]) if value == label]
         for column, position in enumerate(positions[:per_row]):
-            axes[row][column].imshow(images[position])
-        axes[row][0].text(
-            -0.08,
-            0.5,
-            label,
-            transform=axes[row][0].transAxes,
-            ha="right",
-            va="center",
-            fontsize=12,
-        )
+            image = images[position]
+            top, left = row * pitch, column * pitch
+            mosaic[top : top + image.shape[0], left : left + image.shape[1]] = image[..., :3]
+        axis.text(-0.1 * cell, row * pitch + cell / 2, label, ha="right", va="center", fontsize=12)
+    axis.imshow(mosaic.astype(np.uint8), interpolation="antialiased")
     title = "Sample images per class"
     if classes_in_total is not None:
         title += f" ({len(labels)} of {classes_in_total} classes)"
