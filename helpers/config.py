@@ -23,6 +23,9 @@ DRIVER_MEMORY_ENV = "FRUITS_DRIVER_MEMORY"
 #: Local mode's JVM heap bound when :data:`DRIVER_MEMORY_ENV` is unset. The heap grows towards
 #: its bound before it collects, so this is what the JVM's memory grows to with the input.
 LOCAL_DRIVER_MEMORY = "2g"
+#: Local mode's JVM options: the serial collector, which grows the heap only as far as the live
+#: data needs (G1 grows it towards its bound in long runs, whatever the input).
+LOCAL_JVM_OPTIONS = "-XX:+UseSerialGC"
 
 #: Image file extensions read by the chain (compared in lower case).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")

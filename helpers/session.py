@@ -22,7 +22,12 @@ from pyspark import SparkContext
 from pyspark.sql import SparkSession
 
 from helpers import onednn
-from helpers.config import DRIVER_MEMORY_ENV, LOCAL_DRIVER_MEMORY, PipelineConfig
+from helpers.config import (
+    DRIVER_MEMORY_ENV,
+    LOCAL_DRIVER_MEMORY,
+    LOCAL_JVM_OPTIONS,
+    PipelineConfig,
+)
 
 APP_NAME = "fruits-featurization"
 
@@ -89,6 +94,7 @@ def get_spark(config: PipelineConfig) -> SparkSession:
                 "spark.driver.host": "127.0.0.1",
                 "spark.driver.bindAddress": "127.0.0.1",
                 "spark.driver.memory": os.environ.get(DRIVER_MEMORY_ENV, LOCAL_DRIVER_MEMORY),
+                "spark.driver.extraJavaOptions": LOCAL_JVM_OPTIONS,
                 "spark.ui.showConsoleProgress": "false",
                 "spark.sql.shuffle.partitions": "8",
             }

@@ -139,7 +139,7 @@ def test_sessions_built_here_use_the_worker_daemon(spark) -> None:
 
 def test_local_mode_bounds_its_one_jvm_heap(spark) -> None:
     """Local mode's JVM (driver and executor) gets ``spark.driver.memory`` as its heap bound:
-    ``$FRUITS_DRIVER_MEMORY``, else 2 GB."""
+    ``$FRUITS_DRIVER_MEMORY``, else 2 GB; and the serial collector."""
     from helpers.config import DRIVER_MEMORY_ENV, LOCAL_DRIVER_MEMORY
 
     assert LOCAL_DRIVER_MEMORY == "2g"
@@ -149,6 +149,10 @@ def test_local_mode_bounds_its_one_jvm_heap(spark) -> None:
     bound = int(wanted[:-1]) * units[wanted[-1].lower()]
     heap = spark.sparkContext._jvm.java.lang.Runtime.getRuntime().maxMemory()  # noqa: SLF001
     assert 0.8 * bound <= heap <= bound  # the JVM reports its bound less one survivor space
+    # The serial collector (helpers.config.LOCAL_JVM_OPTIONS): its two collectors' names.
+    beans = spark.sparkContext._jvm.java.lang.management.ManagementFactory  # noqa: SLF001
+    collectors = {bean.getName() for bean in beans.getGarbageCollectorMXBeans()}
+    assert collectors == {"Copy", "MarkSweepCompact"}
 
 
 def test_rdd_and_sql_jobs_share_one_worker_daemon(spark) -> None:
