@@ -1,4 +1,4 @@
-"""Listing: the images under ``input_path``, found once (one file scan), labelled, counted.
+"""Listing: the images under ``input_path``, found once (one file index), labelled, counted.
 
 Spark's ``binaryFile`` source lists the tree once; its file index then serves every later read
 of all the images, and its file statuses are the listing (zero-byte files included, which the
