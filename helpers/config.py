@@ -20,8 +20,8 @@ S3_ENDPOINT_ENV = "FRUITS_S3_ENDPOINT"
 #: Environment variable that sets ``spark.driver.memory`` in local mode, read when the session
 #: starts: the heap bound of local mode's one JVM (driver and executor).
 DRIVER_MEMORY_ENV = "FRUITS_DRIVER_MEMORY"
-#: Local mode's JVM heap bound when :data:`DRIVER_MEMORY_ENV` is unset. The heap grows towards
-#: its bound before it collects, so this is what the JVM's memory grows to with the input.
+#: Local mode's JVM heap bound when :data:`DRIVER_MEMORY_ENV` is unset: the most the JVM's heap
+#: may grow to (with :data:`LOCAL_JVM_OPTIONS`' collector, only as far as the live data needs).
 LOCAL_DRIVER_MEMORY = "2g"
 #: Local mode's JVM options: the serial collector, which grows the heap only as far as the live
 #: data needs (G1 grows it towards its bound in long runs, whatever the input).

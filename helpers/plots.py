@@ -290,7 +290,8 @@ def sample_grid_figure(
     # One image of all the cells (white between them), drawn once, not an axes per image.
     cell = max([image.shape[0] for image in images] + [1])
     pitch = cell + SAMPLE_GRID_GAP
-    mosaic = np.full((rows * pitch - SAMPLE_GRID_GAP, per_row * pitch - SAMPLE_GRID_GAP, 3), 255)
+    shape = (rows * pitch - SAMPLE_GRID_GAP, per_row * pitch - SAMPLE_GRID_GAP, 3)
+    mosaic = np.full(shape, 255, dtype=np.uint8)
     for row, label in enumerate(labels):
         positions = [i for i, value in enumerate(samples["label"]) if value == label]
         for column, position in enumerate(positions[:per_row]):
@@ -298,7 +299,7 @@ def sample_grid_figure(
             top, left = row * pitch, column * pitch
             mosaic[top : top + image.shape[0], left : left + image.shape[1]] = image[..., :3]
         axis.text(-0.1 * cell, row * pitch + cell / 2, label, ha="right", va="center", fontsize=12)
-    axis.imshow(mosaic.astype(np.uint8), interpolation="antialiased")
+    axis.imshow(mosaic, interpolation="antialiased")
     title = "Sample images per class"
     if classes_in_total is not None:
         title += f" ({len(labels)} of {classes_in_total} classes)"
