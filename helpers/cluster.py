@@ -15,18 +15,27 @@ helpers nor TensorFlow to be deserialised, so a worker without them answers with
 instead of failing the job. A worker that cannot start at all fails the job; its host and
 error are then read from Spark's message. With dynamic allocation, only executors that are up
 when the probe runs are probed.
+
+:class:`WorkerStart` starts the executors' worker daemons early, in the background: a
+:class:`~helpers.pipeline.Run` starts one as it begins, so the daemons import TensorFlow while
+the driver lists and samples the images, and the probe and the CNN find them ready.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+import threading
 import time
+import uuid
 from typing import Any, Dict, List, Optional
 
 import pandas as pd
 from pyspark.sql import SparkSession
 
 from helpers import onednn
+
+LOG = logging.getLogger("helpers.cluster")
 
 #: What each worker imports, in order; the first that fails is the one reported.
 PROBED_IMPORTS = ("helpers", "tensorflow", "helpers.features")
@@ -205,3 +214,58 @@ def tensorflow_record(spark: SparkSession) -> Dict[str, Any]:
     record["probe_seconds"] = round(time.perf_counter() - start, 3)
     record["summary"] = onednn.describe(record)
     return record
+
+
+class WorkerStart:
+    """Start the executors' Python worker daemons now, in a background thread, and go on.
+
+    Spark starts an executor's worker daemon (:mod:`helpers.worker_daemon`, which imports
+    TensorFlow before it forks workers) for the first Python task that executor runs, and that
+    task waits for it. This runs one small job, one task per executor that is up (one in local
+    mode, so the other task slots stay free for the driver's own jobs), whose tasks do nothing
+    but start that daemon. Jobs submitted meanwhile run beside it; a Python task that needs the
+    daemon before it is up waits for it, as it would have anyway.
+
+    Its errors are logged, never raised: :func:`check_cluster` and the CNN meet a node that
+    cannot start its workers and say what is wrong. :meth:`cancel` (before the session stops)
+    cancels the job and waits for the thread.
+    """
+
+    def __init__(self, spark: SparkSession) -> None:
+        self.context = spark.sparkContext
+        self.group = f"fruits-start-workers-{uuid.uuid4().hex[:8]}"  # what cancel() cancels
+        executors = self.context._jsc.sc().getExecutorIds()  # noqa: SLF001 - no Python API
+        self.tasks = max(1, executors.size())
+        self.error: Optional[str] = None
+        self.seconds: Optional[float] = None
+        self.thread = threading.Thread(target=self._run, name="fruits-start-workers", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        start = time.perf_counter()
+        # Local properties are per thread in pyspark's pinned-thread mode: this group is
+        # this thread's only.
+        self.context.setJobGroup(self.group, "fruits: start the executors' Python workers")
+        try:
+            self.context.parallelize(range(self.tasks), self.tasks).mapPartitions(
+                lambda rows: [sum(1 for _ in rows)]
+            ).collect()
+        except Exception as error:  # noqa: BLE001 - logged; the check and the CNN report it
+            self.error = job_failure_sentence(str(error))
+            LOG.debug("starting the executors' Python workers failed: %s", self.error)
+        finally:
+            self.seconds = round(time.perf_counter() - start, 3)
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Wait for the job (at most ``timeout`` seconds); whether it has ended."""
+        self.thread.join(timeout)
+        return not self.thread.is_alive()
+
+    def cancel(self, timeout: float = 30.0) -> None:
+        """Cancel the job if it still runs, and wait (at most ``timeout`` s) for the thread."""
+        if self.thread.is_alive():
+            try:
+                self.context.cancelJobGroup(self.group)
+            except Exception:  # noqa: BLE001 - the context is already stopping
+                pass
+        self.wait(timeout)

@@ -117,6 +117,9 @@ class Run:
         # One run at a time per output_path: a second one stops here, naming the holder
         # (helpers.lock). Held until close() or the interpreter's exit.
         self.lock: Optional[OutputLock] = OutputLock(self.spark, config.output_path, self.run_id)
+        # The executors' Python workers (TensorFlow imported) start in the background once the
+        # lock is held, while the driver lists and samples (helpers.cluster.WorkerStart).
+        self.worker_start: Optional[cluster.WorkerStart] = None
         try:
             with storage.clear_errors(config.output_path, config.effective_s3_endpoint):
                 self.lock.acquire()
@@ -126,6 +129,7 @@ class Run:
         except BaseException:
             self.lock.release()
             raise
+        self.worker_start = cluster.WorkerStart(self.spark)
 
     # -- bookkeeping -------------------------------------------------------------------
     @contextmanager
@@ -509,6 +513,8 @@ class Run:
             self.lock.release()
         if not self.owns_session:
             return
+        if self.worker_start is not None:
+            self.worker_start.cancel()
         self.spark.stop()
         self.owns_session = False
         restore_sigint(self.sigint_before_spark, self.sigint_of_spark)

@@ -85,12 +85,12 @@ def test_cloud_notebook_opens_with_pyspark_and_its_figures_suit_livy():
 
 
 def assert_cluster_checked(notebook):
-    """The first cell after the set-up checked the executors and shows one row per host."""
+    """The cell before the CNN checked the executors and shows one row per host."""
     import socket
 
     code = [cell for cell in notebook.cells if cell.cell_type == "code"]
-    set_up = next(index for index, cell in enumerate(code) if "run = Run(" in cell.source)
-    cell = code[set_up + 1]
+    featurize = next(index for index, cell in enumerate(code) if "run.featurize()" in cell.source)
+    cell = code[featurize - 1]
     assert cell.source.strip() == "run.check_cluster()"
     (table,) = [
         output["data"]["text/html"]

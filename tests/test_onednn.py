@@ -221,6 +221,17 @@ def test_driver_and_chain_workers_run_onednn_when_unset(chain_default) -> None:
     assert row["tensorflow"] and row["helpers"] and row["python"] == sys.executable
 
 
+def test_a_run_starts_the_worker_daemon_the_cnn_and_the_check_then_use(chain_default) -> None:
+    """WorkerStart (what a run starts as it begins) starts the one worker daemon, with one task
+    in local mode (the other task slot stays free); the check's workers are forked from it."""
+    result, _ = chain_default
+    start = result["start"]
+    assert start["ended"] and start["error"] is None and start["tasks"] == 1, start
+    (daemon,) = start["daemons"]  # up before any other job of the session
+    assert result["daemons_after"] == [daemon]
+    assert result["probe_parents"] == [daemon]
+
+
 def test_user_setting_zero_is_respected_on_driver_and_workers(chain_user_off) -> None:
     result, _ = chain_user_off
     assert result["started_with"] == "0"
@@ -278,6 +289,9 @@ def test_cluster_check_names_the_node_and_the_import(tmp_path) -> None:
         "from pyspark.daemon's stdout"
     ), result["cannot_start"]
     assert result["cannot_start"].endswith("did the bootstrap action run there?")
+    # Starting such workers in the background ends with the error kept, not raised.
+    assert result["start"] == {"ended": True, "error": result["cannot_start"]}
+    assert result["cancelled_ended"] is True
 
 
 # -- the run's manifest and report ------------------------------------------------------------
