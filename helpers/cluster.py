@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 import time
 import uuid
 from typing import Any, Dict, List, Optional
 
 import pandas as pd
+from pyspark import InheritableThread
 from pyspark.sql import SparkSession
 
 from helpers import onednn
@@ -238,13 +238,14 @@ class WorkerStart:
         self.tasks = max(1, executors.size())
         self.error: Optional[str] = None
         self.seconds: Optional[float] = None
-        self.thread = threading.Thread(target=self._run, name="fruits-start-workers", daemon=True)
+        # pyspark's thread for jobs from Python threads (pinned-thread mode: its own JVM thread).
+        self.thread = InheritableThread(target=self._run, name="fruits-start-workers", daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
         start = time.perf_counter()
-        # Local properties are per thread in pyspark's pinned-thread mode: this group is
-        # this thread's only.
+        # Local properties are per thread in pyspark's pinned-thread mode: this group is this
+        # thread's only, and is cleared when it ends.
         self.context.setJobGroup(self.group, "fruits: start the executors' Python workers")
         try:
             self.context.parallelize(range(self.tasks), self.tasks).mapPartitions(
@@ -254,6 +255,15 @@ class WorkerStart:
             self.error = job_failure_sentence(str(error))
             LOG.debug("starting the executors' Python workers failed: %s", self.error)
         finally:
+            for key in (
+                "spark.jobGroup.id",
+                "spark.job.description",
+                "spark.job.interruptOnCancel",
+            ):
+                try:
+                    self.context.setLocalProperty(key, None)
+                except Exception:  # noqa: BLE001 - the context is stopping: nothing to clear
+                    break
             self.seconds = round(time.perf_counter() - start, 3)
 
     def wait(self, timeout: Optional[float] = None) -> bool:
