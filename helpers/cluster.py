@@ -236,7 +236,8 @@ class WorkerStart:
         self.group = f"fruits-start-workers-{uuid.uuid4().hex[:8]}"  # what cancel() cancels
         executors = self.context._jsc.sc().getExecutorIds()  # noqa: SLF001 - no Python API
         self.tasks = max(1, executors.size())
-        self.error: Optional[str] = None
+        self.error: Optional[str] = None  # why the job failed; "cancelled" after cancel()
+        self.cancelled = False
         self.seconds: Optional[float] = None
         # pyspark's thread for jobs from Python threads (pinned-thread mode: its own JVM thread).
         self.thread = InheritableThread(target=self._run, name="fruits-start-workers", daemon=True)
@@ -252,7 +253,7 @@ class WorkerStart:
                 lambda rows: [sum(1 for _ in rows)]
             ).collect()
         except Exception as error:  # noqa: BLE001 - logged; the check and the CNN report it
-            self.error = job_failure_sentence(str(error))
+            self.error = "cancelled" if self.cancelled else job_failure_sentence(str(error))
             LOG.debug("starting the executors' Python workers failed: %s", self.error)
         finally:
             for key in (
@@ -272,10 +273,18 @@ class WorkerStart:
         return not self.thread.is_alive()
 
     def cancel(self, timeout: float = 30.0) -> None:
-        """Cancel the job if it still runs, and wait (at most ``timeout`` s) for the thread."""
-        if self.thread.is_alive():
+        """Cancel the job if it still runs, and wait (at most ``timeout`` s) for the thread.
+
+        The job may not be submitted yet when this is called: its group is cancelled again
+        every quarter of a second until the thread ends. A task already waiting for the daemon
+        ends when the session stops.
+        """
+        deadline = time.monotonic() + timeout
+        self.cancelled = True
+        while self.thread.is_alive() and time.monotonic() < deadline:
             try:
                 self.context.cancelJobGroup(self.group)
             except Exception:  # noqa: BLE001 - the context is already stopping
-                pass
-        self.wait(timeout)
+                break
+            self.thread.join(0.25)
+        self.wait(max(0.0, deadline - time.monotonic()))

@@ -248,9 +248,10 @@ try:  # Ctrl-C after the run: a plain KeyboardInterrupt, not an error of the sto
     time.sleep(10)
 except KeyboardInterrupt:
     print("interrupted")
-again = Run(PipelineConfig(sys.argv[1], sys.argv[2], spark_master="local[1]"))  # a new JVM
-assert again.spark.range(2).count() == 2
-again.close()
+again = Run(PipelineConfig(sys.argv[1], sys.argv[2], spark_master="local[2]"))  # a new JVM
+assert again.spark.range(2).count() == 2  # on the task slot the workers' start leaves free
+again.close()  # while its worker daemon still imports TensorFlow: that start is cancelled
+assert again.worker_start.error == "cancelled" and not again.worker_start.thread.is_alive()
 print("stopped")
 """
 
