@@ -30,8 +30,9 @@ def test_worker_start_runs_one_task_in_its_own_job_group(spark) -> None:
         context.setLocalProperty("spark.job.description", None)
 
 
-def test_a_finished_worker_start_cancels_nothing(spark) -> None:
+def test_cancelling_a_finished_worker_start_changes_nothing(spark) -> None:
     started = WorkerStart(spark)
-    assert started.wait(300)
-    started.cancel()  # nothing left to cancel: the session goes on
+    assert started.wait(300) and started.error is None
+    started.cancel()  # nothing left to cancel: its outcome stays, the session goes on
+    assert started.error is None
     assert spark.sparkContext.parallelize(range(4), 2).sum() == 6
