@@ -18,16 +18,16 @@ export SPARK_LOCAL_IP := 127.0.0.1
 export PYTHONUNBUFFERED := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: run test lint nightly lab bench check-java clean sample wheel
+.PHONY: run test lint nightly lab bench check-java class-archive clean sample wheel
 
-run: $(INSTALLED) check-java
+run: $(INSTALLED) check-java class-archive
 	@mkdir -p $(OUTPUT)
 	$(PY) -m helpers.papermill_cli notebooks/local.ipynb $(OUTPUT)/local.ipynb \
 		--cwd notebooks --log-output --progress-bar \
 		-p input_path $(CURDIR)/data/sample -p output_path $(CURDIR)/$(OUTPUT)
 	@$(PY) -m helpers.report $(OUTPUT) --notebook $(OUTPUT)/local.ipynb
 
-test: $(INSTALLED) $(ASL_VALIDATOR) check-java
+test: $(INSTALLED) $(ASL_VALIDATOR) check-java class-archive
 	$(PY) -m pytest tests
 
 # ruff's linter and formatter (config in pyproject.toml); CI runs it before the tests.
@@ -40,11 +40,11 @@ lint: $(INSTALLED)
 # $(OUTPUT)/history/<run_id>/; non-zero exit status when the run fails or another one holds OUTPUT.
 INPUT ?= $(CURDIR)/data/sample
 nightly: OUTPUT = outputs/nightly
-nightly: $(INSTALLED) check-java
+nightly: $(INSTALLED) check-java class-archive
 	$(PY) -m helpers.scheduled --input $(INPUT) --output $(OUTPUT)
 
 # Stop with Ctrl-C: the server, its kernels and their Spark stop together.
-lab: $(INSTALLED) check-java
+lab: $(INSTALLED) check-java class-archive
 	$(PY) scripts/lab.py
 
 # Benchmarks (not part of the tests): N synthetic images, medians of REPEATS runs, one run more at
@@ -58,7 +58,7 @@ lab: $(INSTALLED) check-java
 N ?= 300
 REPEATS ?= 3
 CURVE ?= 100,1000,5000
-bench: $(INSTALLED) check-java
+bench: $(INSTALLED) check-java class-archive
 ifeq ($(SCALE),full)
 	$(PY) -m benchmarks.full $(if $(filter-out file,$(origin N)),--n $(N)) \
 		$(if $(BENCH_JSON),--output $(BENCH_JSON))
@@ -69,6 +69,11 @@ endif
 
 check-java:
 	@$(PYTHON) scripts/check_java.py
+
+# Local mode's JVM class archive (helpers/class_archive.py): made on first use for this Java and
+# pyspark (about a minute), checked in a tenth of a second afterwards.
+class-archive: $(INSTALLED) check-java
+	@$(PY) -m helpers.class_archive
 
 sample: $(INSTALLED)
 	$(PY) scripts/make_sample.py

@@ -16,6 +16,7 @@ One module per concern:
 - :mod:`helpers.manifest`: what a published run consists of; :func:`read_features` reads it;
   what an incremental run reuses.
 - :mod:`helpers.session`: the Spark session (local, YARN, existing Livy session, S3A).
+- :mod:`helpers.class_archive`: local mode's JVM class archive (Spark's classes, pre-parsed).
 - :mod:`helpers.plots`: figures (variance, scatter, sample grid).
 - :mod:`helpers.progress`: progress of long Spark work (a Jupyter bar, plain log lines).
 - :mod:`helpers.pipeline`: the chain's stages, as the notebooks call them.

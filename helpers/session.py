@@ -16,12 +16,12 @@ import signal
 import sys
 import threading
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, Sequence
 
 from pyspark import SparkContext
 from pyspark.sql import SparkSession
 
-from helpers import onednn
+from helpers import class_archive, onednn
 from helpers.config import (
     DRIVER_MEMORY_ENV,
     LOCAL_DRIVER_MEMORY,
@@ -58,13 +58,14 @@ SIMPLIFIED_TRACEBACK_CONF = "spark.sql.execution.pyspark.udf.simplifiedTraceback
 S3A_JARS = ("hadoop-aws-3.3.1.jar", "aws-java-sdk-bundle-1.11.901.jar")
 
 
-def get_spark(config: PipelineConfig) -> SparkSession:
+def get_spark(config: PipelineConfig, java_options: Sequence[str] = ()) -> SparkSession:
     """Return the active Spark session, or build one from ``config``.
 
     An existing session (EMR JupyterHub's PySpark kernel via Livy, a ``pyspark`` shell, a test
     fixture) is used as it is, with the runtime SQL settings applied. Otherwise a session is
     built on ``config.spark_master`` (``""``: Spark's default, YARN on EMR) whose workers run
-    this very Python interpreter.
+    this very Python interpreter. In local mode its JVM gets :data:`LOCAL_JVM_OPTIONS`, the
+    class archive (:mod:`helpers.class_archive`) and ``java_options``.
     """
     endpoint = config.effective_s3_endpoint
     active = SparkSession.getActiveSession()
@@ -94,7 +95,9 @@ def get_spark(config: PipelineConfig) -> SparkSession:
                 "spark.driver.host": "127.0.0.1",
                 "spark.driver.bindAddress": "127.0.0.1",
                 "spark.driver.memory": os.environ.get(DRIVER_MEMORY_ENV, LOCAL_DRIVER_MEMORY),
-                "spark.driver.extraJavaOptions": LOCAL_JVM_OPTIONS,
+                "spark.driver.extraJavaOptions": " ".join(
+                    [LOCAL_JVM_OPTIONS, *class_archive.java_options(), *java_options]
+                ),
                 "spark.ui.showConsoleProgress": "false",
                 "spark.sql.shuffle.partitions": "8",
             }

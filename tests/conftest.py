@@ -7,6 +7,7 @@ scenarios run in subprocesses (papermill runs, JupyterLab, scheduled nights) are
 
 import os
 import shutil
+import subprocess
 import sys
 import threading
 
@@ -55,6 +56,8 @@ def spark():
     from helpers.session import get_spark
 
     os.environ.update(S3_CREDENTIALS)
+    # Local mode's class archive, which `make test` makes before the tests (a no-op then).
+    subprocess.run([sys.executable, "-m", "helpers.class_archive"], check=True)
     config = PipelineConfig(
         "unused", "unused", spark_master="local[2]", s3_endpoint=f"http://127.0.0.1:{S3_PORT}"
     )
