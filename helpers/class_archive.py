@@ -86,6 +86,18 @@ def make_archive(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     partial.unlink(missing_ok=True)
+    try:
+        _dump(partial)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    os.replace(partial, path)
+    return path
+
+
+def _dump(partial: Path) -> None:
+    from pyspark import SparkContext
+
     with tempfile.TemporaryDirectory(prefix="fruits-class-archive-") as scratch:
         # Classes the archive cannot hold (signed jars, generated ones) are skipped, each with a
         # warning: only errors are shown.
@@ -101,8 +113,6 @@ def make_archive(path: Path) -> Path:
         raise RuntimeError(
             f"the JVM wrote no class archive (exit status {gateway_process.returncode})"
         )
-    os.replace(partial, path)
-    return path
 
 
 def _run_workload(scratch: Path, options: List[str]):
@@ -160,17 +170,31 @@ def _write_images(root: Path) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Make the archive for this Java and pyspark unless it exists. Never fails the caller:
+    without an archive sessions start as before. A failed attempt is recorded next to where the
+    archive would be (``.failed``, with the error) and not retried until that file is deleted."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.parse_args(argv)
     path = archive_path()
     if path is None:
         print("class archive: no Java found, none made", file=sys.stderr)
         return 0
-    if path.is_file():
+    failed = path.with_suffix(".failed")
+    if path.is_file() or failed.is_file():
         return 0
     print(f"class archive: making {path} (once; about a minute) ...", file=sys.stderr)
-    make_archive(path)
-    for old in path.parent.glob("spark-*.jsa"):
+    try:
+        make_archive(path)
+    except Exception as error:  # noqa: BLE001 (reported, recorded, and the run goes on)
+        failed.parent.mkdir(parents=True, exist_ok=True)
+        failed.write_text(f"{type(error).__name__}: {error}\n")
+        print(
+            f"class archive: not made ({type(error).__name__}: {error}); sessions start without"
+            f" it. Delete {failed} to try again.",
+            file=sys.stderr,
+        )
+        return 0
+    for old in path.parent.glob("spark-*"):
         if old != path:
             old.unlink(missing_ok=True)
     return 0

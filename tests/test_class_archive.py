@@ -67,3 +67,27 @@ def test_an_archive_the_jvm_cannot_use_costs_a_warning_not_the_run(tmp_path) -> 
     not_an_archive = version(bogus)
     assert not_an_archive.returncode == 0, not_an_archive.stderr
     assert "sharing" not in not_an_archive.stderr  # runs, sharing nothing
+
+
+def test_a_failed_attempt_is_reported_once_and_never_fails_the_caller(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    """`make run` goes on without an archive when it cannot be made, and later calls do not
+    spend the attempt again until the recorded failure is deleted."""
+    monkeypatch.setattr(class_archive, "ARCHIVE_DIR", tmp_path)
+    attempts = []
+
+    def cannot(path: Path) -> Path:
+        attempts.append(path)
+        raise RuntimeError("this JVM cannot write class archives")
+
+    monkeypatch.setattr(class_archive, "make_archive", cannot)
+    assert class_archive.main([]) == 0
+    error = capsys.readouterr().err
+    assert "not made (RuntimeError: this JVM cannot write class archives)" in error
+    failed = class_archive.archive_path().with_suffix(".failed")
+    assert f"Delete {failed} to try again" in error
+    assert class_archive.main([]) == 0 and len(attempts) == 1
+    assert class_archive.java_options() == []
+    failed.unlink()
+    assert class_archive.main([]) == 0 and len(attempts) == 2
