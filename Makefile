@@ -71,7 +71,7 @@ check-java:
 	@$(PYTHON) scripts/check_java.py
 
 # Local mode's JVM class archive (helpers/class_archive.py): made on first use for this Java and
-# pyspark (about a minute), checked in a tenth of a second afterwards.
+# pyspark (about a minute), checked in a fifth of a second afterwards.
 class-archive: $(INSTALLED) check-java
 	@$(PY) -m helpers.class_archive
 

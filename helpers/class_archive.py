@@ -21,6 +21,7 @@ import shlex
 import shutil
 import sys
 import tempfile
+from contextlib import suppress
 from pathlib import Path
 from typing import List, Optional
 
@@ -186,8 +187,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         make_archive(path)
     except Exception as error:  # noqa: BLE001 (reported, recorded, and the run goes on)
-        failed.parent.mkdir(parents=True, exist_ok=True)
-        failed.write_text(f"{type(error).__name__}: {error}\n")
+        with suppress(OSError):  # a folder it cannot write to is one more reason, not a crash
+            failed.parent.mkdir(parents=True, exist_ok=True)
+            failed.write_text(f"{type(error).__name__}: {error}\n")
         print(
             f"class archive: not made ({type(error).__name__}: {error}); sessions start without"
             f" it. Delete {failed} to try again.",

@@ -91,3 +91,12 @@ def test_a_failed_attempt_is_reported_once_and_never_fails_the_caller(
     assert class_archive.java_options() == []
     failed.unlink()
     assert class_archive.main([]) == 0 and len(attempts) == 2
+
+
+def test_a_folder_it_cannot_write_to_is_reported_not_raised(tmp_path, monkeypatch, capsys) -> None:
+    """A Python environment whose folder cannot be written (a file stands in the way here)."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setattr(class_archive, "ARCHIVE_DIR", blocker / "archives")
+    assert class_archive.main([]) == 0
+    assert "class archive: not made (" in capsys.readouterr().err
