@@ -117,7 +117,11 @@ def _dump(partial: Path) -> None:
 
 
 def _run_workload(scratch: Path, options: List[str]):
-    """What the local notebook does, on 12 generated images in 2 classes; the JVM's process."""
+    """The local notebook's cells, on 12 generated images in 2 classes; the JVM's process.
+
+    Cell by cell, not :func:`helpers.pipeline.run_pipeline`: the archive holds the classes
+    that the notebook's other cells load too (listing preview, summary, cluster check, report).
+    """
     from pyspark import SparkContext
 
     from helpers.classify import evaluate_run
