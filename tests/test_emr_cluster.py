@@ -1224,7 +1224,7 @@ def test_cloud_guide_cost_estimate_states_its_assumptions() -> None:
     )
     per_node = round(instances.projected_images_per_s(default))
     assert f"about {per_node} images/s per {default.name} core node" in section
-    assert f"{instances.RATE_PER_CORE_GHZ:.1f} images/s per core and GHz" in section
+    assert f"{default.reference.per_core_ghz:.1f} images/s per core and GHz" in section
     minutes = 90_000 / (2 * per_node) / 60
     assert f"90,000 / {2 * per_node} images/s | ~{minutes:.0f} min" in section
     zen5_like = 2 * round(instances.ZEN5.per_core) * 2

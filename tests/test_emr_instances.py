@@ -110,27 +110,32 @@ def test_nightly_cost_estimate_prices_every_tabled_type() -> None:
 
 
 def test_projection_rule() -> None:
-    rate = instances.RATE_PER_CORE_GHZ
-    assert rate == pytest.approx(instances.ZEN3.per_core / instances.ZEN3.ghz)
+    zen3, xeon = instances.ZEN3.per_core_ghz, instances.XEON.per_core_ghz
+    assert zen3 == pytest.approx(instances.ZEN3.images_per_s / 2 / instances.ZEN3.ghz)
+    assert xeon == pytest.approx(instances.XEON.images_per_s / 2 / instances.XEON.ghz)
     m6i, m6a, m7a = (instances.BY_NAME[n] for n in ("m6i.xlarge", "m6a.xlarge", "m7a.xlarge"))
+    # Intel types scale the measured Xeon; the others the measured Zen 3
+    assert {t.reference for t in instances.TYPES if t.cpu.startswith("Intel")} == {instances.XEON}
+    assert {t.reference for t in instances.TYPES if not t.cpu.startswith("Intel")} == {
+        instances.ZEN3
+    }
     # a hyperthread counts for nothing: 4 vCPUs on 2 cores are 2 cores
-    assert instances.projected_images_per_s(m6a) == pytest.approx(rate * 2 * 3.6)
-    # two 512-bit FMA units count twice a Zen 3 core's two 256-bit ones
-    assert instances.projected_images_per_s(m6i) == pytest.approx(rate * 2 * 2 * 3.5)
-    # no SMT on m7a: 4 vCPUs are 4 cores, all busy with the executor's 4 tasks
-    assert instances.projected_images_per_s(m7a) == pytest.approx(rate * 4 * 3.7)
+    assert instances.projected_images_per_s(m6a) == pytest.approx(zen3 * 2 * 3.6)
+    # the Xeon reference has the same two 512-bit FMA units as Ice Lake: cores x clock only
+    assert instances.projected_images_per_s(m6i) == pytest.approx(xeon * 2 * 3.5)
+    # no SMT on m7a: 4 vCPUs are 4 cores, all busy with the executor's 4 tasks; 256-bit units
+    assert instances.projected_images_per_s(m7a) == pytest.approx(zen3 * 4 * 3.7)
     c6i2 = instances.BY_NAME["c6i.2xlarge"]
     assert instances.projected_images_per_s(c6i2) == pytest.approx(
         2 * instances.projected_images_per_s(m6i)
     )
-    # what the page says about the rule against the measured Zen 5
-    needed_ghz = instances.ZEN5.per_core / (rate * instances.WIDTH_512)
+    # what the page says about the rule and the measured kinds
     prose = _prose()
-    assert (
-        f"it needs {needed_ghz:.1f} GHz to give Zen 5's measured {instances.ZEN5.per_core:.0f}"
-        in prose
-    )
-    assert f"= {rate:.1f} images/s (Zen 3's measured {instances.ZEN3.per_core} per core" in prose
+    assert f"{instances.XEON.images_per_s} images/s on 2 cores at {instances.XEON.ghz} GHz" in prose
+    assert f"= {xeon:.1f} images/s per core and GHz" in prose
+    assert f"= {zen3:.1f} images/s per core and GHz" in prose
+    needed_ghz = instances.ZEN5.per_core / xeon
+    assert f"{needed_ghz:.1f} GHz to give Zen 5's measured {instances.ZEN5.per_core:.0f}" in prose
 
 
 def test_refused_types_are_the_ones_the_cluster_cannot_run() -> None:
@@ -162,6 +167,6 @@ def test_c6i_2xlarge_break_even_is_as_documented() -> None:
     m6i, c6i2 = instances.BY_NAME["m6i.xlarge"], instances.BY_NAME["c6i.2xlarge"]
     assert instances.images_per_dollar(c6i2) > instances.images_per_dollar(m6i)
     assert instances.run_cost(m6i, 90_000) < instances.run_cost(c6i2, 90_000)
-    assert instances.run_cost(m6i, 3_000_000) < instances.run_cost(c6i2, 3_000_000)
-    assert instances.run_cost(m6i, 3_200_000) > instances.run_cost(c6i2, 3_200_000)
-    assert "3.1 million images per run" in _prose()
+    assert instances.run_cost(m6i, 2_700_000) < instances.run_cost(c6i2, 2_700_000)
+    assert instances.run_cost(m6i, 2_750_000) > instances.run_cost(c6i2, 2_750_000)
+    assert "2.7 million images per run" in _prose()

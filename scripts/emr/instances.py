@@ -33,6 +33,10 @@ NEEDED_MEMORY_GIB = 16
 EXECUTOR_CORES = 4
 
 
+#: fp32 FMA width of a core relative to two 256-bit FMA units (Zen 3's).
+WIDTH_256, WIDTH_512 = 1, 2
+
+
 @dataclass(frozen=True)
 class Reference:
     """A measured one-process model ceiling (oneDNN on, 224x224, fp32) on a CPU kind."""
@@ -41,23 +45,44 @@ class Reference:
     images_per_s: float
     cores: int
     ghz: Optional[float]  #: effective all-core clock, when measured
+    width: int  #: fp32 FMA width per core, WIDTH_256 or WIDTH_512
     source: str
 
     @property
     def per_core(self) -> float:
         return self.images_per_s / self.cores
 
+    @property
+    def per_core_ghz(self) -> Optional[float]:
+        """Images/s per physical core and GHz, when the clock was measured."""
+        return self.per_core / self.ghz if self.ghz else None
 
-#: Zen 3 (AVX2 + FMA, two 256-bit FMA units per core): this machine, idle (issue 15) -- 75 images/s
-#: on 2 cores; effective clock 2.75 GHz measured with a dependent-add loop on thread CPU time.
+
+#: Zen 3 (AVX2 + FMA, two 256-bit FMA units per core): a 2-core machine here, idle (issue 15) --
+#: 75 images/s; effective clock 2.75 GHz measured with a dependent-add loop on thread CPU time.
 ZEN3 = Reference(
-    "AMD EPYC Zen 3 (AVX2)", 75.0, 2, 2.75, "issue 15 (idle); docs/benchmarks.md, Instance choice"
+    "AMD EPYC Zen 3 (AVX2)",
+    75.0,
+    2,
+    2.75,
+    WIDTH_256,
+    "issue 15 (idle); docs/benchmarks.md, Instance choice",
+)
+#: An Intel Xeon with AVX-512 and AMX (two 512-bit FMA units per core, both measured: 58 fp32
+#: flops per cycle per core with both cores busy): a 2-core machine here, `make bench` with its
+#: defaults, 5,000 images; effective clock 3.94 GHz measured with a dependent register-add loop.
+XEON = Reference(
+    "Intel Xeon (AVX-512, AMX)",
+    189.6,
+    2,
+    3.94,
+    WIDTH_512,
+    "docs/benchmarks.md, Per CPU kind: Intel Xeon (AMX)",
 )
 #: Zen 5 (full-width AVX-512: two 512-bit FMA units per core): docs/benchmarks.md, 5,000 images.
-ZEN5 = Reference("AMD EPYC Zen 5 (AVX-512)", 278.4, 2, None, "docs/benchmarks.md, Results")
-
-#: fp32 FMA width of a core relative to two 256-bit FMA units (Zen 3's).
-WIDTH_256, WIDTH_512 = 1, 2
+ZEN5 = Reference(
+    "AMD EPYC Zen 5 (AVX-512)", 278.4, 2, None, WIDTH_512, "docs/benchmarks.md, Results"
+)
 
 
 @dataclass(frozen=True)
@@ -74,6 +99,7 @@ class InstanceType:
     ghz: float  #: AWS's all-core turbo clock for the processor
     width: int  #: fp32 FMA width per core, WIDTH_256 or WIDTH_512
     us_east_1: float  #: EC2 on-demand Linux, USD per hour
+    reference: Reference  #: the measured CPU kind its rate is projected from
 
     @property
     def ec2_paris(self) -> float:
@@ -113,32 +139,31 @@ _ACL = "oneDNN + Arm Compute Library, SVE 256-bit (+bf16)"
 
 #: The types a user would consider, at the sizes the executor settings can use.
 TYPES: List[InstanceType] = [
-    InstanceType("m5.xlarge", _SKX, "x86_64", _AVX512, 4, 2, 16, 3.1, WIDTH_512, 0.192),
-    InstanceType("m6i.xlarge", _ICX, "x86_64", _AVX512_VNNI, 4, 2, 16, 3.5, WIDTH_512, 0.192),
-    InstanceType("m7i.xlarge", _SPR, "x86_64", _AVX512_AMX, 4, 2, 16, 3.2, WIDTH_512, 0.2016),
-    InstanceType("m6a.xlarge", _ZEN3, "x86_64", _AVX2, 4, 2, 16, 3.6, WIDTH_256, 0.1728),
-    InstanceType("m7a.xlarge", _ZEN4, "x86_64", _ZEN4_ISA, 4, 4, 16, 3.7, WIDTH_256, 0.23184),
-    InstanceType("m7g.xlarge", _GRAVITON3, "arm64", _ACL, 4, 4, 16, 2.6, WIDTH_256, 0.1632),
-    InstanceType("c6i.xlarge", _ICX, "x86_64", _AVX512_VNNI, 4, 2, 8, 3.5, WIDTH_512, 0.17),
-    InstanceType("c7i.xlarge", _SPR, "x86_64", _AVX512_AMX, 4, 2, 8, 3.2, WIDTH_512, 0.1785),
-    InstanceType("c6a.xlarge", _ZEN3, "x86_64", _AVX2, 4, 2, 8, 3.6, WIDTH_256, 0.153),
-    InstanceType("c7a.xlarge", _ZEN4, "x86_64", _ZEN4_ISA, 4, 4, 8, 3.7, WIDTH_256, 0.20528),
-    InstanceType("c7g.xlarge", _GRAVITON3, "arm64", _ACL, 4, 4, 8, 2.6, WIDTH_256, 0.145),
-    InstanceType("c6i.2xlarge", _ICX, "x86_64", _AVX512_VNNI, 8, 4, 16, 3.5, WIDTH_512, 0.34),
-    InstanceType("c7i.2xlarge", _SPR, "x86_64", _AVX512_AMX, 8, 4, 16, 3.2, WIDTH_512, 0.357),
+    InstanceType("m5.xlarge", _SKX, "x86_64", _AVX512, 4, 2, 16, 3.1, WIDTH_512, 0.192, XEON),
+    InstanceType("m6i.xlarge", _ICX, "x86_64", _AVX512_VNNI, 4, 2, 16, 3.5, WIDTH_512, 0.192, XEON),
+    InstanceType("m7i.xlarge", _SPR, "x86_64", _AVX512_AMX, 4, 2, 16, 3.2, WIDTH_512, 0.2016, XEON),
+    InstanceType("m6a.xlarge", _ZEN3, "x86_64", _AVX2, 4, 2, 16, 3.6, WIDTH_256, 0.1728, ZEN3),
+    InstanceType("m7a.xlarge", _ZEN4, "x86_64", _ZEN4_ISA, 4, 4, 16, 3.7, WIDTH_256, 0.23184, ZEN3),
+    InstanceType("m7g.xlarge", _GRAVITON3, "arm64", _ACL, 4, 4, 16, 2.6, WIDTH_256, 0.1632, ZEN3),
+    InstanceType("c6i.xlarge", _ICX, "x86_64", _AVX512_VNNI, 4, 2, 8, 3.5, WIDTH_512, 0.17, XEON),
+    InstanceType("c7i.xlarge", _SPR, "x86_64", _AVX512_AMX, 4, 2, 8, 3.2, WIDTH_512, 0.1785, XEON),
+    InstanceType("c6a.xlarge", _ZEN3, "x86_64", _AVX2, 4, 2, 8, 3.6, WIDTH_256, 0.153, ZEN3),
+    InstanceType("c7a.xlarge", _ZEN4, "x86_64", _ZEN4_ISA, 4, 4, 8, 3.7, WIDTH_256, 0.20528, ZEN3),
+    InstanceType("c7g.xlarge", _GRAVITON3, "arm64", _ACL, 4, 4, 8, 2.6, WIDTH_256, 0.145, ZEN3),
+    InstanceType("c6i.2xlarge", _ICX, "x86_64", _AVX512_VNNI, 8, 4, 16, 3.5, WIDTH_512, 0.34, XEON),
+    InstanceType("c7i.2xlarge", _SPR, "x86_64", _AVX512_AMX, 8, 4, 16, 3.2, WIDTH_512, 0.357, XEON),
 ]
 BY_NAME: Dict[str, InstanceType] = {t.name: t for t in TYPES}
 
-#: Images/s per physical core per GHz per unit of FMA width, from the Zen 3 reference.
-RATE_PER_CORE_GHZ = ZEN3.per_core / ZEN3.ghz
-
 
 def projected_images_per_s(instance: InstanceType) -> float:
-    """The projection rule: Zen 3's measured rate per physical core and GHz, x the core's fp32
-    FMA width relative to Zen 3's (2 for two 512-bit FMA units), x physical cores (a hyperthread
-    counts for nothing), x AWS's all-core clock. The executor runs at most EXECUTOR_CORES tasks."""
+    """The projection rule: the measured rate per physical core and GHz of the instance's
+    reference kind (an Intel Xeon for Intel types, Zen 3 for the others), x the core's fp32 FMA
+    width relative to the reference's, x physical cores (a hyperthread counts for nothing), x
+    AWS's all-core clock. The executor runs at most EXECUTOR_CORES tasks."""
+    reference = instance.reference
     cores = min(instance.cores, EXECUTOR_CORES)
-    return RATE_PER_CORE_GHZ * instance.width * cores * instance.ghz
+    return reference.per_core_ghz * instance.width / reference.width * cores * instance.ghz
 
 
 def images_per_dollar(instance: InstanceType) -> float:
@@ -182,8 +207,9 @@ def markdown_table() -> str:
     """The table of docs/benchmarks.md's "Instance choice" section."""
     lines = [
         "| type | CPU | what TensorFlow gets (fp32) | vCPUs / physical cores | GiB | EC2 + EMR, eu-west-3 (derived) | "
-        "images/s per node (projected) | M images per $ (projected) | runs the executor settings? |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "images/s per node (projected) | projected from (measured) | M images per $ (projected) | "
+        "runs the executor settings? |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for t in TYPES:
         why = t.fits_executors()
@@ -191,7 +217,8 @@ def markdown_table() -> str:
         lines.append(
             f"| {t.name} | {t.cpu}, {t.ghz} GHz | {t.isa} | {t.vcpus} / {t.cores} | {t.memory_gib} | "
             f"${t.ec2_paris:.4f} + ${t.emr_paris:.4f} = ${t.node_per_hour:.3f}/h | "
-            f"{projected_images_per_s(t):.0f} | {images_per_dollar(t) / 1e6:.2f} | {fits} |"
+            f"{projected_images_per_s(t):.0f} | {t.reference.cpu} | "
+            f"{images_per_dollar(t) / 1e6:.2f} | {fits} |"
         )
     return "\n".join(lines)
 
