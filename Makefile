@@ -55,11 +55,15 @@ lab: $(INSTALLED) check-java class-archive
 # classes, a 2,000-image run for memory, then an incremental run with 1,000 new images
 # (benchmarks/full.py; JSON in benchmarks/results/full.json); N=... runs it at another size.
 # The generated images are cached in benchmarks/data-cache/ (or $BENCH_DATA) and reused.
+# SCALE=sample: the bundled sample's notebook as make run runs it (twice), then its cells twice in
+# one kernel, cold and warm (benchmarks/sample.py; JSON in benchmarks/results/sample.json).
 N ?= 300
 REPEATS ?= 3
 CURVE ?= 100,1000,5000
 bench: $(INSTALLED) check-java class-archive
-ifeq ($(SCALE),full)
+ifeq ($(SCALE),sample)
+	$(PY) -m benchmarks.sample $(if $(BENCH_JSON),--output $(BENCH_JSON))
+else ifeq ($(SCALE),full)
 	$(PY) -m benchmarks.full $(if $(filter-out file,$(origin N)),--n $(N)) \
 		$(if $(BENCH_JSON),--output $(BENCH_JSON))
 else
