@@ -99,7 +99,11 @@ class InstanceType:
     ghz: float  #: AWS's all-core turbo clock for the processor
     width: int  #: fp32 FMA width per core, WIDTH_256 or WIDTH_512
     us_east_1: float  #: EC2 on-demand Linux, USD per hour
-    reference: Reference  #: the measured CPU kind its rate is projected from
+
+    @property
+    def reference(self) -> Reference:
+        """The measured CPU kind its rate is projected from."""
+        return REFERENCE_BY_CPU[self.cpu]
 
     @property
     def ec2_paris(self) -> float:
@@ -137,21 +141,32 @@ _AVX2 = "oneDNN AVX2 (set by helpers.onednn)"
 _ZEN4_ISA = "oneDNN AVX-512 on 256-bit units (+VNNI, BF16)"
 _ACL = "oneDNN + Arm Compute Library, SVE 256-bit (+bf16)"
 
+#: The measured kind each processor's rate is projected from: the Xeon for the Intel cores (two
+#: 512-bit FMA units each, as measured on it), Zen 3 for the others (256-bit units).
+REFERENCE_BY_CPU: Dict[str, Reference] = {
+    _SKX: XEON,
+    _ICX: XEON,
+    _SPR: XEON,
+    _ZEN3: ZEN3,
+    _ZEN4: ZEN3,
+    _GRAVITON3: ZEN3,
+}
+
 #: The types a user would consider, at the sizes the executor settings can use.
 TYPES: List[InstanceType] = [
-    InstanceType("m5.xlarge", _SKX, "x86_64", _AVX512, 4, 2, 16, 3.1, WIDTH_512, 0.192, XEON),
-    InstanceType("m6i.xlarge", _ICX, "x86_64", _AVX512_VNNI, 4, 2, 16, 3.5, WIDTH_512, 0.192, XEON),
-    InstanceType("m7i.xlarge", _SPR, "x86_64", _AVX512_AMX, 4, 2, 16, 3.2, WIDTH_512, 0.2016, XEON),
-    InstanceType("m6a.xlarge", _ZEN3, "x86_64", _AVX2, 4, 2, 16, 3.6, WIDTH_256, 0.1728, ZEN3),
-    InstanceType("m7a.xlarge", _ZEN4, "x86_64", _ZEN4_ISA, 4, 4, 16, 3.7, WIDTH_256, 0.23184, ZEN3),
-    InstanceType("m7g.xlarge", _GRAVITON3, "arm64", _ACL, 4, 4, 16, 2.6, WIDTH_256, 0.1632, ZEN3),
-    InstanceType("c6i.xlarge", _ICX, "x86_64", _AVX512_VNNI, 4, 2, 8, 3.5, WIDTH_512, 0.17, XEON),
-    InstanceType("c7i.xlarge", _SPR, "x86_64", _AVX512_AMX, 4, 2, 8, 3.2, WIDTH_512, 0.1785, XEON),
-    InstanceType("c6a.xlarge", _ZEN3, "x86_64", _AVX2, 4, 2, 8, 3.6, WIDTH_256, 0.153, ZEN3),
-    InstanceType("c7a.xlarge", _ZEN4, "x86_64", _ZEN4_ISA, 4, 4, 8, 3.7, WIDTH_256, 0.20528, ZEN3),
-    InstanceType("c7g.xlarge", _GRAVITON3, "arm64", _ACL, 4, 4, 8, 2.6, WIDTH_256, 0.145, ZEN3),
-    InstanceType("c6i.2xlarge", _ICX, "x86_64", _AVX512_VNNI, 8, 4, 16, 3.5, WIDTH_512, 0.34, XEON),
-    InstanceType("c7i.2xlarge", _SPR, "x86_64", _AVX512_AMX, 8, 4, 16, 3.2, WIDTH_512, 0.357, XEON),
+    InstanceType("m5.xlarge", _SKX, "x86_64", _AVX512, 4, 2, 16, 3.1, WIDTH_512, 0.192),
+    InstanceType("m6i.xlarge", _ICX, "x86_64", _AVX512_VNNI, 4, 2, 16, 3.5, WIDTH_512, 0.192),
+    InstanceType("m7i.xlarge", _SPR, "x86_64", _AVX512_AMX, 4, 2, 16, 3.2, WIDTH_512, 0.2016),
+    InstanceType("m6a.xlarge", _ZEN3, "x86_64", _AVX2, 4, 2, 16, 3.6, WIDTH_256, 0.1728),
+    InstanceType("m7a.xlarge", _ZEN4, "x86_64", _ZEN4_ISA, 4, 4, 16, 3.7, WIDTH_256, 0.23184),
+    InstanceType("m7g.xlarge", _GRAVITON3, "arm64", _ACL, 4, 4, 16, 2.6, WIDTH_256, 0.1632),
+    InstanceType("c6i.xlarge", _ICX, "x86_64", _AVX512_VNNI, 4, 2, 8, 3.5, WIDTH_512, 0.17),
+    InstanceType("c7i.xlarge", _SPR, "x86_64", _AVX512_AMX, 4, 2, 8, 3.2, WIDTH_512, 0.1785),
+    InstanceType("c6a.xlarge", _ZEN3, "x86_64", _AVX2, 4, 2, 8, 3.6, WIDTH_256, 0.153),
+    InstanceType("c7a.xlarge", _ZEN4, "x86_64", _ZEN4_ISA, 4, 4, 8, 3.7, WIDTH_256, 0.20528),
+    InstanceType("c7g.xlarge", _GRAVITON3, "arm64", _ACL, 4, 4, 8, 2.6, WIDTH_256, 0.145),
+    InstanceType("c6i.2xlarge", _ICX, "x86_64", _AVX512_VNNI, 8, 4, 16, 3.5, WIDTH_512, 0.34),
+    InstanceType("c7i.2xlarge", _SPR, "x86_64", _AVX512_AMX, 8, 4, 16, 3.2, WIDTH_512, 0.357),
 ]
 BY_NAME: Dict[str, InstanceType] = {t.name: t for t in TYPES}
 
