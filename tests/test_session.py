@@ -153,6 +153,16 @@ def test_local_mode_bounds_its_one_jvm_heap(spark) -> None:
     beans = spark.sparkContext._jvm.java.lang.management.ManagementFactory  # noqa: SLF001
     collectors = {bean.getName() for bean in beans.getGarbageCollectorMXBeans()}
     assert collectors == {"Copy", "MarkSweepCompact"}
+    # It keeps 10 to 30 % of the heap free after a collection, not the default 40 to 70 %.
+    jvm = spark.sparkContext._jvm  # noqa: SLF001
+    hotspot = beans.getPlatformMXBean(
+        jvm.java.lang.Class.forName("com.sun.management.HotSpotDiagnosticMXBean")
+    )
+    ratios = {
+        name: hotspot.getVMOption(name).getValue()
+        for name in ("MinHeapFreeRatio", "MaxHeapFreeRatio")
+    }
+    assert ratios == {"MinHeapFreeRatio": "10", "MaxHeapFreeRatio": "30"}
 
 
 def test_rdd_and_sql_jobs_share_one_worker_daemon(spark) -> None:
