@@ -1,12 +1,14 @@
-"""TensorFlow's CPU kernels: oneDNN on by default on x86, the CPU's ISA, and what TF really uses.
+"""TensorFlow's CPU kernels: oneDNN on by default, the CPU's ISA, and what TF really uses.
 
 TensorFlow 2.20 turns its oneDNN kernels on by itself only on x86 CPUs with AVX512-VNNI,
 AVX512-BF16 or AMX; elsewhere (AVX2-only CPUs: AMD Zen 2/3, many Skylake hosts) it runs its
-slower default kernels unless ``TF_ENABLE_ONEDNN_OPTS=1`` is set before it is imported. The
-features are the same either way (within the chain's 1e-4 tolerance).
+slower default kernels unless ``TF_ENABLE_ONEDNN_OPTS=1`` is set before it is imported. On
+aarch64 (AWS Graviton) the same variable switches from Eigen to oneDNN with the Arm Compute
+Library, which AWS's Graviton guide recommends for inference. The features are the same either
+way (within the chain's 1e-4 tolerance).
 
-:func:`enable_onednn` is the one rule: on x86, set ``TF_ENABLE_ONEDNN_OPTS=1`` unless the
-environment already holds a value (a user's ``0`` is kept). ``helpers/__init__.py`` applies it
+:func:`enable_onednn` is the one rule: on x86 and aarch64, set ``TF_ENABLE_ONEDNN_OPTS=1``
+unless the environment already holds a value (a user's ``0`` is kept). ``helpers/__init__.py`` applies it
 before anything else, so every process that imports helpers (the driver, the worker daemon,
 a Python worker unpickling the featurization UDF, the benchmarks) has it before TensorFlow.
 This module imports nothing heavy: TensorFlow only inside :func:`tensorflow_state`.
@@ -55,21 +57,28 @@ def is_x86(machine: Optional[str] = None) -> bool:
     return (machine or platform.machine()).lower() in ("x86_64", "amd64", "i686", "i386")
 
 
+def has_onednn_switch(machine: Optional[str] = None) -> bool:
+    """Whether TensorFlow's Linux wheels for ``machine`` (default: this one) have oneDNN kernels
+    behind ``TF_ENABLE_ONEDNN_OPTS``: x86-64 (oneDNN) and aarch64 (oneDNN + Arm Compute Library)."""
+    return is_x86(machine) or (machine or platform.machine()).lower() in ("aarch64", "arm64")
+
+
 #: ``TF_ENABLE_ONEDNN_OPTS`` as this process found it, before :func:`enable_onednn` set it.
 _user_value: Optional[str] = None
 _user_value_read = False
 
 
 def enable_onednn(environ: Optional[Dict[str, str]] = None, machine: Optional[str] = None) -> str:
-    """Set ``TF_ENABLE_ONEDNN_OPTS=1`` in ``environ`` (default ``os.environ``) on x86 when it is
-    unset; an explicit value (``0``, ``1``, anything) is kept. Returns the value in effect
-    (``""`` when unset, on other CPUs). Effective only before TensorFlow is imported."""
+    """Set ``TF_ENABLE_ONEDNN_OPTS=1`` in ``environ`` (default ``os.environ``) where
+    :func:`has_onednn_switch` when it is unset; an explicit value (``0``, ``1``, anything) is
+    kept. Returns the value in effect (``""`` when unset, on other CPUs). Effective only before
+    TensorFlow is imported."""
     global _user_value, _user_value_read
     if environ is None:
         environ = os.environ
         if not _user_value_read:
             _user_value, _user_value_read = environ.get(ONEDNN_ENV), True
-    if ONEDNN_ENV not in environ and is_x86(machine):
+    if ONEDNN_ENV not in environ and has_onednn_switch(machine):
         environ[ONEDNN_ENV] = "1"
     return environ.get(ONEDNN_ENV, "")
 

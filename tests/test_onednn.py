@@ -24,8 +24,11 @@ from helpers.cluster import executor_table, failure_sentence, job_failure_senten
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
 DRIVER = os.path.join(REPO, "tests", "onednn_driver.py")
 X86 = onednn.is_x86()
+#: The rule sets the variable here (x86 and aarch64).
+SWITCH = onednn.has_onednn_switch()
 
-needs_x86 = pytest.mark.skipif(not X86, reason="the rule turns oneDNN on on x86 CPUs only")
+needs_switch = pytest.mark.skipif(not SWITCH, reason="the rule turns oneDNN on x86 and aarch64")
+needs_x86 = pytest.mark.skipif(not X86, reason="TensorFlow's own default is told on x86 only")
 
 
 def clean_environment(**extra: str) -> dict:
@@ -55,17 +58,19 @@ def run_driver(tmp_path, mode: str, *args: str, **environment: str) -> dict:
 # -- the rule, the ISA, the report line -------------------------------------------------------
 
 
-def test_rule_sets_onednn_on_x86_only_and_keeps_an_explicit_value() -> None:
-    unset: dict = {}
-    assert onednn.enable_onednn(unset, machine="x86_64") == "1" and unset == {
-        onednn.ONEDNN_ENV: "1"
-    }
-    for explicit in ("0", "1", "false"):
-        chosen = {onednn.ONEDNN_ENV: explicit}
-        assert onednn.enable_onednn(chosen, machine="x86_64") == explicit
-        assert chosen == {onednn.ONEDNN_ENV: explicit}
-    arm: dict = {}
-    assert onednn.enable_onednn(arm, machine="aarch64") == "" and arm == {}
+def test_rule_sets_onednn_on_x86_and_aarch64_and_keeps_an_explicit_value() -> None:
+    for machine in ("x86_64", "AMD64", "aarch64", "arm64"):
+        unset: dict = {}
+        assert onednn.enable_onednn(unset, machine=machine) == "1" and unset == {
+            onednn.ONEDNN_ENV: "1"
+        }, machine
+        for explicit in ("0", "1", "false"):
+            chosen = {onednn.ONEDNN_ENV: explicit}
+            assert onednn.enable_onednn(chosen, machine=machine) == explicit
+            assert chosen == {onednn.ONEDNN_ENV: explicit}
+    for machine in ("ppc64le", "s390x", "riscv64"):  # no oneDNN switch in their TensorFlow
+        other: dict = {}
+        assert onednn.enable_onednn(other, machine=machine) == "" and other == {}, machine
 
 
 def test_isa_from_cpu_flags() -> None:
@@ -205,7 +210,7 @@ def chain_user_off(tmp_path_factory):
     return result, np.load(folder / "features.npy")
 
 
-@needs_x86
+@needs_switch
 def test_driver_and_chain_workers_run_onednn_when_unset(chain_default) -> None:
     result, _ = chain_default
     assert result["started_with"] is None
@@ -241,7 +246,7 @@ def test_user_setting_zero_is_respected_on_driver_and_workers(chain_user_off) ->
     assert {record["env"] for record in result["records"]} == {"0"}
 
 
-@needs_x86
+@needs_switch
 def test_workers_of_an_existing_session_run_onednn(tmp_path) -> None:
     # Like Livy: the JVM and pyspark's own daemon started without the variable; the workers
     # get it when they import helpers, before TensorFlow.
@@ -257,7 +262,7 @@ def test_features_with_onednn_match_torchvision_and_default_kernels(
 
     on, off = chain_default[1], chain_user_off[1]
     assert (
-        chain_default[0]["driver"]["onednn"] is X86
+        chain_default[0]["driver"]["onednn"] is SWITCH
         and chain_user_off[0]["driver"]["onednn"] is False
     )
     with np.load(FIXTURE, allow_pickle=False) as reference:
@@ -302,7 +307,7 @@ def test_cluster_check_names_the_node_and_the_import(tmp_path) -> None:
 
 def test_manifest_records_the_kernels_of_driver_and_executors(pipeline_run) -> None:
     tensorflow = pipeline_run.manifest["tensorflow"]
-    expected = os.environ.get(onednn.ONEDNN_ENV, "1" if X86 else "") not in ("0", "")
+    expected = os.environ.get(onednn.ONEDNN_ENV, "1" if SWITCH else "") not in ("0", "")
     assert tensorflow["driver"]["onednn"] is expected
     assert tensorflow["driver"]["isa"] == onednn.cpu_isa()
     assert tensorflow["executors"], tensorflow
