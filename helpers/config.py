@@ -13,6 +13,11 @@ from typing import Any, Dict, Optional
 
 #: Weight sources understood by :mod:`helpers.weights`.
 DEFAULT_WEIGHTS = "torchvision"
+#: Images per model call in a CPU worker. Each worker runs TensorFlow on one thread, and its
+#: resident memory grows with the largest batch it ran (the activations TensorFlow keeps): small
+#: batches cost nothing in speed there and bound each worker's memory (docs/benchmarks.md,
+#: "Model batch size"). GPU executors want far larger ones (the ``batch_size`` parameter).
+DEFAULT_BATCH_SIZE = 16
 
 #: Environment variable that names an S3-compatible endpoint when ``s3_endpoint`` is empty.
 S3_ENDPOINT_ENV = "FRUITS_S3_ENDPOINT"
@@ -60,7 +65,8 @@ class PipelineConfig:
             ``pyspark`` shell) or Spark's default (YARN on EMR).
         s3_endpoint: S3-compatible endpoint (e.g. ``http://127.0.0.1:8333``); ``""`` means AWS S3
             through the cluster's own file system and credentials.
-        batch_size: images per model call inside the Spark UDF (raise it on GPU executors).
+        batch_size: images per model call inside the Spark UDF (:data:`DEFAULT_BATCH_SIZE`;
+            raise it, e.g. to 256, on GPU executors).
         pca_method: ``"gram"`` (distributed Gram matrix, default: fast at any size) or
             ``"spark-ml"`` (pyspark.ml PCA; its JVM BLAS makes it much slower).
         incremental: reuse the last published run's features for images whose path, size and
@@ -87,7 +93,7 @@ class PipelineConfig:
     sample_limit: Optional[int] = None
     spark_master: str = "local[*]"
     s3_endpoint: str = ""
-    batch_size: int = 64
+    batch_size: int = DEFAULT_BATCH_SIZE
     pca_method: str = "gram"
     incremental: bool = False
     seed: int = 42

@@ -35,7 +35,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql.functions import pandas_udf
 from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, StructType
 
-from helpers.config import DEFAULT_WEIGHTS
+from helpers.config import DEFAULT_BATCH_SIZE, DEFAULT_WEIGHTS
 from helpers.images import ImageDecodeError, decode_batch, decode_image
 from helpers.weights import (
     FLAVOUR_TORCHVISION,
@@ -185,7 +185,9 @@ class FeatureExtractor:
         batch_size: images per model call; larger batches use more memory (GPU: raise it).
     """
 
-    def __init__(self, weight_set: WeightSet, image_size: int, batch_size: int = 64) -> None:
+    def __init__(
+        self, weight_set: WeightSet, image_size: int, batch_size: int = DEFAULT_BATCH_SIZE
+    ) -> None:
         configure_gpus()
         self.image_size = image_size
         self.batch_size = batch_size
@@ -248,7 +250,7 @@ def configure_gpus() -> None:
 def get_extractor(
     weights: Union[str, WeightSet] = DEFAULT_WEIGHTS,
     image_size: int = 224,
-    batch_size: int = 64,
+    batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> FeatureExtractor:
     """The process-wide extractor for these weights and size, built on first use."""
     weight_key = weights if isinstance(weights, str) else weights.source
@@ -264,7 +266,7 @@ def extract_features(
     contents: Sequence[bytes],
     image_size: int = 224,
     weights: Union[str, WeightSet] = DEFAULT_WEIGHTS,
-    batch_size: int = 64,
+    batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> np.ndarray:
     """MobileNetV2 ImageNet features of encoded images.
 
