@@ -8,9 +8,10 @@ Library, which AWS's Graviton guide recommends for inference. The features are t
 way (within the chain's 1e-4 tolerance).
 
 :func:`enable_onednn` is the one rule: on x86 and aarch64, set ``TF_ENABLE_ONEDNN_OPTS=1``
-unless the environment already holds a value (a user's ``0`` is kept). ``helpers/__init__.py`` applies it
-before anything else, so every process that imports helpers (the driver, the worker daemon,
-a Python worker unpickling the featurization UDF, the benchmarks) has it before TensorFlow.
+unless the environment already holds a value (a user's ``0`` is kept). ``helpers/__init__.py``
+applies it before anything else, so every process that imports helpers (the driver, the worker
+daemon, a Python worker unpickling the featurization UDF, the benchmarks) has it before
+TensorFlow.
 This module imports nothing heavy: TensorFlow only inside :func:`tensorflow_state`.
 :func:`process_state` says what TensorFlow uses in a process that may not have imported it
 (the driver, which runs no CNN): its own switch once imported, else the switch it would set.
