@@ -108,6 +108,31 @@ def process_kind(process: psutil.Process) -> str:
     return "other"
 
 
+def tree_rss_by_kind(root: psutil.Process) -> Dict[str, int]:
+    """The RSS (bytes) of ``root`` and all its descendants, summed by :func:`process_kind`.
+
+    A JVM's child that is still a JVM has not exec'd yet: the JVM starts every command it runs
+    (Hadoop's local file system runs ``chmod`` for each file it writes) through a child sharing
+    its memory until the exec, so that child is not counted (it would count the JVM twice).
+    Raises ``psutil.Error`` when ``root`` is gone."""
+    kinds: Dict[int, str] = {}
+    sizes: Dict[int, int] = {}
+    parents: Dict[int, int] = {}
+    for member in [root] + root.children(recursive=True):
+        try:
+            sizes[member.pid] = member.memory_info().rss
+            parents[member.pid] = member.ppid()
+        except psutil.Error:
+            continue
+        kinds[member.pid] = process_kind(member)  # each time: a new process may not have exec'd
+    by_kind: Dict[str, int] = {}
+    for pid, kind in kinds.items():
+        if kind == "jvm" and kinds.get(parents[pid]) == "jvm":
+            continue
+        by_kind[kind] = by_kind.get(kind, 0) + sizes[pid]
+    return by_kind
+
+
 def peak_tree_rss(
     command: List[str], env: Optional[Dict[str, str]] = None, log: Optional[str] = None
 ) -> Dict:
@@ -127,15 +152,8 @@ def peak_tree_rss(
     root = psutil.Process(process.pid)
     peak, at_peak, kind_peaks = 0, {}, {}
     while process.poll() is None:
-        by_kind: Dict[str, int] = {}
         try:
-            for member in [root] + root.children(recursive=True):
-                try:
-                    rss = member.memory_info().rss
-                except psutil.Error:
-                    continue
-                kind = process_kind(member)  # each time: a new process may not have exec'd yet
-                by_kind[kind] = by_kind.get(kind, 0) + rss
+            by_kind = tree_rss_by_kind(root)
         except psutil.Error:
             break
         total = sum(by_kind.values())
