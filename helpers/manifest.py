@@ -177,18 +177,22 @@ def reusable_parts(
     inventory = storage.read_parquet(spark, outputs[storage.INVENTORY_DIR])
     if PART_COLUMN not in inventory.columns:  # published before runs had parts: one folder
         inventory = inventory.withColumn(PART_COLUMN, F.lit(parts[0]["path"]))
+    paths = [part["path"] for part in parts]
     unchanged = (
         labelled.join(
-            inventory.where("featurized").select("path", "length", "modificationTime", PART_COLUMN),
+            inventory.where(F.col("featurized") & F.col(PART_COLUMN).isin(paths)).select(
+                "path", "length", "modificationTime", PART_COLUMN
+            ),
             ["path", "length", "modificationTime"],
         )
         .select("path", PART_COLUMN)
         .cache()
     )
-    in_use = {
-        row[PART_COLUMN]: int(row["count"])
-        for row in unchanged.groupBy(PART_COLUMN).count().collect()
-    }
+    # Rows per part in one pass over the cached rows (a few parts: no grouping, no shuffle).
+    counted = unchanged.agg(
+        *[F.count(F.when(F.col(PART_COLUMN) == path, 1)) for path in paths]
+    ).first()
+    in_use = {path: int(count) for path, count in zip(paths, counted)}
     images_reused = sum(in_use.values())
     kept, folded = plan_parts(parts, in_use)
     LOG.info(
