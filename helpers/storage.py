@@ -538,8 +538,18 @@ def read_json_if_exists(spark: Optional["SparkSession"], path: str) -> Optional[
 
 # -- Spark's outputs -------------------------------------------------------------------------
 def write_parquet(frame: "DataFrame", path: str) -> None:
-    """Write ``frame`` as Parquet, replacing what was there."""
-    frame.write.mode("overwrite").parquet(to_local_or_uri(path))
+    """Write ``frame`` as Parquet, replacing what was there.
+
+    Columns of float arrays (features, PCA scores: values that hardly repeat) are written
+    without a dictionary, which Parquet would otherwise build for each row group before
+    falling back to plain values; other columns keep Parquet's defaults.
+    """
+    writer = frame.write.mode("overwrite")
+    for field in frame.schema.fields:
+        if field.dataType.simpleString() in ("array<float>", "array<double>"):
+            # the standard LIST layout Spark writes: <column>.list.element
+            writer = writer.option(f"parquet.enable.dictionary#{field.name}.list.element", "false")
+    writer.parquet(to_local_or_uri(path))
 
 
 def write_csv(frame: "DataFrame", path: str) -> None:

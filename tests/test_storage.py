@@ -282,3 +282,29 @@ def test_hadoop_read_gives_up_on_a_file_replaced_at_every_read(
     with pytest.raises(OSError, match="busy.json was replaced while it was read, 5 times"):
         storage.read_bytes(spark, f"s3://{bucket}/{key}")
     assert len(versions) == storage.REPLACED_WHILE_READ_ATTEMPTS
+
+
+def test_float_arrays_are_written_without_a_dictionary(spark, tmp_path):
+    import glob
+
+    import pyarrow.parquet as pq
+
+    frame = spark.createDataFrame(
+        # few distinct scores: Parquet's default would keep a dictionary for them
+        [(f"p{i}", "Apple" if i % 2 else "Kiwi", [i % 5 / 7.0, i % 3 / 3.0]) for i in range(200)],
+        "path string, label string, pca array<float>",
+    )
+    target = str(tmp_path / "scores")
+    storage.write_parquet(frame, target)
+    encodings = {}
+    for part in glob.glob(os.path.join(target, "*.parquet")):
+        row_group = pq.ParquetFile(part).metadata.row_group(0)
+        for index in range(row_group.num_columns):
+            column = row_group.column(index)
+            encodings.setdefault(column.path_in_schema, set()).update(column.encodings)
+    dictionary = {"PLAIN_DICTIONARY", "RLE_DICTIONARY"}
+    assert not encodings["pca.list.element"] & dictionary, encodings
+    assert encodings["label"] & dictionary, encodings  # repeated strings keep theirs
+    assert sorted(storage.read_parquet(spark, target).toPandas()["path"]) == sorted(
+        f"p{i}" for i in range(200)
+    )
