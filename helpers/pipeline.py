@@ -92,6 +92,7 @@ class Run:
         self.root: str = ""
         self.files: Optional[DataFrame] = None
         self.listing: Optional[DataFrame] = None
+        self.class_table: Optional[pd.DataFrame] = None  # class_counts() of the listing
         # Set by featurize(): the features of every image (all parts) and the parts.
         self.features: Optional[DataFrame] = None
         self.feature_parts: List[Part] = []
@@ -175,6 +176,7 @@ class Run:
                 # the images (featurize reads the contents through it).
                 found = listing.list_images(self.spark, self.root, self.config.sample_limit)
             self.files, self.listing = found.files, found.listing
+            self.class_table = None
             self.images_total, self.listed_bytes = found.images_total, found.listed_bytes
             if self.images_total == 0:
                 raise ValueError(f"no .jpg/.jpeg/.png images found under input_path: {path}")
@@ -182,15 +184,17 @@ class Run:
         return self.listing
 
     def class_counts(self) -> pd.DataFrame:
-        """Images per split and class (a small table)."""
-        counts = (
-            self.listing.groupBy("split", "label")
-            .agg(F.count(F.lit(1)).alias("images"))
-            .orderBy("split", "label")
-            .toPandas()
-        )
-        counts["split"] = counts["split"].fillna("(none)")
-        return counts
+        """Images per split and class (a small table), counted once per listing."""
+        if self.class_table is None:
+            counts = (
+                self.listing.groupBy("split", "label")
+                .agg(F.count(F.lit(1)).alias("images"))
+                .orderBy("split", "label")
+                .toPandas()
+            )
+            counts["split"] = counts["split"].fillna("(none)")
+            self.class_table = counts
+        return self.class_table.copy()
 
     def class_summary(self) -> "class_summary.ClassSummary":
         """Images per class: the whole table for a few classes, a summary for many (classes,

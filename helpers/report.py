@@ -124,8 +124,8 @@ def write_report(
     It first records the run in ``output_path``'s history (:func:`helpers.history.record_run`:
     every run that writes its report is recorded once) and shows the last runs
     (``history.png`` and a table).
-    The figures are redrawn from the run (a few Spark reads: class counts, failures, a sample
-    of images, PCA scores) and saved as ``sample_grid.png``, ``scatter.png``,
+    The figures are redrawn from the run (its class counts, counted once per listing, and a
+    few Spark reads: failures, a sample of images, PCA scores) and saved as ``sample_grid.png``, ``scatter.png``,
     ``class_counts.png`` and ``timings.png`` beside the report, with the images per class and
     split as ``class_counts.csv`` (the whole table the page summarises for many classes), through
     :mod:`helpers.storage` (local or ``s3://``). When the run keeps its outputs in a folder of
