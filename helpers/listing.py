@@ -13,7 +13,8 @@ from contextlib import contextmanager
 from typing import Iterator, List, NamedTuple, Optional, Tuple
 
 import pandas as pd
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from helpers import storage
 from helpers.config import IMAGE_EXTENSIONS
@@ -131,6 +132,11 @@ def listing_index(spark: SparkSession) -> Iterator[None]:
 def labelled(frame: DataFrame, root: str) -> DataFrame:
     """``frame`` with ``label`` (class folder) and ``split`` (Training/Test) from its path."""
     return frame.select("*", *label_columns(root))
+
+
+def featurizable() -> Column:
+    """Whether a listing row is an image for the CNN: in a class folder and not empty."""
+    return F.col("label").isNotNull() & (F.col("length") > 0)
 
 
 def read_binary(spark: SparkSession, *paths: str) -> DataFrame:

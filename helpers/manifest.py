@@ -33,6 +33,7 @@ from pyspark.sql import functions as F
 
 from helpers import storage
 from helpers.features import FEATURE_DIM
+from helpers.listing import featurizable
 from helpers.reduction import Moments, moments_from_bytes
 
 if TYPE_CHECKING:  # annotations only: helpers.pipeline imports this module
@@ -149,18 +150,20 @@ def union_all(frames: List[Optional[DataFrame]]) -> Optional[DataFrame]:
 def reusable_parts(
     spark: SparkSession,
     previous: Dict[str, Any],
-    labelled: DataFrame,
+    listing: DataFrame,
     image_size: int,
     weights: str,
 ) -> Tuple[Optional[DataFrame], List[Part], List[Part], int]:
     """The features of the run ``previous`` (the last published manifest) that an incremental
-    run reuses: those of the images of ``labelled`` whose path, size and modification time are
-    those ``previous`` featurized, if it used the same ``image_size`` and ``weights``.
+    run reuses: those of the images of ``listing`` (:func:`helpers.listing.featurizable`)
+    whose path, size and modification time are those ``previous`` featurized, if it used the
+    same ``image_size`` and ``weights``.
 
-    Returns ``(unchanged, kept, folded, images_reused)``: ``unchanged`` (path, part, cached)
-    names those images and the feature folder holding each; ``kept`` and ``folded`` are the
-    previous run's parts, as :func:`plan_parts` splits them; ``images_reused`` is the rows of
-    ``unchanged``. ``(None, [], [], 0)`` when nothing is reused. No feature is read here.
+    Returns ``(seen, kept, folded, images_reused)``: ``seen`` is ``listing`` (cached) with a
+    ``part`` column naming the feature folder that holds each reused image's features (null
+    for the others); ``kept`` and ``folded`` are the previous run's parts, as
+    :func:`plan_parts` splits them; ``images_reused`` is the rows of ``seen`` with a part.
+    ``(None, [], [], 0)`` when nothing is reused. No feature is read here.
     """
     outputs = previous.get("outputs", {})
     parts = feature_parts(previous)
@@ -178,20 +181,19 @@ def reusable_parts(
     if PART_COLUMN not in inventory.columns:  # published before runs had parts: one folder
         inventory = inventory.withColumn(PART_COLUMN, F.lit(parts[0]["path"]))
     paths = [part["path"] for part in parts]
-    unchanged = (
-        labelled.join(
-            inventory.where(F.col("featurized") & F.col(PART_COLUMN).isin(paths)).select(
-                "path", "length", "modificationTime", PART_COLUMN
-            ),
-            ["path", "length", "modificationTime"],
+    reusable = inventory.where(F.col("featurized") & F.col(PART_COLUMN).isin(paths)).select(
+        "path", "length", "modificationTime", PART_COLUMN
+    )
+    seen = (
+        listing.join(reusable, ["path", "length", "modificationTime"], "left")
+        .select(
+            *listing.columns,
+            F.when(featurizable(), F.col(PART_COLUMN)).alias(PART_COLUMN),
         )
-        .select("path", PART_COLUMN)
         .cache()
     )
     # Rows per part in one pass over the cached rows (a few parts: no grouping, no shuffle).
-    counted = unchanged.agg(
-        *[F.count(F.when(F.col(PART_COLUMN) == path, 1)) for path in paths]
-    ).first()
+    counted = seen.agg(*[F.count(F.when(F.col(PART_COLUMN) == path, 1)) for path in paths]).first()
     in_use = {path: int(count) for path, count in zip(paths, counted)}
     images_reused = sum(in_use.values())
     kept, folded = plan_parts(parts, in_use)
@@ -201,42 +203,50 @@ def reusable_parts(
         len(kept) + len(folded),
         len(folded),
     )
-    return unchanged, kept, folded, images_reused
+    return seen, kept, folded, images_reused
 
 
 def write_inventory(
     spark: SparkSession,
-    listing: DataFrame,
-    unchanged: Optional[DataFrame],
+    seen: DataFrame,
     kept: List[Part],
+    folded: List[Part],
     new_part: Optional[Part],
+    sent: int,
+    carried: int,
     location: str,
 ) -> DataFrame:
-    """Write a run's ``inventory/`` at ``location``: what it saw (the rows of ``listing``: path,
-    size, modification time), whether each image has features, and the feature folder holding
-    them (``part``: ``new_part``, or for ``unchanged`` images one of the ``kept`` parts);
-    returns it as written."""
-    holders: List[Optional[DataFrame]] = []
+    """Write a run's ``inventory/`` at ``location``: what it saw (the rows of ``seen``, the
+    listing with ``part`` as :func:`reusable_parts` gives it: path, size, modification time),
+    whether each image has features, and the feature folder holding them (``part``); returns
+    it as written.
+
+    An image's part is its ``kept`` part; else ``new_part`` if it was carried there from a
+    ``folded`` part or sent to the CNN (``sent`` images: the featurizable rows without a part)
+    and written. When ``new_part`` holds ``sent`` rows besides the ``carried`` ones, every
+    image sent is in it (one row per image) and the inventory is a projection of ``seen``;
+    otherwise the new part's paths say which images it holds.
+    """
+    previous = F.col(PART_COLUMN)
+    part = F.when(previous.isin([p["path"] for p in kept]), previous)
     if new_part is not None:
-        holders.append(
-            storage.read_parquet(spark, new_part["path"]).select(
-                "path", F.lit(new_part["path"]).alias(PART_COLUMN)
+        if int(new_part["rows"]) - carried == sent:
+            in_new_part = previous.isin([p["path"] for p in folded]) | (
+                featurizable() & previous.isNull()
             )
-        )
-    if unchanged is not None and kept:
-        holders.append(unchanged.where(F.col(PART_COLUMN).isin([p["path"] for p in kept])))
-    part_of = union_all(holders)
-    seen = listing.select("path", "length", "modificationTime")
-    if part_of is None:
-        seen = seen.withColumn(PART_COLUMN, F.lit(None).cast("string"))
-    else:
-        seen = seen.join(part_of, "path", "left")
+        else:  # some images sent to the CNN failed
+            written = storage.read_parquet(spark, new_part["path"]).select(
+                "path", F.lit(True).alias("in_new_part")
+            )
+            seen = seen.join(written, "path", "left")
+            in_new_part = F.col("in_new_part").isNotNull()
+        part = part.when(in_new_part, F.lit(new_part["path"]))
     inventory = seen.select(
         "path",
         "length",
         "modificationTime",
-        F.col(PART_COLUMN).isNotNull().alias("featurized"),
-        PART_COLUMN,
+        part.isNotNull().alias("featurized"),
+        part.alias(PART_COLUMN),
     )
     storage.write_parquet(inventory, location)
     return storage.read_parquet(spark, location)

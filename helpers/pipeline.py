@@ -36,6 +36,7 @@ from helpers.config import PipelineConfig
 from helpers.features import featurize_udf
 from helpers.lock import OutputLock
 from helpers.manifest import (
+    PART_COLUMN,
     Part,
     read_parts,
     referenced_runs,
@@ -220,7 +221,7 @@ class Run:
         candidates = (
             self.features.select("path", "label")
             if after_featurize
-            else self.listing.where(F.col("label").isNotNull() & (F.col("length") > 0))
+            else self.listing.where(listing.featurizable())
         )
         figure = samples.sample_grid(
             self.spark, candidates, self.config.seed, per_class, max_classes
@@ -245,15 +246,21 @@ class Run:
                 config.weights, s3_endpoint=config.effective_s3_endpoint
             )
         with self.stage("featurize"):
-            labelled = self.listing.where(F.col("label").isNotNull() & (F.col("length") > 0))
-            unchanged, kept, folded = None, [], []
+            seen, kept, folded = None, [], []
             if config.incremental and self.previous_manifest is not None:
-                unchanged, kept, folded, self.images_reused = reusable_parts(
-                    self.spark, self.previous_manifest, labelled, config.image_size, config.weights
+                seen, kept, folded, self.images_reused = reusable_parts(
+                    self.spark,
+                    self.previous_manifest,
+                    self.listing,
+                    config.image_size,
+                    config.weights,
                 )
-            to_featurize = labelled
-            if unchanged is not None:
-                to_featurize = labelled.join(unchanged, "path", "left_anti")
+            if seen is None:  # nothing reused: no image has a part yet
+                seen = self.listing.withColumn(PART_COLUMN, F.lit(None).cast("string"))
+                unchanged = None
+            else:
+                unchanged = seen.where(F.col(PART_COLUMN).isNotNull())
+            to_featurize = seen.where(listing.featurizable() & F.col(PART_COLUMN).isNull())
             if config.sample_limit is not None or unchanged is not None:
                 rows = to_featurize.select("path", "length").collect()
                 contents = (
@@ -287,6 +294,8 @@ class Run:
                     }
             self.feature_parts = kept + ([new_part] if new_part else [])
             self.images_featurized = sum(part["images"] for part in self.feature_parts)
+            sent = scanned[0] if contents is not self.files else to_featurize.count()
+            carried = sum(int(part["images"]) for part in folded)
             self.images_failed = failures.write_failures(
                 self.spark,
                 self.listing,
@@ -295,8 +304,8 @@ class Run:
                 self.root,
                 config.image_size,
                 self.location(storage.FAILED_DIR),
-                sent=scanned[0] if contents is not self.files else None,
-                carried=sum(int(part["images"]) for part in folded),
+                sent=sent,
+                carried=carried,
             )
             if self.images_featurized == 0:
                 raise ValueError(
@@ -305,15 +314,16 @@ class Run:
                 )
             self.inventory = write_inventory(
                 self.spark,
-                self.listing,
-                unchanged,
+                seen,
                 kept,
+                folded,
                 new_part,
+                sent,
+                carried,
                 self.location(storage.INVENTORY_DIR),
             )
             self.features = read_parts(self.spark, self.feature_parts, self.inventory)
-            if unchanged is not None:
-                unchanged.unpersist()
+            seen.unpersist()
             self._check_counts()
             # Which kernels TensorFlow used, driver and executors (the workers that just ran).
             self.tensorflow = cluster.tensorflow_record(self.spark)

@@ -6,6 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
+from pyspark.sql import functions as F
 
 from conftest import SAMPLE, copy_subset
 from helpers import manifest as parts_of
@@ -211,3 +212,44 @@ def test_plan_parts_keeps_live_parts_and_folds_stale_and_surplus_ones():
     kept, folded = plan_parts(parts, {"a": 60, "b": 10, "c": 10}, limit=2)
     assert [part["path"] for part in kept] == ["a"]
     assert sorted(part["path"] for part in folded) == ["b", "c"]
+
+
+@pytest.mark.parametrize("failed", [False, True], ids=["all-written", "one-failed"])
+def test_the_inventory_gives_each_image_its_part(spark, tmp_path, failed):
+    """Kept parts keep their images; images carried from a folded part and images sent to the
+    CNN go to the new part if it holds them; unlabelled, empty and failed images get none."""
+    listing_rows = [  # path, length, label, previous part
+        ("kept", 10, "Apple", "K"),
+        ("carried", 10, "Apple", "F"),
+        ("sent-1", 10, "Kiwi", None),
+        ("sent-2", 10, "Kiwi", None),
+        ("unlabelled", 10, None, None),
+        ("empty", 0, "Kiwi", None),
+    ]
+    seen = spark.createDataFrame(
+        [(path, length, label, part) for path, length, label, part in listing_rows],
+        "path string, length long, label string, part string",
+    ).withColumn("modificationTime", F.current_timestamp())
+    new_paths = ["carried", "sent-1"] + ([] if failed else ["sent-2"])
+    new_folder = str(tmp_path / "new")
+    spark.createDataFrame([(p,) for p in new_paths], "path string").write.parquet(new_folder)
+    new_part = {"path": new_folder, "rows": len(new_paths), "images": len(new_paths)}
+    inventory = parts_of.write_inventory(
+        spark,
+        seen,
+        kept=[{"path": "K", "rows": 1, "images": 1}],
+        folded=[{"path": "F", "rows": 3, "images": 1}],
+        new_part=new_part,
+        sent=2,
+        carried=1,
+        location=str(tmp_path / "inventory"),
+    )
+    got = {row.path: (row.featurized, row[PART_COLUMN]) for row in inventory.collect()}
+    assert got == {
+        "kept": (True, "K"),
+        "carried": (True, new_folder),
+        "sent-1": (True, new_folder),
+        "sent-2": (False, None) if failed else (True, new_folder),
+        "unlabelled": (False, None),
+        "empty": (False, None),
+    }
