@@ -281,16 +281,13 @@ def evaluate_frame(
     result.features = f"{PCA_COLUMN} ({x.shape[1]} components)"
     model = SoftmaxRegression.fit(x, y, len(labels), reg_param=reg_param, max_iter=max_iter)
     result.iterations = model.iterations
-    mapping = F.create_map(
-        *[item for label in labels for item in (F.lit(label), F.lit(index[label]))]
-    )
     predicted = scores.where(F.col("split") == TEST_SPLIT).select(
-        mapping[F.col("label")].alias("target"), model.predict_column(F.col(PCA_COLUMN))
+        "label", model.predict_column(F.col(PCA_COLUMN))
     )
-    pairs = predicted.groupBy("target", "prediction").count().collect()
+    pairs = predicted.groupBy("label", "prediction").count().collect()
     matrix = np.zeros((len(labels), len(labels)), dtype=int)
     for row in pairs:
-        matrix[int(row["target"]), int(row["prediction"])] += int(row["count"])
+        matrix[index[row["label"]], int(row["prediction"])] += int(row["count"])
     result.confusion = matrix.tolist()
     return result
 
