@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 from statistics import median
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Set
 
 import psutil
 
@@ -98,6 +98,11 @@ def process_kind(process: psutil.Process) -> str:
         argv = process.cmdline()
     except psutil.Error:
         return "other"
+    return kind_of(argv)
+
+
+def kind_of(argv: List[str]) -> str:
+    """:func:`process_kind` of a process whose command line is ``argv``."""
     line = " ".join(argv)
     if argv and os.path.basename(argv[0]) == "java":
         return "jvm"
@@ -111,23 +116,28 @@ def process_kind(process: psutil.Process) -> str:
 def tree_rss_by_kind(root: psutil.Process) -> Dict[str, int]:
     """The RSS (bytes) of ``root`` and all its descendants, summed by :func:`process_kind`.
 
-    A JVM's child that is still a JVM has not exec'd yet: the JVM starts every command it runs
-    (Hadoop's local file system runs ``chmod`` for each file it writes) through a child sharing
-    its memory until the exec, so that child is not counted (it would count the JVM twice).
+    A JVM's child that is still a JVM, or has no command line yet (in the middle of its exec),
+    has not exec'd yet: the JVM starts every command it runs (Hadoop's local file system runs
+    ``chmod`` for each file it writes) through a child sharing its memory until the exec, so
+    that child is not counted (it would count the JVM twice).
     Raises ``psutil.Error`` when ``root`` is gone."""
     kinds: Dict[int, str] = {}
     sizes: Dict[int, int] = {}
     parents: Dict[int, int] = {}
+    starting: Set[int] = set()
     for member in [root] + root.children(recursive=True):
         try:
             sizes[member.pid] = member.memory_info().rss
             parents[member.pid] = member.ppid()
+            argv = member.cmdline()  # each time: a new process may not have exec'd
         except psutil.Error:
             continue
-        kinds[member.pid] = process_kind(member)  # each time: a new process may not have exec'd
+        kinds[member.pid] = kind_of(argv)
+        if not argv:
+            starting.add(member.pid)
     by_kind: Dict[str, int] = {}
     for pid, kind in kinds.items():
-        if kind == "jvm" and kinds.get(parents[pid]) == "jvm":
+        if kinds.get(parents[pid]) == "jvm" and (kind == "jvm" or pid in starting):
             continue
         by_kind[kind] = by_kind.get(kind, 0) + sizes[pid]
     return by_kind

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import time
+import types
 
 import psutil
 
@@ -26,6 +27,18 @@ time.sleep(60)
 """
 
 
+def programs(root):
+    """The program each child of ``root`` runs (``""`` for one without a command line yet)."""
+    found = []
+    for child in root.children():
+        try:
+            argv = child.cmdline()
+        except psutil.Error:
+            argv = []
+        found.append(argv[0] if argv else "")
+    return sorted(found)
+
+
 def test_a_jvm_child_not_yet_exec_d_is_not_counted_again(tmp_path):
     java = tmp_path / "java"
     os.symlink(sys.executable, java)
@@ -36,9 +49,8 @@ def test_a_jvm_child_not_yet_exec_d_is_not_counted_again(tmp_path):
         assert fake.stdout.readline().strip() == "ready"
         root = psutil.Process(fake.pid)
         deadline = time.time() + 30
-        while sorted(child.cmdline()[0] for child in root.children()) != sorted(
-            [str(java), sys.executable]
-        ):  # both children there, the second one exec'd
+        while programs(root) != sorted([str(java), sys.executable]):
+            # both children there, the second one exec'd (no command line while it execs)
             assert time.time() < deadline
             time.sleep(0.05)
         children = {run.process_kind(child): child for child in root.children()}
@@ -57,3 +69,41 @@ def test_a_jvm_child_not_yet_exec_d_is_not_counted_again(tmp_path):
             child.kill()
         fake.kill()
         fake.wait()
+
+
+class Member:
+    """A process as tree_rss_by_kind reads it: command line, RSS, parent, children."""
+
+    def __init__(self, pid, argv, rss, parent=None):
+        self.pid, self.argv, self.rss, self.parent = pid, argv, rss, parent
+        self.kids = []
+        if parent is not None:
+            parent.kids.append(self)
+
+    def cmdline(self):
+        return self.argv
+
+    def memory_info(self):
+        return types.SimpleNamespace(rss=self.rss)
+
+    def ppid(self):
+        return self.parent.pid if self.parent else 1
+
+    def children(self, recursive=False):
+        found = []
+        for kid in self.kids:
+            found.append(kid)
+            if recursive:
+                found += kid.children(recursive=True)
+        return found
+
+
+def test_a_jvm_child_in_the_middle_of_its_exec_is_not_counted():
+    jvm = Member(10, ["/usr/bin/java", "-cp", "x"], 300)
+    Member(11, [], 300, jvm)  # exec'ing: no command line yet, the JVM's pages still mapped
+    Member(12, ["/bin/chmod", "644", "f"], 2, jvm)
+    python = Member(13, ["python", "-m", "papermill"], 50)
+    Member(14, [], 40, python)  # not a JVM's: counted as it is
+    python.kids.append(jvm)
+    jvm.parent = python
+    assert run.tree_rss_by_kind(python) == {"jvm": 300, "other": 50 + 40 + 2}
