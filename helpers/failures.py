@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 from helpers import storage
 from helpers.features import decode_error_udf
 from helpers.listing import read_binary
-from helpers.manifest import Part, union_all
+from helpers.manifest import Part, holds_every_image_sent, union_all
 
 NO_CLASS_FOLDER = "no class folder: the image lies directly in input_path"
 EMPTY_FILE = "empty file (0 bytes)"
@@ -34,7 +34,7 @@ def write_failures(
     root: str,
     image_size: int,
     location: str,
-    sent: Optional[int] = None,
+    sent: int,
     carried: int = 0,
 ) -> int:
     """Write ``failed/`` (path, reason) at ``location`` when any image failed; return how many.
@@ -43,10 +43,9 @@ def write_failures(
     images sent to the CNN (``featurized``) that are not in the part ``new_part``: those are
     read (under ``root``) and decoded again at ``image_size`` (no CNN) for the reason. The
     listing is cached, so the first two cost no file access; reused images are not looked at
-    again. ``sent``: the rows of ``featurized`` when the caller knows them (else counted here);
-    ``carried``: the rows of ``new_part`` that were not sent (features moved there from folded
-    parts). When ``new_part`` holds as many rows as were sent, every image sent is in it (one
-    row per image) and no paths are compared.
+    again. ``sent``: the rows of ``featurized``; ``carried``: the rows of ``new_part`` that were
+    not sent (features moved there from folded parts). When ``new_part`` holds every image sent
+    (:func:`helpers.manifest.holds_every_image_sent`), no paths are compared.
     """
     unlabelled = listing.where(F.col("label").isNull())
     empty = listing.where(F.col("label").isNotNull() & (F.col("length") == 0))
@@ -55,11 +54,9 @@ def write_failures(
         empty.select("path", F.lit(EMPTY_FILE).alias("reason")),
     ]
     skipped = parts[0].union(parts[1]).count()
-    sent = featurized.count() if sent is None else sent
-    written = int(new_part["rows"]) - carried if new_part is not None else 0
     undecoded = 0
     missing = None
-    if written != sent:
+    if not holds_every_image_sent(new_part, sent, carried):
         missing = featurized.select("path")
         if new_part is not None:
             in_part = storage.read_parquet(spark, new_part["path"]).select("path")

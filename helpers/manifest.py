@@ -28,7 +28,7 @@ import posixpath
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Set, Tuple
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from helpers import storage
@@ -206,6 +206,20 @@ def reusable_parts(
     return seen, kept, folded, images_reused
 
 
+def sent_to_cnn() -> Column:
+    """Whether a row of ``seen`` (see :func:`reusable_parts`) goes through the CNN: a
+    featurizable image without a part holding its features."""
+    return featurizable() & F.col(PART_COLUMN).isNull()
+
+
+def holds_every_image_sent(new_part: Optional[Part], sent: int, carried: int) -> bool:
+    """Whether ``new_part`` holds a row for each of the ``sent`` images besides the ``carried``
+    rows (features moved there from folded parts): then, one row per image, every image sent
+    is in it, and no paths need comparing."""
+    written = int(new_part["rows"]) - carried if new_part is not None else 0
+    return written == sent
+
+
 def write_inventory(
     spark: SparkSession,
     seen: DataFrame,
@@ -222,18 +236,15 @@ def write_inventory(
     it as written.
 
     An image's part is its ``kept`` part; else ``new_part`` if it was carried there from a
-    ``folded`` part or sent to the CNN (``sent`` images: the featurizable rows without a part)
-    and written. When ``new_part`` holds ``sent`` rows besides the ``carried`` ones, every
-    image sent is in it (one row per image) and the inventory is a projection of ``seen``;
-    otherwise the new part's paths say which images it holds.
+    ``folded`` part or sent to the CNN (``sent`` images, :func:`sent_to_cnn`) and written.
+    When it holds every image sent (:func:`holds_every_image_sent`), the inventory is a
+    projection of ``seen``; otherwise the new part's paths say which images it holds.
     """
     previous = F.col(PART_COLUMN)
     part = F.when(previous.isin([p["path"] for p in kept]), previous)
     if new_part is not None:
-        if int(new_part["rows"]) - carried == sent:
-            in_new_part = previous.isin([p["path"] for p in folded]) | (
-                featurizable() & previous.isNull()
-            )
+        if holds_every_image_sent(new_part, sent, carried):
+            in_new_part = previous.isin([p["path"] for p in folded]) | sent_to_cnn()
         else:  # some images sent to the CNN failed
             written = storage.read_parquet(spark, new_part["path"]).select(
                 "path", F.lit(True).alias("in_new_part")

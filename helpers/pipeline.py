@@ -42,6 +42,7 @@ from helpers.manifest import (
     referenced_runs,
     reusable_parts,
     run_record,
+    sent_to_cnn,
     stored_moments,
     union_all,
     write_inventory,
@@ -260,7 +261,7 @@ class Run:
                 unchanged = None
             else:
                 unchanged = seen.where(F.col(PART_COLUMN).isNotNull())
-            to_featurize = seen.where(listing.featurizable() & F.col(PART_COLUMN).isNull())
+            to_featurize = seen.where(sent_to_cnn())
             if config.sample_limit is not None or unchanged is not None:
                 rows = to_featurize.select("path", "length").collect()
                 contents = (

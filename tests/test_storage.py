@@ -7,10 +7,12 @@ the test session's real Spark.
 
 from __future__ import annotations
 
+import glob
 import os
 import socket
 import uuid
 
+import pyarrow.parquet as pq
 import pytest
 
 from helpers import storage
@@ -285,10 +287,6 @@ def test_hadoop_read_gives_up_on_a_file_replaced_at_every_read(
 
 
 def test_float_arrays_are_written_without_a_dictionary(spark, tmp_path):
-    import glob
-
-    import pyarrow.parquet as pq
-
     frame = spark.createDataFrame(
         # few distinct scores: Parquet's default would keep a dictionary for them
         [(f"p{i}", "Apple" if i % 2 else "Kiwi", [i % 5 / 7.0, i % 3 / 3.0]) for i in range(200)],
