@@ -128,9 +128,10 @@ def write_report(
     few Spark reads: failures, a sample of images, PCA scores) and saved as
     ``sample_grid.png``, ``scatter.png``, ``class_counts.png`` and ``timings.png`` beside the
     report, with the images per class and split as ``class_counts.csv`` (the whole table the
-    page summarises for many classes), through :mod:`helpers.storage` (local or ``s3://``). When the run keeps its outputs in a folder of
-    its own inside ``output_path`` (``run.location``), the page (self-contained) is also
-    written as ``output_path/report.html``, the report of the latest run, like the top-level
+    page summarises for many classes), through :mod:`helpers.storage` (local or ``s3://``).
+    When the run keeps its outputs in a folder of its own inside ``output_path``
+    (``run.location``), the page (self-contained) is also written as
+    ``output_path/report.html``, the report of the latest run, like the top-level
     ``manifest.json``; that is the location returned.
 
     Raises:
